@@ -1,0 +1,46 @@
+# Every target sets up what it needs: a fresh clone only needs python3 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: install test lint bench bench-kernel bench-http bench-fanout demo fuzz docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	command -v wrk >/dev/null || (apt-get install -y -q wrk >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null))
+	touch $@
+
+bench: bench-kernel bench-http bench-fanout
+
+bench-kernel: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/kernel_bench.py
+
+bench-http: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/http_bench.py
+
+bench-fanout: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/fanout_bench.py
+
+demo: $(STAMP)
+	$(BIN)/python apps/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -1,0 +1,69 @@
+"""Structured concurrency: run coroutines as child tasks and wait for all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .task import Cancelled, Task, WaitQueue
+from .traps import CURRENT, PARK, Coro
+
+
+def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]:
+    """Run each coroutine as a child task; return their results in order.
+
+    When one child fails, the others are cancelled and waited for, then the
+    first failure is re-raised. When the caller is cancelled, every child is
+    cancelled and waited for before the ``Cancelled`` propagates. No child
+    outlives the call.
+    """
+    parent: Task = yield (CURRENT,)
+    kernel = parent._kernel
+    children = [kernel.spawn(coro, names[i] if names else None, parent)
+                for i, coro in enumerate(coros)]
+    finished: list[Task] = []
+    waiter = WaitQueue("gather")
+
+    def on_done(task: Task) -> None:
+        finished.append(task)
+        waiter.wake_one()
+
+    for child in children:
+        child.add_done_callback(on_done)
+    failure: Task | None = None
+    try:
+        seen = 0
+        while len(finished) < len(children):
+            if seen == len(finished):
+                yield (PARK, waiter)
+            for task in finished[seen:]:
+                if failure is None and task._error is not None:
+                    failure = task
+                    _cancel_others(children, task)
+            seen = len(finished)
+    except BaseException as exc:
+        reason = exc.reason if isinstance(exc, Cancelled) else f"gather failed: {exc!r}"
+        for child in children:
+            child.cancel(f"the task running gather() was cancelled ({reason})")
+        while len(finished) < len(children):
+            try:
+                yield (PARK, waiter)
+            except Cancelled:
+                pass
+        _retrieve(children)
+        raise
+    _retrieve(children)
+    if failure is not None:
+        raise failure._error  # type: ignore[misc]
+    return [child._result for child in children]
+
+
+def _cancel_others(children: list[Task], failed: Task) -> None:
+    reason = f"sibling {failed.name!r} failed with {failed._error!r}"
+    for child in children:
+        if child is not failed:
+            child.cancel(reason)
+
+
+def _retrieve(children: list[Task]) -> None:
+    for child in children:
+        child._retrieved = True

@@ -1,0 +1,112 @@
+"""See where every task is suspended.
+
+A suspended generator keeps its whole call chain inspectable: its frame
+(``gi_frame``) and the generator it delegates to (``gi_yieldfrom``), down to
+the innermost one that yielded the trap. :func:`format_tasks` prints that
+chain for every live task, with what it waits for.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import traps
+
+
+def coro_frames(coro: Any) -> list[tuple[str, int, str]]:
+    """``(filename, line, function)`` for each generator in the ``yield
+    from`` chain of ``coro``, outermost first."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        coro = getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def describe_wait(task: Any, now: float) -> str:
+    """What ``task`` is waiting for, in words."""
+    trap = task._trap
+    kernel = task._kernel
+    if trap is None:
+        if task is kernel.current:
+            return "running"
+        return "ready"
+    op = trap[0]
+    if op is traps.READ:
+        return f"read_wait(fd={trap[1]})"
+    if op is traps.WRITE:
+        return f"write_wait(fd={trap[1]})"
+    if op is traps.SLEEP:
+        return f"sleep (wakes in {trap[1][0] - now:.3f} s)"
+    if op is traps.THREAD:
+        fn = trap[1].fn
+        return f"run_in_thread({getattr(fn, '__qualname__', fn)!s})"
+    if op is traps.PARK:
+        owner = trap[1].owner
+        if hasattr(owner, "join") and hasattr(owner, "name"):
+            return f"join({owner.name!r})"
+        return f"{owner!r}" if not isinstance(owner, str) else owner
+    return repr(op)
+
+
+def task_info(task: Any, now: float) -> dict[str, Any]:
+    """One task as plain data: id, name, parent, age, wait, deadlines, frames."""
+    return {
+        "id": task.id,
+        "name": task.name,
+        "parent": task.parent.id if task.parent is not None else None,
+        "age": now - task.created,
+        "waiting_for": describe_wait(task, now),
+        "deadlines": [f"{s!r} in {s.deadline - now:.3f} s" for s in (task._scopes or ())],
+        "pending_cancel": repr(task._cancel_pending) if task._cancel_pending else None,
+        "frames": coro_frames(task.coro),
+    }
+
+
+def format_tasks(kernel: Any = None) -> str:
+    """Every live task of ``kernel`` (default: this thread's) as a tree by
+    parent, each with its age, what it waits for, its deadlines and the
+    chain of frames where it is suspended."""
+    if kernel is None:
+        from .loop import current_kernel
+
+        kernel = current_kernel()
+        if kernel is None:
+            return "no corofw kernel is running in this thread\n"
+    now = kernel.clock()
+    tasks = sorted(kernel.tasks, key=lambda t: t.id)
+    live = {t.id for t in tasks}
+    children: dict[Any, list[Any]] = {}
+    for task in tasks:
+        parent = task.parent.id if task.parent is not None and task.parent.id in live else None
+        children.setdefault(parent, []).append(task)
+    lines = [f"{len(tasks)} live task(s):"]
+
+    def walk(task: Any, depth: int) -> None:
+        info = task_info(task, now)
+        pad = "  " * depth
+        lines.append(f"{pad}- task {info['id']} {info['name']!r} age {info['age']:.3f} s: "
+                     f"{info['waiting_for']}")
+        for deadline in info["deadlines"]:
+            lines.append(f"{pad}    deadline {deadline}")
+        if info["pending_cancel"]:
+            lines.append(f"{pad}    cancel pending: {info['pending_cancel']}")
+        for filename, line, function in info["frames"]:
+            lines.append(f"{pad}    {filename}:{line} in {function}")
+        for child in children.get(task.id, ()):
+            walk(child, depth + 1)
+
+    for root in children.get(None, ()):
+        walk(root, 0)
+    return "\n".join(lines) + "\n"
+
+
+def dump_tasks(file: Any = None) -> None:
+    """Print :func:`format_tasks` for this thread's kernel (to stderr)."""
+    out = file or sys.stderr
+    out.write(format_tasks())
+    out.flush()

@@ -1,0 +1,645 @@
+"""The kernel: runs generator coroutines on an I/O reactor.
+
+One tick of the loop:
+
+1. Run every task that was ready when the tick began. A task runs until it
+   yields a trap that must wait; traps that complete at once (spawn,
+   current_task, ...) resume it immediately, in a loop, never by recursion.
+2. Ask the reactor which fds are ready, sleeping inside ``epoll_wait`` for
+   as long as the nearest timer allows (forever when there is none). This is
+   where an idle server spends its time, using no CPU at all.
+3. Make the tasks waiting on those fds ready, then fire the timers that are
+   due.
+
+An fd stays registered with epoll between waits; its mask only changes when
+a task waits for a direction not yet in it, or when epoll reports a
+direction nobody waits for any more. Closing a socket through
+:func:`forget_fd` drops the registration.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from types import GeneratorType
+from typing import Any
+
+from . import traps
+from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
+from .task import (
+    DONE,
+    BusyResourceError,
+    Cancelled,
+    ClosedResourceError,
+    DeadlockError,
+    Task,
+)
+from .timers import Timers
+
+log = logging.getLogger("corofw.kernel")
+
+_PARKED = object()
+_READ_EVENTS = READABLE | ERROR_MASK
+_WRITE_EVENTS = WRITABLE | ERROR_MASK
+_local = threading.local()
+
+
+def current_kernel() -> Kernel | None:
+    """The kernel running in this thread, or None."""
+    return getattr(_local, "kernel", None)
+
+
+def forget_fd(fd: int) -> None:
+    """Tell this thread's kernel that ``fd`` is about to be closed: drop its
+    epoll registration and wake any task waiting on it with
+    :class:`ClosedResourceError`. Safe to call with no kernel running."""
+    kernel = getattr(_local, "kernel", None)
+    if kernel is not None:
+        kernel._forget_fd(fd)
+
+
+def _bad_trap(trap: Any) -> TypeError:
+    if isinstance(trap, GeneratorType):
+        name = getattr(trap, "__qualname__", "generator")
+        return TypeError(
+            f"a coroutine yielded the generator {name}() instead of a trap; "
+            f"did you forget `yield from`?"
+        )
+    if isinstance(trap, traps.Op):
+        return TypeError(
+            f"a coroutine yielded {trap!r} on its own; traps are yielded with a plain "
+            f"`yield {trap.name}(...)`, not `yield from`"
+        )
+    return TypeError(
+        f"a coroutine yielded {trap!r}, which is not a corofw trap; yield from "
+        f"corofw coroutines (sleep, recv, ...) or yield read_wait()/write_wait()"
+    )
+
+
+class _ThreadJob:
+    __slots__ = ("task", "fn", "args", "result", "error", "future")
+
+    def __init__(self, task: Task, fn: Callable[..., Any], args: tuple) -> None:
+        self.task: Task | None = task
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.future: Any = None
+
+
+class Kernel:
+    """Runs one main coroutine and every task it spawns, in this thread.
+
+    Most programs call :func:`corofw.run`; build a Kernel directly to choose
+    the ``clock`` (e.g. a :class:`~corofw.kernel.clock.VirtualClock`), the
+    ``reactor`` or the thread pool size.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None, reactor: Any = None,
+                 max_threads: int | None = None, handle_signals: bool = True) -> None:
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.reactor = reactor or default_reactor()
+        self.max_threads = max_threads or min(32, (os.cpu_count() or 1) + 4)
+        self.handle_signals = handle_signals
+        self.tasks: set[Task] = set()
+        self.current: Task | None = None
+        self.main_task: Task | None = None
+        self.timers = Timers()
+        self.ticks = 0
+        self.steps = 0
+        self.poll_seconds = 0.0
+        self.started = time.monotonic()
+        self.in_poll = False
+        self._ready: deque[Task] = deque()
+        self._fds: dict[int, list[Any]] = {}
+        self._thread_jobs: set[_ThreadJob] = set()
+        self._thread_done: deque[_ThreadJob] = deque()
+        self._pool: Any = None
+        self._signals: list[int] = []
+        self._signal_watchers: list[Any] = []
+        self._saved_signals: dict[int, Any] = {}
+        self._saved_wakeup_fd: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_fd = self._wake_r.fileno()
+        self.reactor.register(self._wake_fd, READABLE)
+        self._autojump = getattr(self.clock, "autojump_threshold", None)
+        self._handlers: dict[traps.Op, Callable[[Task, tuple], Any]] = {
+            traps.READ: self._trap_read,
+            traps.WRITE: self._trap_write,
+            traps.SLEEP: self._trap_sleep,
+            traps.SPAWN: self._trap_spawn,
+            traps.CURRENT: lambda task, trap: task,
+            traps.PARK: self._trap_park,
+            traps.THREAD: self._trap_thread,
+            traps.CLOCK: lambda task, trap: self.clock(),
+        }
+        self._undoers: dict[traps.Op, Callable[[Task, tuple], None]] = {
+            traps.READ: self._undo_read,
+            traps.WRITE: self._undo_write,
+            traps.SLEEP: lambda task, trap: self.timers.cancel(trap[1]),
+            traps.PARK: self._undo_park,
+            traps.THREAD: self._undo_thread,
+        }
+
+    # -- running -----------------------------------------------------------
+
+    def run(self, coro: Any, name: str = "main") -> Any:
+        """Run ``coro`` to completion and return its value (or raise its
+        exception). When it ends, every task still alive is cancelled and
+        run to its end before this returns."""
+        if not isinstance(coro, GeneratorType):
+            raise TypeError(
+                f"corofw.run() needs a generator object (call your generator function), "
+                f"got {type(coro).__name__}"
+            )
+        if current_kernel() is not None:
+            raise RuntimeError("a corofw kernel is already running in this thread")
+        _local.kernel = self
+        self._install_signals()
+        try:
+            main = self.main_task = self.spawn(coro, name)
+            self._loop(lambda: main.state is DONE)
+            self._cancel_all("the main task finished")
+            self._loop(lambda: not self.tasks)
+            return main.result()
+        finally:
+            self.close()
+            _local.kernel = None
+
+    def close(self) -> None:
+        """Release the reactor, the wake-up socket and the thread pool."""
+        for task in list(self.tasks):
+            task.coro.close()
+        self.tasks.clear()
+        self._restore_signals()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._wake_r.fileno() >= 0:
+            self._wake_r.close()
+            self._wake_w.close()
+        self.reactor.close()
+
+    def spawn(self, coro: Any, name: str | None = None, parent: Task | None = None) -> Task:
+        """Create a task for ``coro`` and make it ready (kernel-side spawn)."""
+        if not isinstance(coro, GeneratorType):
+            hint = " (call the generator function)" if callable(coro) else ""
+            raise TypeError(f"spawn() needs a generator object{hint}, got {coro!r}")
+        task = Task(self, coro, name, parent, self.clock())
+        self.tasks.add(task)
+        self._ready.append(task)
+        return task
+
+    def _loop(self, finished: Callable[[], bool]) -> None:
+        ready = self._ready
+        popleft = ready.popleft
+        handlers = self._handlers
+        fds = self._fds
+        timers = self.timers
+        poll = self.reactor.poll
+        clock = self.clock
+        wake_fd = self._wake_fd
+        perf = time.perf_counter
+        while True:
+            self.ticks += 1
+            n = len(ready)
+            self.steps += n
+            while n:
+                n -= 1
+                task = popleft()
+                self.current = task
+                value = task._value
+                exc = task._exc
+                task._value = None
+                if exc is not None:
+                    task._exc = None
+                send = task._send
+                while True:
+                    try:
+                        if exc is None:
+                            trap = send(value)
+                        else:
+                            trap = task._throw(exc)
+                            exc = None
+                    except StopIteration as stop:
+                        self._finish(task, stop.value, None)
+                        break
+                    except BaseException as error:
+                        self._finish(task, None, error)
+                        break
+                    try:
+                        value = handlers[trap[0]](task, trap)
+                    except Exception as error:
+                        exc = self._trap_error(trap, error)
+                        value = None
+                        continue
+                    if value is _PARKED:
+                        if task._cancel_pending is not None:
+                            self._deliver_pending(task)
+                        break
+            self.current = None
+            if finished():
+                break
+            if ready:
+                timeout = 0.0
+            else:
+                deadline = timers.next_deadline()
+                if deadline is None:
+                    timeout = -1.0
+                    if self._thread_jobs or self._signal_watchers or self._has_io_waiters():
+                        pass
+                    elif self.tasks:
+                        self._report_deadlock()
+                        continue
+                else:
+                    timeout = deadline - clock()
+                    if timeout < 0:
+                        timeout = 0.0
+                    elif self._autojump is not None:
+                        timeout = self._autojump_timeout(timeout, deadline)
+            self.in_poll = True
+            started = perf()
+            events = poll(timeout)
+            self.poll_seconds += perf() - started
+            self.in_poll = False
+            for fd, mask in events:
+                state = fds.get(fd)
+                if state is None:
+                    if fd == wake_fd:
+                        self._drain_wakeup()
+                    continue
+                if mask & _READ_EVENTS:
+                    task = state[0]
+                    if task is not None:
+                        state[0] = None
+                        task._trap = None
+                        ready.append(task)
+                    elif state[2] & READABLE or mask & ERROR_MASK:
+                        self._disarm(fd, state, READABLE)
+                if mask & _WRITE_EVENTS:
+                    task = state[1]
+                    if task is not None:
+                        state[1] = None
+                        task._trap = None
+                        ready.append(task)
+                    elif state[2] & WRITABLE or mask & ERROR_MASK:
+                        self._disarm(fd, state, WRITABLE)
+            if self._signals:
+                self._dispatch_signals()
+            if timers.heap:
+                timers.fire_due(clock())
+
+    def _autojump_timeout(self, timeout: float, deadline: float) -> float:
+        """Under a virtual clock, jump to ``deadline`` when nothing else can
+        happen first; return the real timeout to poll with."""
+        if self._thread_jobs:
+            return min(timeout, 0.05)
+        if self._has_io_waiters() and self.reactor.poll(self._autojump):
+            return 0.0  # level-triggered: the loop's own poll sees these again
+        self.clock.jump_to(deadline)  # type: ignore[attr-defined]
+        return 0.0
+
+    # -- finishing and cancelling ----------------------------------------
+
+    def _finish(self, task: Task, result: Any, error: BaseException | None) -> None:
+        task.state = DONE
+        task._result = result
+        task._error = error
+        task._trap = None
+        task._cancel_pending = None
+        task._send = task._throw = None  # type: ignore[assignment]
+        self.tasks.discard(task)
+        if error is not None and not isinstance(error, Exception) \
+                and not isinstance(error, Cancelled) and task is not self.main_task:
+            # KeyboardInterrupt, SystemExit in a child: hand them to main.
+            task._retrieved = True
+            main = self.main_task
+            if main is not None and main.state is not DONE:
+                self._cancel(main, error)
+        joiners = task._joiners
+        if joiners:
+            joiners.wake_all()
+        watchers = task._watchers
+        if watchers:
+            task._watchers = None
+            for fn in watchers:
+                fn(task)
+
+    def _cancel(self, task: Task, exc: BaseException) -> None:
+        """Throw ``exc`` into ``task`` at its wait point, undoing the wait; if
+        it is running or ready, at its next wait."""
+        if task.state is DONE:
+            return
+        trap = task._trap
+        if trap is not None:
+            self._undoers[trap[0]](task, trap)
+            task._trap = None
+            self._reschedule_error(task, exc)
+        elif task is not self.current and task._exc is None \
+                and inspect.getgeneratorstate(task.coro) == inspect.GEN_CREATED:
+            task._exc = exc  # not started yet: it never runs a line
+        elif task._cancel_pending is None:
+            task._cancel_pending = exc
+
+    def _deliver_pending(self, task: Task) -> None:
+        exc = task._cancel_pending
+        task._cancel_pending = None
+        trap = task._trap
+        if trap is not None:
+            self._undoers[trap[0]](task, trap)
+            task._trap = None
+        else:
+            self._ready.remove(task)
+        self._reschedule_error(task, exc)  # type: ignore[arg-type]
+
+    def _reschedule_error(self, task: Task, exc: BaseException) -> None:
+        task._value = None
+        task._exc = exc
+        self._ready.append(task)
+
+    def _wake(self, task: Task, value: Any = None) -> None:
+        """Make a parked task ready with ``value`` (used by primitives)."""
+        task._trap = None
+        task._value = value
+        self._ready.append(task)
+
+    def _cancel_all(self, reason: str) -> None:
+        for task in list(self.tasks):
+            self._cancel(task, Cancelled(reason))
+
+    def _trap_error(self, trap: Any, error: Exception) -> Exception:
+        if type(trap) is tuple and trap and trap[0] in self._handlers:
+            return error
+        return _bad_trap(trap)
+
+    # -- traps ---------------------------------------------------------------
+
+    def _trap_read(self, task: Task, trap: tuple) -> Any:
+        fd = trap[1]
+        if type(fd) is not int:
+            fd = fd.fileno()
+            trap = (traps.READ, fd)
+        state = self._fds.get(fd)
+        if state is None:
+            state = self._fds[fd] = [None, None, 0]
+        elif state[0] is not None:
+            raise BusyResourceError(f"another task is already waiting to read fd {fd}")
+        mask = state[2]
+        if not mask & READABLE:
+            self._arm(fd, state, mask | READABLE)
+        state[0] = task
+        task._trap = trap
+        return _PARKED
+
+    def _trap_write(self, task: Task, trap: tuple) -> Any:
+        fd = trap[1]
+        if type(fd) is not int:
+            fd = fd.fileno()
+            trap = (traps.WRITE, fd)
+        state = self._fds.get(fd)
+        if state is None:
+            state = self._fds[fd] = [None, None, 0]
+        elif state[1] is not None:
+            raise BusyResourceError(f"another task is already waiting to write fd {fd}")
+        mask = state[2]
+        if not mask & WRITABLE:
+            self._arm(fd, state, mask | WRITABLE)
+        state[1] = task
+        task._trap = trap
+        return _PARKED
+
+    def _undo_read(self, task: Task, trap: tuple) -> None:
+        state = self._fds.get(trap[1])
+        if state is not None and state[0] is task:
+            state[0] = None
+
+    def _undo_write(self, task: Task, trap: tuple) -> None:
+        state = self._fds.get(trap[1])
+        if state is not None and state[1] is task:
+            state[1] = None
+
+    def _arm(self, fd: int, state: list[Any], mask: int) -> None:
+        reactor = self.reactor
+        try:
+            if state[2]:
+                reactor.modify(fd, mask)
+            else:
+                reactor.register(fd, mask)
+        except FileNotFoundError:
+            reactor.register(fd, mask)  # closed and reused behind our back
+        except FileExistsError:
+            reactor.modify(fd, mask)
+        state[2] = mask
+
+    def _disarm(self, fd: int, state: list[Any], direction: int) -> None:
+        mask = state[2] & ~direction
+        if state[0] is None and state[1] is None:
+            mask = 0
+        try:
+            if mask:
+                self.reactor.modify(fd, mask)
+            else:
+                self.reactor.unregister(fd)
+        except OSError:
+            mask = 0
+        state[2] = mask
+
+    def _forget_fd(self, fd: int) -> None:
+        state = self._fds.pop(fd, None)
+        if state is None:
+            return
+        if state[2]:
+            try:
+                self.reactor.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        for task in (state[0], state[1]):
+            if task is not None:
+                task._trap = None
+                self._reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
+
+    def _has_io_waiters(self) -> bool:
+        return any(s[0] is not None or s[1] is not None for s in self._fds.values())
+
+    def _trap_sleep(self, task: Task, trap: tuple) -> Any:
+        seconds = trap[1]
+        if seconds <= 0:
+            task._trap = None
+            self._ready.append(task)
+            return _PARKED
+        entry = self.timers.add(self.clock() + seconds, self._wake_sleeper, task)
+        task._trap = (traps.SLEEP, entry)
+        return _PARKED
+
+    def _wake_sleeper(self, task: Task) -> None:
+        task._trap = None
+        self._ready.append(task)
+
+    def _trap_spawn(self, task: Task, trap: tuple) -> Task:
+        return self.spawn(trap[1], trap[2], task)
+
+    def _trap_park(self, task: Task, trap: tuple) -> Any:
+        trap[1].append(task)
+        task._trap = trap
+        return _PARKED
+
+    def _undo_park(self, task: Task, trap: tuple) -> None:
+        try:
+            trap[1].remove(task)
+        except ValueError:
+            pass
+
+    # -- timeouts ----------------------------------------------------------
+
+    def add_timer(self, delay: float, callback: Callable[[Any], None], arg: Any) -> list[Any]:
+        """Call ``callback(arg)`` from the loop after ``delay`` seconds; pass
+        the returned entry to :meth:`cancel_timer` to call it off."""
+        return self.timers.add(self.clock() + delay, callback, arg)
+
+    def cancel_timer(self, entry: list[Any]) -> None:
+        self.timers.cancel(entry)
+
+    # -- threads -----------------------------------------------------------
+
+    def _trap_thread(self, task: Task, trap: tuple) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix="corofw")
+        job = _ThreadJob(task, trap[1], trap[2])
+        self._thread_jobs.add(job)
+        job.future = self._pool.submit(self._run_job, job)
+        task._trap = (traps.THREAD, job)
+        return _PARKED
+
+    def _run_job(self, job: _ThreadJob) -> None:
+        try:
+            job.result = job.fn(*job.args)
+        except BaseException as error:
+            job.error = error
+        self._thread_done.append(job)
+        self._wakeup()
+
+    def _undo_thread(self, task: Task, trap: tuple) -> None:
+        job = trap[1]
+        job.task = None
+        job.future.cancel()
+        self._thread_jobs.discard(job)
+
+    def _wakeup(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or the kernel has closed
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        done = self._thread_done
+        while done:
+            job = done.popleft()
+            self._thread_jobs.discard(job)
+            task = job.task
+            if task is None:
+                continue
+            task._trap = None
+            if job.error is not None:
+                self._reschedule_error(task, job.error)
+            else:
+                self._wake(task, job.result)
+
+    # -- signals -----------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        self._saved_wakeup_fd = signal.set_wakeup_fd(self._wake_w.fileno(),
+                                                     warn_on_full_buffer=False)
+        wanted = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGUSR1"):
+            wanted.append(signal.SIGUSR1)
+        for signum in wanted:
+            old = signal.getsignal(signum)
+            if old in (signal.SIG_DFL, signal.default_int_handler):
+                self._saved_signals[signum] = old
+                signal.signal(signum, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for signum, old in self._saved_signals.items():
+            signal.signal(signum, old)
+        self._saved_signals.clear()
+        if self._saved_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._saved_wakeup_fd)
+            self._saved_wakeup_fd = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    def watch_signals(self, watcher: Any) -> None:
+        self._signal_watchers.append(watcher)
+
+    def unwatch_signals(self, watcher: Any) -> None:
+        self._signal_watchers.remove(watcher)
+
+    def _dispatch_signals(self) -> None:
+        pending, self._signals = self._signals, []
+        for signum in pending:
+            for watcher in reversed(self._signal_watchers):
+                if signum in watcher.signals:
+                    watcher._deliver(signum)
+                    break
+            else:
+                self._default_signal(signum)
+
+    def _default_signal(self, signum: int) -> None:
+        if signum == getattr(signal, "SIGUSR1", None):
+            from .introspect import format_tasks
+
+            sys.stderr.write(format_tasks(self))
+            sys.stderr.flush()
+            return
+        main = self.main_task
+        if main is None or main.state is DONE:
+            return
+        if signum == signal.SIGINT:
+            self._cancel(main, KeyboardInterrupt())
+        else:
+            self._cancel(main, SystemExit(128 + signum))
+
+    # -- deadlock ----------------------------------------------------------
+
+    def _report_deadlock(self) -> None:
+        from .introspect import format_tasks
+
+        report = format_tasks(self)
+        main = self.main_task
+        error = DeadlockError(
+            "deadlock: every task waits for something that nothing can wake\n" + report)
+        if main is not None and main.state is not DONE:
+            self._cancel(main, error)
+        else:
+            self._cancel_all("deadlock")
+
+
+def run(coro: Any, *, clock: Callable[[], float] | None = None) -> Any:
+    """Run the generator coroutine ``coro`` on a new kernel in this thread and
+    return its value, or raise its exception.
+
+    ``clock`` replaces the monotonic clock, e.g. with a
+    :class:`~corofw.kernel.clock.VirtualClock` in tests.
+    """
+    return Kernel(clock=clock).run(coro)

@@ -1,0 +1,92 @@
+"""The I/O readiness reactor: ``select.epoll`` on Linux, ``selectors``
+elsewhere.
+
+Both expose the same four calls with epoll's vocabulary: masks made of
+``READABLE`` and ``WRITABLE``; ``poll(timeout)`` returns ``(fd, mask)``
+pairs, where an error or hang-up is reported as both directions so that
+the waiting task retries its call and sees the error itself.
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+
+READABLE = 0x001  # EPOLLIN
+WRITABLE = 0x004  # EPOLLOUT
+_ERROR = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
+
+
+class EpollReactor:
+    """Level-triggered epoll; ``poll`` is ``epoll.poll`` itself (no wrapper
+    on the hot path)."""
+
+    name = "epoll"
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self.register = self._epoll.register
+        self.modify = self._epoll.modify
+        self.unregister = self._epoll.unregister
+        self.poll = self._epoll.poll
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class SelectorReactor:
+    """Fallback on systems without epoll, built on :mod:`selectors`."""
+
+    name = "selectors"
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+
+    def register(self, fd: int, mask: int) -> None:
+        self._selector.register(fd, self._events(mask))
+
+    def modify(self, fd: int, mask: int) -> None:
+        self._selector.modify(fd, self._events(mask))
+
+    def unregister(self, fd: int) -> None:
+        self._selector.unregister(fd)
+
+    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        ready = self._selector.select(None if timeout < 0 else timeout)
+        out = []
+        for key, events in ready:
+            mask = 0
+            if events & selectors.EVENT_READ:
+                mask |= READABLE
+            if events & selectors.EVENT_WRITE:
+                mask |= WRITABLE
+            out.append((key.fd, mask))
+        return out
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        self._selector.close()
+
+    @staticmethod
+    def _events(mask: int) -> int:
+        events = 0
+        if mask & READABLE:
+            events |= selectors.EVENT_READ
+        if mask & WRITABLE:
+            events |= selectors.EVENT_WRITE
+        return events
+
+
+def default_reactor() -> EpollReactor | SelectorReactor:
+    """epoll where the platform has it, else the best ``selectors`` choice."""
+    if hasattr(select, "epoll"):
+        return EpollReactor()
+    return SelectorReactor()
+
+
+ERROR_MASK = _ERROR

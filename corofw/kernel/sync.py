@@ -1,0 +1,169 @@
+"""Event, Lock, Semaphore and Queue, built on one park/wake primitive.
+
+A waiting task parks itself in a :class:`WaitQueue` with the ``PARK`` trap;
+whoever makes progress possible wakes it. Cancelling a parked task removes
+it from the queue first, so a cancelled waiter never takes a lock, a permit
+or an item.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .task import Task, WaitQueue
+from .traps import CURRENT, PARK, Coro
+
+
+class Event:
+    """A flag tasks can wait for; once set, waits return at once until
+    :meth:`clear`."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters = WaitQueue(self)
+
+    def __repr__(self) -> str:
+        return f"<Event {'set' if self._flag else 'unset'}>"
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        self._flag = True
+        self._waiters.wake_all()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self) -> Coro[None]:
+        if not self._flag:
+            yield (PARK, self._waiters)
+
+
+class Semaphore:
+    """``value`` permits; :meth:`acquire` waits while none is free. A
+    released permit is handed straight to the oldest waiter (FIFO)."""
+
+    def __init__(self, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError("a semaphore's value cannot be negative")
+        self._value = value
+        self._waiters = WaitQueue(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} value={self._value} waiters={len(self._waiters)}>"
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    def locked(self) -> bool:
+        return self._value == 0
+
+    def acquire(self) -> Coro[Semaphore]:
+        """Take a permit; return self, so ``with (yield from s.acquire()):``
+        releases it at the end of the block."""
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+        else:
+            yield (PARK, self._waiters)  # woken holding the permit
+        return self
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.wake_one()
+        else:
+            self._value += 1
+
+    def __enter__(self) -> Semaphore:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+class Lock(Semaphore):
+    """A mutual-exclusion lock owned by the task that acquired it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self._owner: Task | None = None
+
+    def __repr__(self) -> str:
+        owner = self._owner.name if self._owner else None
+        return f"<Lock owner={owner!r} waiters={len(self._waiters)}>"
+
+    def acquire(self) -> Coro[Lock]:
+        task = yield (CURRENT,)
+        if self._owner is task:
+            raise RuntimeError("this task already holds the lock (Lock is not reentrant)")
+        yield from super().acquire()
+        self._owner = task
+        return self
+
+    def release(self) -> None:
+        if self._owner is None:
+            raise RuntimeError("release() of a lock that is not held")
+        self._owner = None
+        super().release()
+
+
+class QueueEmpty(Exception):
+    """``get_nowait`` on an empty queue."""
+
+
+class QueueFull(Exception):
+    """``put_nowait`` on a full queue."""
+
+
+class Queue:
+    """A FIFO queue between tasks. With ``maxsize > 0``, :meth:`put` waits
+    while the queue is full: producers slow down to the consumers' pace."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.maxsize = maxsize
+        self._items: deque[Any] = deque()
+        self._getters = WaitQueue(self)
+        self._putters = WaitQueue(self)
+
+    def __repr__(self) -> str:
+        return f"<Queue size={len(self._items)} maxsize={self.maxsize}>"
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def put(self, item: Any) -> Coro[None]:
+        while self.full():
+            yield (PARK, self._putters)
+        self.put_nowait(item)
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            raise QueueFull("the queue is full")
+        self._items.append(item)
+        self._getters.wake_one()
+
+    def get(self) -> Coro[Any]:
+        while not self._items:
+            yield (PARK, self._getters)
+        return self.get_nowait()
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise QueueEmpty("the queue is empty")
+        item = self._items.popleft()
+        self._putters.wake_one()
+        if self._items:
+            self._getters.wake_one()  # pass the turn on if a woken getter lost the race
+        return item

@@ -1,0 +1,85 @@
+"""Deadlines that cancel the work they guard.
+
+``timeout_after(5, coro)`` runs ``coro`` inside the calling task. When the
+deadline passes, the task is cancelled at its wait point with a
+:class:`~corofw.kernel.task.Cancelled` that names this scope; the scope turns
+it into :class:`~corofw.kernel.task.TaskTimeout` (or a default value, for
+``move_on_after``). Each scope has its own timer, so an inner scope with a
+later deadline can never extend an outer one: the outer timer still fires,
+and its ``Cancelled`` passes through the inner scope untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .task import Cancelled, Task, TaskTimeout
+from .traps import CURRENT, Coro, T
+
+
+class TimeoutScope:
+    """One active deadline of a task (shown in the task dump)."""
+
+    __slots__ = ("task", "seconds", "deadline", "entry", "expired", "label")
+
+    def __init__(self, task: Task, seconds: float, label: str) -> None:
+        kernel = task._kernel
+        self.task = task
+        self.seconds = seconds
+        self.deadline = kernel.clock() + seconds
+        self.expired = False
+        self.label = label
+        self.entry = kernel.add_timer(seconds, _expire, self)
+
+    def __repr__(self) -> str:
+        return f"{self.label}({self.seconds:g} s)"
+
+    def close(self) -> None:
+        task = self.task
+        task._kernel.cancel_timer(self.entry)
+        pending = task._cancel_pending
+        if isinstance(pending, Cancelled) and pending.scope is self:
+            task._cancel_pending = None
+        scopes = task._scopes
+        if scopes:
+            scopes.remove(self)
+
+
+def _expire(scope: TimeoutScope) -> None:
+    scope.expired = True
+    reason = f"{scope!r} expired"
+    scope.task._kernel._cancel(scope.task, Cancelled(reason, scope))
+
+
+def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
+    if not hasattr(coro, "send"):
+        raise TypeError(f"{label}() needs a generator object, got {coro!r}")
+    task = yield (CURRENT,)
+    scope = TimeoutScope(task, seconds, label)
+    if task._scopes is None:
+        task._scopes = []
+    task._scopes.append(scope)
+    try:
+        return True, (yield from coro)
+    except Cancelled as exc:
+        if exc.scope is scope:
+            return False, exc
+        raise
+    finally:
+        scope.close()
+
+
+def timeout_after(seconds: float, coro: Coro[T]) -> Coro[T]:
+    """Run ``coro`` in this task; if it is not done within ``seconds``,
+    cancel it and raise :class:`TaskTimeout`."""
+    finished, value = yield from _guarded(seconds, coro, "timeout_after")
+    if not finished:
+        raise TaskTimeout(f"timed out after {seconds:g} s")
+    return value
+
+
+def move_on_after(seconds: float, coro: Coro[T], default: Any = None) -> Coro[Any]:
+    """Run ``coro`` in this task; if it is not done within ``seconds``,
+    cancel it and return ``default`` instead."""
+    finished, value = yield from _guarded(seconds, coro, "move_on_after")
+    return value if finished else default

@@ -1,0 +1,68 @@
+"""A heap of timers with O(1) cancellation by lazy deletion.
+
+Most timers are timeouts that never fire, so cancelling only marks the entry
+dead; the heap is rebuilt when dead entries outnumber live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+_COMPACT_MIN = 1024
+
+
+class Timers:
+    """Entries are lists ``[deadline, seq, callback, arg]``; a fired or
+    cancelled entry has ``callback`` set to None."""
+
+    __slots__ = ("heap", "_seq", "_dead")
+
+    def __init__(self) -> None:
+        self.heap: list[list[Any]] = []
+        self._seq = itertools.count()
+        self._dead = 0
+
+    def __len__(self) -> int:
+        return len(self.heap) - self._dead
+
+    def add(self, deadline: float, callback: Callable[[Any], None], arg: Any) -> list[Any]:
+        entry = [deadline, next(self._seq), callback, arg]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        if entry[2] is None:
+            return
+        entry[2] = None
+        entry[3] = None
+        self._dead += 1
+        if self._dead > _COMPACT_MIN and self._dead * 2 > len(self.heap):
+            self.heap[:] = [e for e in self.heap if e[2] is not None]
+            heapq.heapify(self.heap)
+            self._dead = 0
+
+    def next_deadline(self) -> float | None:
+        """The earliest live deadline, dropping dead entries on the way."""
+        heap = self.heap
+        while heap:
+            if heap[0][2] is not None:
+                return heap[0][0]
+            heapq.heappop(heap)
+            self._dead -= 1
+        return None
+
+    def fire_due(self, now: float) -> None:
+        """Run the callback of every live entry due at ``now``."""
+        heap = self.heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= now:
+            entry = pop(heap)
+            callback = entry[2]
+            if callback is None:
+                self._dead -= 1
+                continue
+            entry[2] = None
+            callback(entry[3])

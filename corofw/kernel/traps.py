@@ -1,0 +1,102 @@
+"""Traps: the only values a coroutine ever yields to the kernel.
+
+A trap is a tuple whose first item is one of the operation markers below.
+The kernel looks the marker up, performs the operation, and resumes the
+coroutine with a value (``send``) or an exception (``throw``).
+
+Two traps are public and meant for a plain ``yield``::
+
+    yield read_wait(sock)    # park until sock is readable
+    yield write_wait(sock)   # park until sock is writable
+
+Everything else is wrapped in a small generator function and used with
+``yield from`` (``yield from sleep(1)``), so the raw tuples stay private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: A coroutine: a generator that yields traps and returns a ``T``.
+Coro = Generator[Any, Any, T]
+
+
+class Op:
+    """Names one kind of trap; compared by identity in the kernel."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<trap {self.name}>"
+
+
+READ = Op("read_wait")
+WRITE = Op("write_wait")
+SLEEP = Op("sleep")
+SPAWN = Op("spawn")
+CURRENT = Op("current_task")
+PARK = Op("park")
+THREAD = Op("run_in_thread")
+CLOCK = Op("clock")
+
+Trap = tuple
+
+
+def read_wait(fd: Any) -> tuple:
+    """Trap to ``yield``: park until ``fd`` (an int or an object with
+    ``fileno()``) is readable. At most one task may wait to read an fd."""
+    return (READ, fd)
+
+
+def write_wait(fd: Any) -> tuple:
+    """Trap to ``yield``: park until ``fd`` is writable. At most one task may
+    wait to write an fd."""
+    return (WRITE, fd)
+
+
+def sleep(seconds: float) -> Coro[None]:
+    """Suspend the calling task for ``seconds``; ``sleep(0)`` just lets every
+    other ready task run once."""
+    yield (SLEEP, seconds)
+
+
+def current_task() -> Coro[Any]:
+    """Return the :class:`~corofw.kernel.task.Task` running this code."""
+    return (yield (CURRENT,))
+
+
+def current_time() -> Coro[float]:
+    """Return the kernel's clock (monotonic seconds; virtual under a
+    :class:`~corofw.kernel.clock.VirtualClock`)."""
+    return (yield (CLOCK,))
+
+
+def spawn(coro: Coro[Any], name: str | None = None) -> Coro[Any]:
+    """Start ``coro`` as a new task and return its Task at once.
+
+    Join the task (``yield from task.join()``) or cancel it: a task that
+    crashes and is never joined is logged with its traceback.
+    """
+    return (yield (SPAWN, coro, name))
+
+
+def park(queue: Any) -> Coro[Any]:
+    """Park the calling task in ``queue`` (a :class:`WaitQueue`) until a
+    primitive wakes it; return the value it was woken with."""
+    return (yield (PARK, queue))
+
+
+def run_in_thread(fn: Any, *args: Any) -> Coro[Any]:
+    """Call ``fn(*args)`` in the kernel's bounded thread pool and return its
+    result (or raise its exception) without blocking the loop.
+
+    Cancelling the waiting task abandons the result; the thread itself runs
+    ``fn`` to the end, since Python threads cannot be interrupted.
+    """
+    return (yield (THREAD, fn, args))

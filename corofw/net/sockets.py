@@ -1,0 +1,220 @@
+"""Non-blocking sockets driven by the kernel.
+
+Every call is optimistic: it tries the system call first and only when the
+OS answers "would block" (``BlockingIOError``) does it ``yield`` a
+read-wait or write-wait trap. The fd stays registered with epoll between
+waits; :meth:`Socket.close` drops the registration before closing the fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from ..kernel.loop import forget_fd
+from ..kernel.traps import READ, WRITE, Coro, run_in_thread
+
+
+class Socket:
+    """A non-blocking socket whose waits are coroutines.
+
+    Use ``yield from`` with :meth:`recv`, :meth:`send_all`, :meth:`accept`
+    and :meth:`connect`; :meth:`close` and :meth:`shutdown` are plain calls.
+    """
+
+    __slots__ = ("sock", "fd", "__weakref__")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+
+    def __repr__(self) -> str:
+        return f"<corofw Socket fd={self.fd}>"
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def recv(self, maxsize: int) -> Coro[bytes]:
+        """Up to ``maxsize`` bytes; ``b""`` at end of stream."""
+        sock_recv = self.sock.recv
+        while True:
+            try:
+                return sock_recv(maxsize)
+            except BlockingIOError:
+                yield (READ, self.fd)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
+        while True:
+            try:
+                return self.sock.recv_into(buffer, nbytes)
+            except BlockingIOError:
+                yield (READ, self.fd)
+
+    def send(self, data: Any) -> Coro[int]:
+        """Send some of ``data``, waiting until at least one byte fits."""
+        while True:
+            try:
+                return self.sock.send(data)
+            except BlockingIOError:
+                yield (WRITE, self.fd)
+
+    def send_all(self, data: Any) -> Coro[None]:
+        """Send all of ``data``; large buffers are sliced with a memoryview,
+        never copied. Waits for ``write_wait`` whenever the OS buffer is full,
+        so a slow reader slows the writer down instead of growing memory."""
+        sock_send = self.sock.send
+        try:
+            sent = sock_send(data)
+        except BlockingIOError:
+            sent = 0
+        total = len(data)
+        if sent == total:
+            return
+        view = memoryview(data).cast("B")
+        try:
+            while sent < total:
+                try:
+                    sent += sock_send(view[sent:])
+                except BlockingIOError:
+                    yield (WRITE, self.fd)
+        finally:
+            view.release()
+
+    def accept(self) -> Coro[tuple[Socket, Any]]:
+        """The next connection, as a non-blocking :class:`Socket` with
+        TCP_NODELAY set, and the peer's address."""
+        while True:
+            try:
+                conn, address = self.sock.accept()
+            except BlockingIOError:
+                yield (READ, self.fd)
+            else:
+                return Socket(_nodelay(conn)), address
+
+    def connect(self, address: Any) -> Coro[None]:
+        """Connect without blocking: start the connect, wait until the socket
+        is writable, then read the outcome from ``SO_ERROR``."""
+        code = self.sock.connect_ex(address)
+        if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            yield (WRITE, self.fd)
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, f"connect to {address!r} failed: {errno.errorcode.get(code, code)}"
+                                f" ({_strerror(code)})")
+
+    def shutdown(self, how: int = socket.SHUT_WR) -> None:
+        """Shut down one or both directions; errors of a peer already gone
+        are ignored."""
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Drop the epoll registration, then close the fd. Idempotent."""
+        if self.fd >= 0:
+            forget_fd(self.fd)
+            self.fd = -1
+            self.sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def getsockname(self) -> Any:
+        return self.sock.getsockname()
+
+    def getpeername(self) -> Any:
+        return self.sock.getpeername()
+
+    def setsockopt(self, *args: Any) -> None:
+        self.sock.setsockopt(*args)
+
+
+def _strerror(code: int) -> str:
+    import os
+
+    return os.strerror(code)
+
+
+def _nodelay(sock: socket.socket) -> socket.socket:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def is_numeric_host(host: str) -> bool:
+    """True for an IPv4 or IPv6 literal, which needs no name resolution."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def listen(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> Socket:
+    """A non-blocking listening :class:`Socket` bound to ``(host, port)``
+    (port 0 picks a free one: read it back with ``getsockname()``).
+    ``reuse_port`` sets SO_REUSEPORT so several processes share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not is_numeric_host(host):
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = infos[0][0]
+        host = infos[0][4][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return Socket(sock)
+
+
+def resolve(host: str, port: int) -> Coro[list[tuple[Any, ...]]]:
+    """``getaddrinfo`` for a TCP connection, offloaded to a thread because it
+    blocks; numeric addresses are answered at once, with no thread."""
+    if is_numeric_host(host):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return (yield from run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM))
+
+
+def open_connection(host: str, port: int, ssl: Any = None,
+                    server_hostname: str | None = None) -> Coro[Socket]:
+    """Connect to ``host:port`` (trying each resolved address in turn) and
+    return a :class:`Socket`; with ``ssl`` (an ``ssl.SSLContext``) perform
+    the TLS handshake too and return a :class:`~corofw.net.tls.TLSSocket`."""
+    infos = yield from resolve(host, port)
+    error: OSError | None = None
+    for family, type_, proto, _, address in infos:
+        sock = Socket(socket.socket(family, type_, proto))
+        try:
+            yield from sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        _nodelay(sock.sock)
+        if ssl is None:
+            return sock
+        from .tls import wrap_client
+
+        return (yield from wrap_client(sock, ssl, server_hostname or host))
+    raise error or OSError(f"no address found for {host!r}")
