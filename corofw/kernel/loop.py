@@ -590,6 +590,14 @@ class Kernel:
         self._signals.append(signum)
 
     def watch_signals(self, watcher: Any) -> None:
+        """Route ``watcher.signals`` to ``watcher`` (installing the kernel's
+        handler even where the signal was ignored, e.g. SIGINT in a
+        background job: a catcher means the program wants it)."""
+        if self._saved_wakeup_fd is not None:
+            for signum in watcher.signals:
+                if signum not in self._saved_signals:
+                    self._saved_signals[signum] = signal.getsignal(signum)
+                    signal.signal(signum, self._on_signal)
         self._signal_watchers.append(watcher)
 
     def unwatch_signals(self, watcher: Any) -> None:

@@ -1,0 +1,137 @@
+"""A case-insensitive, multi-valued header collection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+
+class Headers:
+    """Ordered ``(name, value)`` pairs; lookups ignore the case of names.
+
+    ``headers["Content-Type"]`` gives the first value (KeyError if absent),
+    ``get(name, default)`` likewise, ``get_all(name)`` every value in order.
+    Headers parsed from the wire are decoded from bytes (latin-1) on first
+    use, so a handler that never looks at them never pays for them.
+    """
+
+    __slots__ = ("_raw", "_items", "_index")
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
+        self._raw: list[tuple[bytes, bytes]] | None = None
+        self._index: dict[str, list[str]] | None = None
+        if items is None:
+            self._items: list[tuple[str, str]] = []
+        elif isinstance(items, Mapping):
+            self._items = [(str(k), str(v)) for k, v in items.items()]
+        elif isinstance(items, Headers):
+            self._items = list(items.items())
+        else:
+            self._items = [(str(k), str(v)) for k, v in items]
+
+    @classmethod
+    def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
+        """Wrap wire pairs (lower-case names) without decoding them yet."""
+        headers = cls.__new__(cls)
+        headers._raw = raw
+        headers._items = None  # type: ignore[assignment]
+        headers._index = None
+        return headers
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            items = self._items = [(k.decode("latin-1"), v.decode("latin-1"))
+                                   for k, v in self._raw]  # type: ignore[union-attr]
+        return items
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._pairs():
+                key = name.lower()
+                if key in index:
+                    index[key].append(value)
+                else:
+                    index[key] = [value]
+            self._index = index
+        return index
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self._lookup().get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._lookup().get(name.lower(), ()))
+
+    getall = get_all
+
+    def __getitem__(self, name: str) -> str:
+        values = self._lookup().get(name.lower())
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(name for name, _ in self._pairs())
+
+    def __len__(self) -> int:
+        return len(self._pairs())
+
+    def __bool__(self) -> bool:
+        return bool(self._items or self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._pairs() == other._pairs()
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Headers({self._pairs()!r})"
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs())
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._pairs()]
+
+    def values(self) -> list[str]:
+        return [value for _, value in self._pairs()]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a value, keeping any existing ones (e.g. Set-Cookie)."""
+        self._pairs().append((name, str(value)))
+        self._index = None
+
+    def __setitem__(self, name: str, value: str) -> None:
+        """Replace every value of ``name`` with ``value``."""
+        key = name.lower()
+        self._items = [(k, v) for k, v in self._pairs() if k.lower() != key]
+        self._items.append((name, str(value)))
+        self._index = None
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower()
+        before = len(self._pairs())
+        self._items = [(k, v) for k, v in self._items if k.lower() != key]
+        if len(self._items) == before:
+            raise KeyError(name)
+        self._index = None
+
+    def setdefault(self, name: str, value: str) -> str:
+        if name in self:
+            return self[name]
+        self.add(name, value)
+        return value
+
+    def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        pairs = other.items() if isinstance(other, (Mapping, Headers)) else other
+        for name, value in pairs:
+            self[name] = value
+
+    def copy(self) -> Headers:
+        return Headers(self._pairs())

@@ -1,0 +1,231 @@
+"""Request and Response objects."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from .headers import Headers
+
+
+class QueryParams:
+    """Query-string parameters: ``q["a"]`` / ``q.get("a")`` give the first
+    value, ``q.get_all("a")`` every value, in order."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, query_string: str = "") -> None:
+        self._pairs = parse_qsl(query_string, keep_blank_values=True)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for key, value in self._pairs:
+            if key == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+    getall = get_all
+
+    def __getitem__(self, name: str) -> str:
+        for key, value in self._pairs:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(key == name for key, _ in self._pairs)
+
+    def __iter__(self) -> Any:
+        return iter(dict.fromkeys(key for key, _ in self._pairs))
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._pairs!r})"
+
+
+class Request:
+    """An HTTP request as the server received it.
+
+    ``method`` and ``version`` ("HTTP/1.1") as sent; ``target`` is the raw
+    request-target; ``path`` is its percent-decoded path and
+    ``query_string`` the raw part after ``?``. ``headers`` is a
+    case-insensitive :class:`Headers`, ``body`` the whole body as bytes.
+    ``path_params`` holds the router's converted path parameters, ``client``
+    the peer's ``(host, port)``, and ``state`` is a dict for middleware.
+    """
+
+    __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
+                 "client", "keep_alive", "path_params", "route", "_query", "_state")
+
+    def __init__(self, method: str, target: str, path: str | None = None,
+                 query_string: str = "", version: str = "HTTP/1.1",
+                 headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                 body: bytes = b"", client: Any = None, keep_alive: bool = True) -> None:
+        self.method = method
+        self.target = target
+        if path is None:
+            raw_path, _, query_string = target.partition("?")
+            path = unquote(raw_path)
+        self.path = path
+        self.query_string = query_string
+        self.version = version
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = body
+        self.client = client
+        self.keep_alive = keep_alive
+        self.path_params: dict[str, Any] = {}
+        self.route: Any = None
+        self._query: QueryParams | None = None
+        self._state: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target}>"
+
+    @property
+    def query(self) -> QueryParams:
+        """The parsed query string (multi-valued)."""
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
+
+    @property
+    def state(self) -> dict[str, Any]:
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def host(self) -> str | None:
+        return self.headers.get("host")
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the charset of Content-Type (UTF-8 if none)."""
+        return self.body.decode(_charset(self.content_type) or "utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` if it is not JSON)."""
+        return _json.loads(self.body)
+
+
+def _charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset":
+            return value.strip('"') or None
+    return None
+
+
+class Response:
+    """An HTTP response: ``body`` (bytes or str), ``status``, ``headers``.
+
+    A ``str`` body is encoded as UTF-8 and defaults to ``text/plain``;
+    bytes default to ``application/octet-stream``. Content-Length and Date
+    are added by the server; do not set them yourself.
+    """
+
+    __slots__ = ("status", "headers", "body", "content_type")
+
+    def __init__(self, body: bytes | str = b"", status: int = 200,
+                 headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                 content_type: str | None = None) -> None:
+        if isinstance(body, str):
+            body = body.encode()
+            if content_type is None:
+                content_type = "text/plain; charset=utf-8"
+        elif not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Response body must be bytes or str, not {type(body).__name__}")
+        self.body = body
+        self.status = int(status)
+        self.headers = headers if isinstance(headers, Headers) or headers is None \
+            else Headers(headers)
+        if content_type is None and body:
+            content_type = "application/octet-stream"
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
+        """``data`` serialised as compact JSON, ``application/json``."""
+        body = _json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(body, status, headers, "application/json")
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, headers: Any = None) -> Response:
+        return cls(text.encode(), status, headers, "text/plain; charset=utf-8")
+
+    @classmethod
+    def html(cls, html: str, status: int = 200, headers: Any = None) -> Response:
+        return cls(html.encode(), status, headers, "text/html; charset=utf-8")
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307) -> Response:
+        return cls(b"", status, [("location", location)])
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace ``name`` (creating the headers collection on first use)."""
+        if self.headers is None:
+            self.headers = Headers()
+        self.headers[name] = value
+
+
+class StreamingResponse:
+    """A response whose body is produced by a generator, sent as it comes.
+
+    The generator yields ``bytes``/``str`` chunks, and may wait in between
+    with ``yield from`` (``sleep``, client calls, ...): the server tells the
+    chunks from the kernel's traps and forwards the traps. Sent with
+    ``Transfer-Encoding: chunked`` to HTTP/1.1 clients and delimited by
+    closing the connection for HTTP/1.0 ones.
+    """
+
+    __slots__ = ("status", "headers", "body", "content_type")
+
+    def __init__(self, body: Any, status: int = 200, headers: Any = None,
+                 content_type: str | None = "application/octet-stream") -> None:
+        if not hasattr(body, "send"):
+            raise TypeError("StreamingResponse needs a generator object as its body")
+        self.body = body
+        self.status = int(status)
+        self.headers = headers if isinstance(headers, Headers) or headers is None \
+            else Headers(headers)
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"<StreamingResponse {self.status}>"
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with ``status`` and a short message
+    (as text, or as JSON when ``detail`` is a dict/list)."""
+
+    def __init__(self, status: int, detail: Any = None, headers: Any = None) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+    def to_response(self) -> Response:
+        from .status import reason_phrase
+
+        if isinstance(self.detail, (dict, list)):
+            return Response.json(self.detail, self.status, self.headers)
+        text = self.detail if self.detail is not None else reason_phrase(self.status)
+        return Response.text(f"{text}\n", self.status, self.headers)

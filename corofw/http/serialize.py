@@ -1,0 +1,93 @@
+"""Turning responses into bytes for the wire."""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import formatdate
+
+from .status import status_line
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_NO_BODY_STATUS = frozenset({204, 304})
+_content_type_lines: dict[str, bytes] = {}
+_date = [0.0, b""]
+
+
+def date_line() -> bytes:
+    """``date: <IMF-fixdate>\\r\\n``, recomputed at most once a second."""
+    now = time.time()
+    if now >= _date[0]:
+        whole = int(now)
+        _date[0] = whole + 1
+        _date[1] = f"date: {formatdate(whole, usegmt=True)}\r\n".encode()
+    return _date[1]  # type: ignore[return-value]
+
+
+def _content_type_line(content_type: str) -> bytes:
+    line = _content_type_lines.get(content_type)
+    if line is None:
+        _check_field("content-type", content_type)
+        line = f"content-type: {content_type}\r\n".encode("latin-1")
+        if len(_content_type_lines) < 256:
+            _content_type_lines[content_type] = line
+    return line
+
+
+def _check_field(name: str, value: str) -> None:
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    if not _FIELD_VALUE.fullmatch(value):
+        raise ValueError(f"invalid characters in response header {name!r}: {value!r}")
+
+
+def response_head(status: int, content_type: str | None, headers: object,
+                  length: int | None, keep_alive: bool, http10: bool) -> bytes:
+    """The status line and header block. ``length`` None means the body is
+    streamed: chunked for HTTP/1.1, delimited by closing for HTTP/1.0.
+    User header names and values are checked, so a value with CR or LF can
+    never inject a header."""
+    parts = [status_line(status)]
+    if content_type is not None:
+        parts.append(_content_type_line(content_type))
+    if status >= 200 and status not in _NO_BODY_STATUS:
+        if length is not None:
+            parts.append(b"content-length: %d\r\n" % length)
+        elif not http10:
+            parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(date_line())
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    elif http10:
+        parts.append(b"connection: keep-alive\r\n")
+    if headers:
+        for name, value in headers.items():  # type: ignore[attr-defined]
+            _check_field(name, value)
+            lower = name.lower()
+            if lower in ("content-length", "transfer-encoding", "connection", "date"):
+                continue
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def body_allowed(status: int, method: str) -> bool:
+    """Whether a response of ``status`` to ``method`` carries a body."""
+    return method != "HEAD" and status >= 200 and status not in _NO_BODY_STATUS
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A complete ``Connection: close`` response for a protocol error."""
+    body = f"{message}\n".encode("latin-1", "replace")
+    head = response_head(status, "text/plain; charset=utf-8", None, len(body), False, False)
+    return head + body

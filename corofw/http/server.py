@@ -1,0 +1,403 @@
+"""The HTTP/1.1 server: an accept loop and one task per connection.
+
+Each connection task reads with optimistic ``recv`` (waiting on
+``read_wait`` only when the socket is empty), feeds the sans-I/O
+:class:`~corofw.http.parser.RequestParser`, calls the app for each complete
+request in order (pipelining), and writes each response with one ``send``
+when it fits, falling back to ``write_wait`` backpressure when the client
+reads slowly. One deadline per connection covers the phase it is in: idle
+between requests, reading a head, reading a body, or sending; a client that
+misses it is disconnected and nobody else is affected.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+from dataclasses import dataclass, field
+from types import GeneratorType
+from typing import Any
+
+from ..kernel import (
+    Cancelled,
+    ClosedResourceError,
+    Event,
+    catch_signals,
+    current_task,
+    move_on_after,
+    sleep,
+    spawn,
+)
+from ..kernel.traps import READ, Coro
+from ..net import Socket
+from .messages import Request, Response, StreamingResponse
+from .parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
+from .serialize import (
+    CONTINUE,
+    LAST_CHUNK,
+    body_allowed,
+    chunk,
+    error_response,
+    response_head,
+)
+
+log = logging.getLogger("corofw.server")
+access_log = logging.getLogger("corofw.access")
+
+_RECV_SIZE = 65536
+
+
+@dataclass
+class ServerConfig:
+    """Timeouts (seconds) and limits of a server; every one has a default
+    that suits a server facing the internet behind a proxy."""
+
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+    keep_alive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
+    graceful_timeout: float = 10.0
+    max_connections: int = 10000
+    access_log: bool = True
+
+
+class _Deadline:
+    """The one deadline of a connection, re-armed lazily: moving it costs a
+    store, and the timer only re-checks when it fires."""
+
+    __slots__ = ("task", "kernel", "when", "phase", "entry")
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.kernel = task._kernel
+        self.when: float | None = None
+        self.phase = ""
+        self.entry: Any = None
+
+    def set(self, seconds: float, phase: str) -> None:
+        self._drop_stale_cancel()
+        self.when = self.kernel.clock() + seconds
+        self.phase = phase
+        if self.entry is None:
+            self.entry = self.kernel.add_timer(seconds, self._fire, None)
+
+    def clear(self) -> None:
+        self._drop_stale_cancel()
+        self.when = None
+
+    def _drop_stale_cancel(self) -> None:
+        pending = self.task._cancel_pending
+        if pending is not None and getattr(pending, "scope", None) is self:
+            self.task._cancel_pending = None
+
+    def close(self) -> None:
+        if self.entry is not None:
+            self.kernel.cancel_timer(self.entry)
+            self.entry = None
+
+    def _fire(self, _: Any) -> None:
+        self.entry = None
+        when = self.when
+        if when is None:
+            return
+        left = when - self.kernel.clock()
+        if left > 0 or self.task._trap is None:  # not yet due, or making progress
+            self.entry = self.kernel.add_timer(max(left, 0.05), self._fire, None)
+        else:
+            self.kernel._cancel(self.task, Cancelled(f"{self.phase} timeout", self))
+
+
+class _Connection:
+    __slots__ = ("sock", "client", "task", "idle", "deadline")
+
+    def __init__(self, sock: Socket, client: Any) -> None:
+        self.sock = sock
+        self.client = client
+        self.task: Any = None
+        self.idle = True
+        self.deadline: _Deadline | None = None
+
+
+class Server:
+    """Serves ``app`` (anything with ``handle(request)``, such as a
+    :class:`~corofw.web.Router`) on listening sockets."""
+
+    def __init__(self, app: Any, config: ServerConfig | None = None) -> None:
+        self.app = app
+        self.config = config or ServerConfig()
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self.requests_served = 0
+        self._listeners: list[Socket] = []
+        self._slot_free = Event()
+        self._all_closed = Event()
+        self._all_closed.set()
+
+    # -- accepting -----------------------------------------------------------
+
+    def accept_loop(self, listener: Socket) -> Coro[None]:
+        """Accept connections until :meth:`shutdown` closes ``listener``."""
+        self._listeners.append(listener)
+        sock = listener.sock
+        fd = listener.fd
+        cap = self.config.max_connections
+        backoff = 0.0
+        while not self.closing:
+            if len(self.connections) >= cap:
+                self._slot_free.clear()
+                yield from self._slot_free.wait()
+                continue
+            try:
+                conn, client = sock.accept()
+            except BlockingIOError:
+                try:
+                    yield (READ, fd)
+                except ClosedResourceError:
+                    return
+                continue
+            except OSError as exc:
+                if self.closing or exc.errno == errno.EBADF:
+                    return
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    backoff = min(max(backoff * 2, 0.01), 1.0)
+                    log.warning("accept() failed: %s; pausing %.2f s", exc, backoff)
+                    yield from sleep(backoff)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            backoff = 0.0
+            connection = _Connection(Socket(conn), client)
+            self.connections.add(connection)
+            self._all_closed.clear()
+            connection.task = yield from spawn(self._serve(connection), "connection")
+
+    # -- one connection ---------------------------------------------------------
+
+    def _serve(self, conn: _Connection) -> Coro[None]:
+        task = yield from current_task()
+        task.name = f"connection {_format_client(conn.client)}"
+        deadline = conn.deadline = _Deadline(task)
+        config = self.config
+        sock = conn.sock
+        recv = sock.sock.recv
+        read_trap = (READ, sock.fd)
+        parser = RequestParser(config.limits, conn.client)
+        handle = self.app.handle
+        sent_continue = False
+        try:
+            deadline.set(config.keep_alive_timeout, "keep-alive idle")
+            while True:
+                try:
+                    data = recv(_RECV_SIZE)
+                except BlockingIOError:
+                    yield read_trap
+                    continue
+                if not data:
+                    break
+                parser.feed(data)
+                keep_alive = True
+                while True:
+                    try:
+                        request = parser.next_request()
+                    except ProtocolError as exc:
+                        log.info("bad request from %s: %s (%d)",
+                                 _format_client(conn.client), exc.message, exc.status)
+                        yield from self._send(conn, error_response(exc.status, exc.message))
+                        keep_alive = False
+                        break
+                    if request is None:
+                        if conn.idle:
+                            conn.idle = False
+                            deadline.set(config.header_timeout, "request header")
+                        if parser._head is not None and deadline.phase != "request body":
+                            deadline.set(config.body_timeout, "request body")
+                            if parser.expect_continue and not sent_continue:
+                                sent_continue = True
+                                yield from self._send(conn, CONTINUE)
+                        break
+                    conn.idle = False
+                    sent_continue = False
+                    deadline.clear()
+                    keep_alive = yield from self._respond(conn, request, handle)
+                    if not keep_alive:
+                        break
+                    if not parser.buffered:
+                        conn.idle = True
+                        deadline.set(config.keep_alive_timeout, "keep-alive idle")
+                if not keep_alive:
+                    break
+        except Cancelled as exc:
+            if exc.scope is not deadline:
+                raise
+            if not conn.idle and exc.reason != "send timeout":
+                self._try_send(sock, error_response(408, "request timeout"))
+            log.debug("%s: %s, closing", task.name, exc.reason)
+        except OSError as exc:
+            log.debug("%s: %s", task.name, exc)
+        finally:
+            deadline.close()
+            sock.close()
+            self.connections.discard(conn)
+            self._slot_free.set()
+            if not self.connections:
+                self._all_closed.set()
+
+    def _respond(self, conn: _Connection, request: Request, handle: Any) -> Coro[bool]:
+        """Run the app for ``request`` and send its response; return whether
+        the connection stays open."""
+        try:
+            response = handle(request)
+            if type(response) is GeneratorType:
+                response = yield from response
+        except Exception:
+            log.exception("error handling %s %s", request.method, request.target)
+            response = Response(b"Internal Server Error\n", 500, None,
+                                "text/plain; charset=utf-8")
+        keep_alive = request.keep_alive and not self.closing
+        http10 = request.version == "HTTP/1.0"
+        try:
+            if type(response) is StreamingResponse:
+                keep_alive = keep_alive and not http10
+                head = response_head(response.status, response.content_type, response.headers,
+                                     None, keep_alive, http10)
+                yield from self._send(conn, head)
+                if body_allowed(response.status, request.method):
+                    yield from self._stream(conn, response.body, http10)
+                length: int | str = "-"
+            else:
+                body = response.body
+                length = len(body)
+                head = response_head(response.status, response.content_type, response.headers,
+                                     length, keep_alive, http10)
+                if not body_allowed(response.status, request.method):
+                    yield from self._send(conn, head)
+                elif length < 65536:
+                    yield from self._send(conn, head + body)
+                else:
+                    yield from self._send(conn, head, body)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.error("invalid response to %s %s: %s", request.method, request.target, exc)
+            yield from self._send(conn, error_response(500, "Internal Server Error"))
+            return False
+        self.requests_served += 1
+        if self.config.access_log:
+            access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
+                            request.target, request.version, response.status, length)
+        return keep_alive
+
+    def _send(self, conn: _Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
+        """Send ``data``, then ``body`` when it was too large to join to the
+        head; a client that stops reading meets the send deadline."""
+        sock = conn.sock
+        try:
+            sent = sock.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data) or body is not None:
+            deadline = conn.deadline
+            deadline.set(self.config.send_timeout, "send")  # type: ignore[union-attr]
+            if sent < len(data):
+                yield from sock.send_all(memoryview(data)[sent:])
+            if body is not None:
+                yield from sock.send_all(body)
+            deadline.clear()  # type: ignore[union-attr]
+
+    def _stream(self, conn: _Connection, body: Any, http10: bool) -> Coro[None]:
+        """Drive a streaming body: bytes/str it yields are sent as chunks,
+        anything else is a kernel trap, forwarded so the body can wait."""
+        send_value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is None:
+                    item = body.send(send_value)
+                else:
+                    item, error = body.throw(error), None
+            except StopIteration:
+                break
+            send_value = None
+            if isinstance(item, (bytes, bytearray, memoryview, str)):
+                data = item.encode() if isinstance(item, str) else bytes(item)
+                if data:
+                    yield from self._send(conn, data if http10 else chunk(data))
+                continue
+            try:
+                send_value = yield item
+            except BaseException as exc:  # Cancelled included: let the body clean up
+                error = exc
+        if not http10:
+            yield from self._send(conn, LAST_CHUNK)
+
+    @staticmethod
+    def _try_send(sock: Socket, data: bytes) -> None:
+        try:
+            sock.sock.send(data)
+        except OSError:
+            pass
+
+    # -- shutting down ---------------------------------------------------------
+
+    def shutdown(self, grace: float | None = None) -> Coro[None]:
+        """Stop accepting, close idle connections, let requests in flight
+        finish for up to ``grace`` seconds, then cancel what is left."""
+        grace = self.config.graceful_timeout if grace is None else grace
+        self.closing = True
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        self._slot_free.set()
+        for conn in list(self.connections):
+            if conn.idle and conn.task is not None:
+                conn.task.cancel("server shutting down")
+        yield from move_on_after(grace, self._all_closed.wait())
+        left = [conn.task for conn in self.connections if conn.task is not None]
+        if left:
+            log.warning("grace period over: cancelling %d connection(s)", len(left))
+            for task in left:
+                task.cancel("server shutdown grace period over")
+            yield from self._all_closed.wait()
+
+
+def _format_client(client: Any) -> str:
+    if isinstance(client, tuple) and len(client) >= 2:
+        return f"{client[0]}:{client[1]}"
+    return str(client)
+
+
+def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
+          stop: Any = None, on_ready: Any = None) -> Coro[Server]:
+    """Serve ``app`` on ``listener`` until SIGINT/SIGTERM (or until the
+    socket ``stop`` becomes readable), then shut down gracefully.
+
+    ``on_ready(server)`` is called once the server accepts connections.
+    """
+    server = Server(app, config)
+    stopped = Event()
+    watchers = []
+    with (yield from catch_signals(signal.SIGINT, signal.SIGTERM)) as signals:
+        accept = yield from spawn(server.accept_loop(listener), "accept loop")
+        watchers.append((yield from spawn(_wait_signal(signals, stopped), "signal watcher")))
+        if stop is not None:
+            watchers.append((yield from spawn(_wait_readable(stop, stopped), "stop watcher")))
+        if on_ready is not None:
+            on_ready(server)
+        yield from stopped.wait()
+        yield from server.shutdown()
+        for task in (accept, *watchers):
+            task.cancel("server stopped")
+    return server
+
+
+def _wait_signal(signals: Any, stopped: Event) -> Coro[None]:
+    signum = yield from signals.wait()
+    log.info("received %s, shutting down", signal.Signals(signum).name)
+    stopped.set()
+
+
+def _wait_readable(sock: Any, stopped: Event) -> Coro[None]:
+    yield (READ, sock.fileno())
+    stopped.set()
+
