@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import GeneratorType
 from typing import Any
 
 from .task import Cancelled, Task, WaitQueue
@@ -16,6 +17,9 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
     cancelled and waited for before the ``Cancelled`` propagates. No child
     outlives the call.
     """
+    for coro in coros:
+        if not isinstance(coro, GeneratorType):
+            raise TypeError(f"gather() needs generator objects, got {coro!r}")
     parent: Task = yield (CURRENT,)
     kernel = parent._kernel
     children = [kernel.spawn(coro, names[i] if names else None, parent)

@@ -84,6 +84,27 @@ def _bad_trap(trap: Any) -> TypeError:
     )
 
 
+def _outranks(new: BaseException, old: BaseException, task: Task) -> bool:
+    """Which of two undelivered cancellations a task keeps: anything that is
+    not a Cancelled (KeyboardInterrupt, DeadlockError) beats a Cancelled; a
+    plain cancel beats a timeout's; the outermost expired timeout beats the
+    inner ones. The loser would otherwise be lost when the winner's timeout
+    scope closes and clears it."""
+    if not isinstance(old, Cancelled):
+        return False
+    if not isinstance(new, Cancelled):
+        return True
+    if old.scope is None:
+        return False
+    if new.scope is None:
+        return True
+    scopes = task._scopes or []
+    try:
+        return scopes.index(new.scope) < scopes.index(old.scope)
+    except ValueError:
+        return False
+
+
 class _ThreadJob:
     __slots__ = ("task", "fn", "args", "result", "error", "future")
 
@@ -127,6 +148,7 @@ class Kernel:
         self._signals: list[int] = []
         self._signal_watchers: list[Any] = []
         self._saved_signals: dict[int, Any] = {}
+        self._default_signals: set[int] = set()
         self._saved_wakeup_fd: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -159,11 +181,13 @@ class Kernel:
         exception). When it ends, every task still alive is cancelled and
         run to its end before this returns."""
         if not isinstance(coro, GeneratorType):
+            self.close()
             raise TypeError(
                 f"corofw.run() needs a generator object (call your generator function), "
                 f"got {type(coro).__name__}"
             )
         if current_kernel() is not None:
+            self.close()
             raise RuntimeError("a corofw kernel is already running in this thread")
         _local.kernel = self
         self._install_signals()
@@ -334,7 +358,10 @@ class Kernel:
         if watchers:
             task._watchers = None
             for fn in watchers:
-                fn(task)
+                try:
+                    fn(task)
+                except Exception:
+                    log.exception("done callback %r of %r failed", fn, task)
 
     def _cancel(self, task: Task, exc: BaseException) -> None:
         """Throw ``exc`` into ``task`` at its wait point, undoing the wait; if
@@ -349,7 +376,7 @@ class Kernel:
         elif task is not self.current and task._exc is None \
                 and inspect.getgeneratorstate(task.coro) == inspect.GEN_CREATED:
             task._exc = exc  # not started yet: it never runs a line
-        elif task._cancel_pending is None:
+        elif task._cancel_pending is None or _outranks(exc, task._cancel_pending, task):
             task._cancel_pending = exc
 
     def _deliver_pending(self, task: Task) -> None:
@@ -379,7 +406,7 @@ class Kernel:
             self._cancel(task, Cancelled(reason))
 
     def _trap_error(self, trap: Any, error: Exception) -> Exception:
-        if type(trap) is tuple and trap and trap[0] in self._handlers:
+        if type(trap) is tuple and trap and isinstance(trap[0], traps.Op):
             return error
         return _bad_trap(trap)
 
@@ -576,12 +603,14 @@ class Kernel:
             old = signal.getsignal(signum)
             if old in (signal.SIG_DFL, signal.default_int_handler):
                 self._saved_signals[signum] = old
+                self._default_signals.add(signum)
                 signal.signal(signum, self._on_signal)
 
     def _restore_signals(self) -> None:
         for signum, old in self._saved_signals.items():
             signal.signal(signum, old)
         self._saved_signals.clear()
+        self._default_signals.clear()
         if self._saved_wakeup_fd is not None:
             signal.set_wakeup_fd(self._saved_wakeup_fd)
             self._saved_wakeup_fd = None
@@ -601,7 +630,13 @@ class Kernel:
         self._signal_watchers.append(watcher)
 
     def unwatch_signals(self, watcher: Any) -> None:
+        """Stop routing to ``watcher``; a signal the kernel took only for
+        catchers gets its previous handler back when the last one leaves."""
         self._signal_watchers.remove(watcher)
+        for signum in watcher.signals:
+            if signum in self._saved_signals and signum not in self._default_signals \
+                    and not any(signum in w.signals for w in self._signal_watchers):
+                signal.signal(signum, self._saved_signals.pop(signum))
 
     def _dispatch_signals(self) -> None:
         pending, self._signals = self._signals, []
@@ -625,8 +660,9 @@ class Kernel:
             return
         if signum == signal.SIGINT:
             self._cancel(main, KeyboardInterrupt())
-        else:
+        elif signum == signal.SIGTERM:
             self._cancel(main, SystemExit(128 + signum))
+        # anything else arrived for a catcher that has just left: drop it
 
     # -- deadlock ----------------------------------------------------------
 

@@ -38,21 +38,35 @@ class EpollReactor:
 
 
 class SelectorReactor:
-    """Fallback on systems without epoll, built on :mod:`selectors`."""
+    """Fallback on systems without epoll, built on :mod:`selectors`
+    (``selector`` defaults to the platform's best one).
+
+    Registering twice raises ``FileExistsError`` and changing an unknown fd
+    ``FileNotFoundError``, as epoll does, so the kernel handles both alike.
+    """
 
     name = "selectors"
 
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+    def __init__(self, selector: selectors.BaseSelector | None = None) -> None:
+        self._selector = selector or selectors.DefaultSelector()
 
     def register(self, fd: int, mask: int) -> None:
-        self._selector.register(fd, self._events(mask))
+        try:
+            self._selector.register(fd, self._events(mask))
+        except KeyError:
+            raise FileExistsError(f"fd {fd} is already registered") from None
 
     def modify(self, fd: int, mask: int) -> None:
-        self._selector.modify(fd, self._events(mask))
+        try:
+            self._selector.modify(fd, self._events(mask))
+        except KeyError:
+            raise FileNotFoundError(f"fd {fd} is not registered") from None
 
     def unregister(self, fd: int) -> None:
-        self._selector.unregister(fd)
+        try:
+            self._selector.unregister(fd)
+        except KeyError:
+            raise FileNotFoundError(f"fd {fd} is not registered") from None
 
     def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
         ready = self._selector.select(None if timeout < 0 else timeout)
