@@ -197,7 +197,7 @@ class _MessageParser:
     def _read_body(self) -> bytes | None:
         """The complete body once it has arrived, else None."""
         if self._chunked:
-            return self._read_chunked()
+            return b"".join(self._chunks) if self._read_chunked() else None
         need = self._body_left
         pos = self._pos
         if len(self._buf) - pos < need:
@@ -205,7 +205,9 @@ class _MessageParser:
         self._pos = pos + need
         return bytes(self._buf[pos:pos + need]) if need else b""
 
-    def _read_chunked(self) -> bytes | None:
+    def _read_chunked(self) -> bool:
+        """Consume complete chunks into ``_chunks``; True once the last chunk
+        and the trailer section have arrived."""
         buf = self._buf
         limit = self.limits.max_body_bytes
         while True:
@@ -213,7 +215,7 @@ class _MessageParser:
             if self._in_trailer:
                 if buf[pos:pos + 2] == b"\r\n":
                     self._pos = pos + 2
-                    return b"".join(self._chunks)
+                    return True
                 end = buf.find(b"\r\n\r\n", max(pos, self._scan))
                 if end < 0:
                     if _BARE_LF.search(buf, pos):
@@ -221,17 +223,17 @@ class _MessageParser:
                     if len(buf) - pos > self.limits.max_header_bytes:
                         raise self._fail(431, "trailer section too large")
                     self._scan = max(pos, len(buf) - 3)
-                    return None
+                    return False
                 try:
                     parse_fields(bytes(buf[pos:end + 2]), self.limits.max_headers)
                 except ProtocolError as exc:
                     raise self._fail(exc.status, "invalid trailer: " + exc.message)
                 self._pos = end + 4
-                return b"".join(self._chunks)
+                return True
             if self._body_left:
                 need = self._body_left
                 if len(buf) - pos < need + 2:
-                    return None
+                    return False
                 if buf[pos + need:pos + need + 2] != b"\r\n":
                     raise self._fail(400, "chunk data not followed by CRLF")
                 self._chunks.append(bytes(buf[pos:pos + need]))
@@ -242,7 +244,7 @@ class _MessageParser:
             if lf < 0:
                 if len(buf) - pos > _MAX_CHUNK_LINE:
                     raise self._fail(400, "chunk size line too long")
-                return None
+                return False
             if lf == pos or buf[lf - 1] != 13:
                 raise self._fail(400, "chunk size line must end with CRLF")
             match = _CHUNK_LINE.fullmatch(bytes(buf[pos:lf - 1]))
@@ -410,3 +412,144 @@ class RequestParser(_MessageParser):
         else:
             path = raw_path.decode("ascii")
         return path, query.decode("latin-1")
+
+
+DEFAULT_RESPONSE_LIMITS = Limits(max_request_line=8190, max_header_bytes=65536,
+                                 max_headers=200, max_body_bytes=1 << 30)
+
+
+class ResponseHead:
+    """A response's status line and headers, as the client parsed them."""
+
+    __slots__ = ("status", "reason", "version", "fields", "keep_alive")
+
+    def __init__(self, status: int, reason: str, version: str,
+                 fields: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.fields = fields
+        self.keep_alive = keep_alive
+
+
+class ResponseParser(_MessageParser):
+    """Parses the responses on one client connection, as strictly as
+    :class:`RequestParser` parses requests. Errors are
+    :class:`ProtocolError` (the status is meaningless here: 502)."""
+
+    def __init__(self, limits: Limits = DEFAULT_RESPONSE_LIMITS) -> None:
+        super().__init__(limits)
+        self._method = "GET"
+        self._until_close = False
+        self._no_body = False
+        self._eof = False
+        self.head: ResponseHead | None = None
+
+    def start(self, method: str) -> None:
+        """Expect the response to a ``method`` request next."""
+        self._method = method
+        self.head = None
+
+    def feed_eof(self) -> None:
+        """The server closed its side; no more bytes will come."""
+        self._eof = True
+
+    @property
+    def received_anything(self) -> bool:
+        return self.head is not None or self.buffered > 0
+
+    def next_head(self) -> ResponseHead | None:
+        """The final (non-1xx) response head, or None until it arrives."""
+        while True:
+            head = self._parse_head()
+            if head is None:
+                if self._eof:
+                    what = "in the middle of the response head" if self.buffered \
+                        else "before sending a response"
+                    raise self._fail(502, f"the server closed the connection {what}")
+                return None
+            if 100 <= head.status < 200 and head.status != 101:
+                continue
+            self.head = head
+            return head
+
+    def _parse_head(self) -> ResponseHead | None:
+        buf = self._buf
+        pos = self._pos
+        lf = buf.find(b"\n", pos)
+        if lf < 0:
+            if len(buf) - pos > self.limits.max_request_line:
+                raise self._fail(502, "status line too long")
+            return None
+        if lf == pos or buf[lf - 1] != 13:
+            raise self._fail(502, "status line must end with CRLF")
+        line_end = lf - 1
+        end = self._find_head_end(line_end, self.limits.max_header_bytes, 502, "response head")
+        if end < 0:
+            return None
+        line = bytes(buf[pos:line_end])
+        match = _STATUS_LINE.fullmatch(line) or _STATUS_LINE.fullmatch(line + b" ")
+        if match is None:
+            raise self._fail(502, f"malformed status line {line[:80]!r}")
+        major, minor, code, reason = match.groups()
+        if major != b"1":
+            raise self._fail(502, "only HTTP/1.x responses are supported")
+        block = bytes(buf[line_end + 2:end + 2]) if end > line_end else b""
+        try:
+            fields = parse_fields(block, self.limits.max_headers) if block else []
+        except ProtocolError as exc:
+            raise self._fail(502, exc.message)
+        self._pos = end + 4
+        self._scan = self._pos
+        status = int(code)
+        http10 = minor == b"0"
+        te: list[bytes] = []
+        cl: list[bytes] = []
+        conn: list[bytes] = []
+        for name, value in fields:
+            if name == b"content-length":
+                cl.append(value)
+            elif name == b"transfer-encoding":
+                te.append(value)
+            elif name == b"connection":
+                conn.append(value)
+        tokens = connection_tokens(conn) if conn else ()
+        keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
+        self._no_body = self._method == "HEAD" or status < 200 or status in (204, 304)
+        self._until_close = False
+        if self._no_body:
+            self._frame_body([], [])
+        else:
+            try:
+                self._frame_body(te, cl)
+            except ProtocolError as exc:
+                raise self._fail(502, exc.message)
+            if not te and not cl:
+                self._until_close = True
+                keep_alive = False
+        return ResponseHead(status, reason.decode("latin-1").strip(),
+                            "HTTP/1.0" if http10 else "HTTP/1.1", fields, keep_alive)
+
+    def read_body(self) -> tuple[bytes, bool]:
+        """The body bytes available now, and whether the body is complete."""
+        if self._no_body:
+            return b"", True
+        buf = self._buf
+        pos = self._pos
+        if self._until_close:
+            data = bytes(buf[pos:])
+            self._pos = len(buf)
+            return data, self._eof
+        if self._chunked:
+            done = self._read_chunked()
+            data = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            take = min(self._body_left, len(buf) - pos)
+            data = bytes(buf[pos:pos + take])
+            self._pos = pos + take
+            self._body_left -= take
+            done = self._body_left == 0
+        if not done and self._eof:
+            raise self._fail(502, "the server closed the connection before the body ended")
+        return data, done

@@ -29,6 +29,7 @@ from ..kernel import (
     sleep,
     spawn,
 )
+from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, Coro
 from ..net import Socket
 from .messages import Request, Response, StreamingResponse
@@ -63,52 +64,6 @@ class ServerConfig:
     access_log: bool = True
 
 
-class _Deadline:
-    """The one deadline of a connection, re-armed lazily: moving it costs a
-    store, and the timer only re-checks when it fires."""
-
-    __slots__ = ("task", "kernel", "when", "phase", "entry")
-
-    def __init__(self, task: Any) -> None:
-        self.task = task
-        self.kernel = task._kernel
-        self.when: float | None = None
-        self.phase = ""
-        self.entry: Any = None
-
-    def set(self, seconds: float, phase: str) -> None:
-        self._drop_stale_cancel()
-        self.when = self.kernel.clock() + seconds
-        self.phase = phase
-        if self.entry is None:
-            self.entry = self.kernel.add_timer(seconds, self._fire, None)
-
-    def clear(self) -> None:
-        self._drop_stale_cancel()
-        self.when = None
-
-    def _drop_stale_cancel(self) -> None:
-        pending = self.task._cancel_pending
-        if pending is not None and getattr(pending, "scope", None) is self:
-            self.task._cancel_pending = None
-
-    def close(self) -> None:
-        if self.entry is not None:
-            self.kernel.cancel_timer(self.entry)
-            self.entry = None
-
-    def _fire(self, _: Any) -> None:
-        self.entry = None
-        when = self.when
-        if when is None:
-            return
-        left = when - self.kernel.clock()
-        if left > 0 or self.task._trap is None:  # not yet due, or making progress
-            self.entry = self.kernel.add_timer(max(left, 0.05), self._fire, None)
-        else:
-            self.kernel._cancel(self.task, Cancelled(f"{self.phase} timeout", self))
-
-
 class _Connection:
     __slots__ = ("sock", "client", "task", "idle", "deadline")
 
@@ -117,7 +72,7 @@ class _Connection:
         self.client = client
         self.task: Any = None
         self.idle = True
-        self.deadline: _Deadline | None = None
+        self.deadline: Deadline | None = None
 
 
 class Server:
@@ -179,7 +134,7 @@ class Server:
     def _serve(self, conn: _Connection) -> Coro[None]:
         task = yield from current_task()
         task.name = f"connection {_format_client(conn.client)}"
-        deadline = conn.deadline = _Deadline(task)
+        deadline = conn.deadline = Deadline(task)
         config = self.config
         sock = conn.sock
         recv = sock.sock.recv
@@ -212,7 +167,7 @@ class Server:
                         if conn.idle:
                             conn.idle = False
                             deadline.set(config.header_timeout, "request header")
-                        if parser._head is not None and deadline.phase != "request body":
+                        if parser._head is not None and deadline.label != "request body":
                             deadline.set(config.body_timeout, "request body")
                             if parser.expect_continue and not sent_continue:
                                 sent_continue = True

@@ -1,0 +1,580 @@
+"""The outbound HTTP/1.1 client, used from handlers with ``yield from``::
+
+    client = Client(timeout=5)
+    resp = yield from client.get("http://127.0.0.1:9001/api/1", params={"delay": 1})
+    resp.raise_for_status()
+    data = resp.json()
+
+Each call is a coroutine doing non-blocking connect, send and recv, so ten
+calls gathered together wait at the same time: while they wait, the
+process sleeps in ``epoll_wait``. Connections are pooled per
+``(scheme, host, port)`` and kept alive between calls. The module-level
+:func:`get`, :func:`post`, ... use a default client (one per thread).
+"""
+
+from __future__ import annotations
+
+import errno
+import json as _json
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..kernel.deadline import Deadline
+from ..kernel.task import Cancelled
+from ..kernel.traps import CLOCK, CURRENT, READ, WRITE, Coro
+from ..net import open_connection
+from .client_errors import (
+    TIMEOUTS,
+    ClientError,
+    ConnectError,
+    ConnectionRefused,
+    DNSError,
+    HTTPStatusError,
+    ReadError,
+    RemoteProtocolError,
+    TLSError,
+    WriteError,
+)
+from .headers import Headers
+from .parser import ProtocolError
+from .pool import Pool, PooledConnection
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_URL_CACHE_SIZE = 2048
+_RECV_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Seconds allowed per phase (None: no limit). ``read`` is the longest
+    silence while waiting for the response; ``total`` bounds the whole call."""
+
+    connect: float | None = 10.0
+    read: float | None = 30.0
+    write: float | None = 30.0
+    pool: float | None = 30.0
+    total: float | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> Timeout:
+        """A Timeout from a Timeout, a number (every phase) or None (none)."""
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(None, None, None, None, None)
+        seconds = float(value)
+        return cls(seconds, seconds, seconds, seconds, None)
+
+
+class ClientResponse:
+    """A response, shaped like httpx's: ``status_code``, ``reason_phrase``,
+    ``headers`` (case-insensitive), ``content``, ``text``, ``json()``,
+    ``raise_for_status()``. With ``stream=True`` the body is read with
+    ``yield from resp.read_chunk()`` (``b""`` at the end) or
+    ``yield from resp.read()``; call :meth:`close` if you stop early."""
+
+    __slots__ = ("status_code", "reason_phrase", "http_version", "headers", "url", "method",
+                 "elapsed", "_content", "_client", "_conn", "_keep_alive", "_timeout",
+                 "_started", "_done")
+
+    def __init__(self, client: Client, conn: PooledConnection, method: str, url: str,
+                 timeout: Timeout, started: float) -> None:
+        head = conn.parser.head
+        assert head is not None
+        self.status_code = head.status
+        self.reason_phrase = head.reason
+        self.http_version = head.version
+        self.headers = Headers.from_raw(head.fields)
+        self.url = url
+        self.method = method
+        self.elapsed = 0.0
+        self._content: bytes | None = None
+        self._client = client
+        self._conn: PooledConnection | None = conn
+        self._keep_alive = head.keep_alive
+        self._timeout = timeout
+        self._started = started
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<ClientResponse [{self.status_code} {self.reason_phrase}]>"
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("the body of a streamed response has not been read; "
+                               "use `yield from response.read()`")
+        return self._content
+
+    @property
+    def text(self) -> str:
+        charset = None
+        for part in (self.headers.get("content-type") or "").split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset":
+                charset = value.strip('"')
+        return self.content.decode(charset or "utf-8", "replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.content)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
+
+    def raise_for_status(self) -> ClientResponse:
+        """Raise :class:`HTTPStatusError` for a 4xx/5xx status; else return self."""
+        if self.status_code >= 400:
+            kind = "client error" if self.status_code < 500 else "server error"
+            raise HTTPStatusError(f"{kind} {self.status_code} {self.reason_phrase}",
+                                  self.url, self)
+        return self
+
+    def read_chunk(self) -> Coro[bytes]:
+        """The next piece of the body; ``b""`` once it has all been read."""
+        while not self._done:
+            conn = self._conn
+            assert conn is not None
+            try:
+                data, done = yield from self._client._read_body(conn, self._timeout, self.url)
+            except BaseException:
+                self._finish(False)
+                raise
+            if done:
+                self._finish(True)
+            if data:
+                return data
+        return b""
+
+    def read(self) -> Coro[bytes]:
+        """The rest of the body (all of it, if nothing was read yet)."""
+        if self._content is None:
+            parts = []
+            while True:
+                data = yield from self.read_chunk()
+                if not data:
+                    break
+                parts.append(data)
+            self._content = b"".join(parts)
+        return self._content
+
+    def close(self) -> None:
+        """Stop reading: the connection is closed, not reused."""
+        if not self._done:
+            self._finish(False)
+
+    def _finish(self, complete: bool) -> None:
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._client._give_back(conn, complete and self._keep_alive)
+        self.elapsed = time.monotonic() - self._started
+
+
+class Client:
+    """An HTTP/1.1 client with a keep-alive connection pool.
+
+    ``base_url`` is prepended to relative URLs; ``headers`` are sent with
+    every request; ``timeout`` is a :class:`Timeout` or a number of
+    seconds; ``max_connections`` / ``max_per_host`` cap the pool (callers
+    wait for a free slot); ``ssl_context`` replaces the default, which
+    verifies certificates against the system trust store (``verify=False``
+    turns verification off).
+    """
+
+    def __init__(self, base_url: str = "", headers: Any = None, timeout: Any = Timeout(),
+                 max_connections: int = 100, max_per_host: int | None = None,
+                 max_idle_per_host: int = 100, idle_timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None, verify: bool = True,
+                 user_agent: str = "corofw") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = Timeout.of(timeout)
+        self.pool = Pool(max_connections, max_per_host, max_idle_per_host, idle_timeout)
+        self._ssl_context = ssl_context
+        self._verify = verify
+        default = [("user-agent", user_agent), ("accept", "*/*")]
+        extra = Headers(headers).items() if headers else []
+        names = {name.lower() for name, _ in extra}
+        self._base_headers = _encode_headers([h for h in default if h[0] not in names] + extra)
+        self._urls: dict[str, tuple[str, str, int, str, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Client {self.pool!r}>"
+
+    def close(self) -> None:
+        """Close the idle pooled connections."""
+        self.pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- the public calls ------------------------------------------------------
+
+    def get(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("HEAD", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("OPTIONS", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        return self.request("DELETE", url, **kwargs)
+
+    def request(self, method: str, url: str, *, params: Any = None, headers: Any = None,
+                content: bytes | str | None = None, data: Any = None, json: Any = None,
+                timeout: Any = ..., stream: bool = False) -> Coro[ClientResponse]:
+        """Send one request and return the response (body read, unless
+        ``stream``). Raises a :class:`ClientError` subclass naming the URL:
+        ConnectError (ConnectionRefused, DNSError, TLSError), ReadError,
+        WriteError, RemoteProtocolError or a ClientTimeout per phase."""
+        method = method.upper()
+        timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
+        full_url = url if "://" in url else self.base_url + url
+        scheme, host, port, target, authority = self._split(full_url)
+        if params:
+            query = urlencode(params, doseq=True)
+            target += ("&" if "?" in target else "?") + query
+            full_url += ("&" if "?" in full_url else "?") + query
+        payload = self._serialize(method, target, authority, headers, content, data, json)
+        task = yield (CURRENT,)
+        started = time.monotonic()
+        deadline = Deadline(task)
+        total_until = None if timeouts.total is None else \
+            task._kernel.clock() + timeouts.total
+        key = (scheme, host, port)
+        try:
+            conn = yield from self._exchange(key, method, payload, timeouts, total_until,
+                                             deadline, full_url)
+            response = ClientResponse(self, conn, method, full_url, timeouts, started)
+            if not stream:
+                try:
+                    yield from _read_all(response, deadline, timeouts, total_until)
+                except BaseException:
+                    response.close()
+                    raise
+            return response
+        except Cancelled as exc:
+            if exc.scope is deadline:
+                label = deadline.label
+                raise TIMEOUTS[label](f"{label} timeout", full_url) from None
+            raise
+        finally:
+            deadline.close()
+
+    # -- one exchange ------------------------------------------------------------
+
+    def _exchange(self, key: tuple[str, str, int], method: str, payload: bytes,
+                  timeouts: Timeout, total_until: float | None, deadline: Deadline,
+                  url: str) -> Coro[PooledConnection]:
+        """Send the request and read the response head, on a pooled
+        connection; retry once on a fresh one when a reused connection turns
+        out to be dead and the retry is safe."""
+        for attempt in range(2):
+            _phase(deadline, "pool", timeouts.pool, total_until)
+            now = yield (CLOCK,)
+            conn = yield from self.pool.acquire(key, now)
+            if conn is None:
+                try:
+                    _phase(deadline, "connect", timeouts.connect, total_until)
+                    sock = yield from self._connect(key, url)
+                except BaseException:
+                    self.pool.discard(None, key)
+                    raise
+                conn = PooledConnection(key, sock)
+            conn.parser.start(method)
+            conn.requests += 1
+            try:
+                _phase(deadline, "write", timeouts.write, total_until)
+                yield from _send(conn, payload, url)
+                yield from _read_head(conn, deadline, timeouts, total_until, url)
+                return conn
+            except (ReadError, WriteError, RemoteProtocolError) as exc:
+                self.pool.discard(conn, key)
+                safe = conn.reused and not conn.parser.received_anything
+                if attempt == 0 and safe and (method in _IDEMPOTENT or isinstance(exc, WriteError)):
+                    continue
+                raise
+            except BaseException:
+                self.pool.discard(conn, key)
+                raise
+        raise AssertionError("unreachable")
+
+    def _connect(self, key: tuple[str, str, int], url: str) -> Coro[Any]:
+        scheme, host, port = key
+        context = None
+        if scheme == "https":
+            context = self._ssl_context or _default_context(self._verify)
+        try:
+            return (yield from open_connection(host, port, ssl=context))
+        except socket.gaierror as exc:
+            raise DNSError(f"cannot resolve {host!r}: {exc.strerror}", url) from None
+        except ssl.SSLError as exc:
+            raise TLSError(f"TLS handshake with {host}:{port} failed: {exc}", url) from None
+        except ConnectionRefusedError:
+            raise ConnectionRefused(f"connection to {host}:{port} refused", url) from None
+        except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED:
+                raise ConnectionRefused(f"connection to {host}:{port} refused", url) from None
+            raise ConnectError(f"cannot connect to {host}:{port}: {exc}", url) from None
+
+    def _read_body(self, conn: PooledConnection, timeouts: Timeout,
+                   url: str) -> Coro[tuple[bytes, bool]]:
+        task = yield (CURRENT,)
+        deadline = Deadline(task)
+        try:
+            return (yield from _read_some_body(conn, deadline, timeouts, None, url))
+        except Cancelled as exc:
+            if exc.scope is deadline:
+                raise TIMEOUTS["read"]("read timeout", url) from None
+            raise
+        finally:
+            deadline.close()
+
+    def _give_back(self, conn: PooledConnection, reusable: bool) -> None:
+        if reusable:
+            self.pool.release(conn, _now(conn))
+        else:
+            self.pool.discard(conn, conn.key)
+
+    # -- building the request ----------------------------------------------------
+
+    def _split(self, url: str) -> tuple[str, str, int, str, str]:
+        cached = self._urls.get(url)
+        if cached is not None:
+            return cached
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise ClientError(f"unsupported URL scheme {parts.scheme!r}", url)
+        host = parts.hostname
+        if not host:
+            raise ClientError("the URL has no host", url)
+        try:
+            port = parts.port or _DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise ClientError("invalid port in URL", url) from None
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        shown = f"[{host}]" if ":" in host else host
+        authority = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+        result = (scheme, host, port, target, authority)
+        if len(self._urls) >= _URL_CACHE_SIZE:
+            self._urls.clear()
+        self._urls[url] = result
+        return result
+
+    def _serialize(self, method: str, target: str, authority: str, headers: Any,
+                   content: Any, data: Any, json: Any) -> bytes:
+        body = b""
+        content_type = None
+        if json is not None:
+            body = _json.dumps(json, separators=(",", ":")).encode()
+            content_type = "application/json"
+        elif data is not None:
+            if isinstance(data, (bytes, str)):
+                body = data.encode() if isinstance(data, str) else data
+            else:
+                body = urlencode(data, doseq=True).encode()
+                content_type = "application/x-www-form-urlencoded"
+        elif content is not None:
+            body = content.encode() if isinstance(content, str) else bytes(content)
+        if any(c in target for c in " \r\n\t"):
+            raise ClientError("the URL contains whitespace or line breaks", target)
+        lines = [f"{method} {target} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1"),
+                 self._base_headers]
+        if headers:
+            lines.append(_encode_headers(Headers(headers).items()))
+        if content_type and not (headers and "content-type" in Headers(headers)):
+            lines.append(f"content-type: {content_type}\r\n".encode())
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(b"content-length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        lines.append(body)
+        return b"".join(lines)
+
+
+def _encode_headers(pairs: Any) -> bytes:
+    out = []
+    for name, value in pairs:
+        if any(c in name + value for c in "\r\n\0") or not name or ":" in name:
+            raise ClientError(f"invalid header {name!r}")
+        out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    return b"".join(out)
+
+
+def _now(conn: PooledConnection) -> float:
+    from ..kernel.loop import current_kernel
+
+    kernel = current_kernel()
+    return kernel.clock() if kernel is not None else time.monotonic()
+
+
+def _phase(deadline: Deadline, label: str, seconds: float | None,
+           total_until: float | None) -> None:
+    """Arm ``deadline`` for a phase, bounded by the call's total deadline."""
+    if total_until is not None:
+        left = total_until - deadline.kernel.clock()
+        if seconds is None or left < seconds:
+            deadline.set(max(left, 0.0), "total")
+            return
+    if seconds is None:
+        deadline.clear()
+    else:
+        deadline.set(seconds, label)
+
+
+def _send(conn: PooledConnection, payload: bytes, url: str) -> Coro[None]:
+    try:
+        yield from conn.sock.send_all(payload)
+    except (ConnectionError, OSError) as exc:
+        raise WriteError(f"sending the request failed: {exc}", url) from None
+
+
+def _recv_into_parser(conn: PooledConnection, url: str) -> Coro[int]:
+    sock = conn.sock
+    raw = sock.sock
+    while True:
+        try:
+            data = raw.recv(_RECV_SIZE)
+        except BlockingIOError:
+            yield (READ, sock.fd)
+            continue
+        except ssl.SSLWantReadError:
+            yield (READ, sock.fd)
+            continue
+        except ssl.SSLWantWriteError:
+            yield (WRITE, sock.fd)
+            continue
+        except ssl.SSLEOFError:
+            data = b""
+        except (ConnectionError, OSError) as exc:
+            raise ReadError(f"reading the response failed: {exc}", url) from None
+        if data:
+            conn.parser.feed(data)
+        else:
+            conn.parser.feed_eof()
+        return len(data)
+
+
+def _read_head(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
+               total_until: float | None, url: str) -> Coro[None]:
+    parser = conn.parser
+    _phase(deadline, "read", timeouts.read, total_until)
+    while True:
+        try:
+            if parser.next_head() is not None:
+                return
+        except ProtocolError as exc:
+            if not parser.received_anything or "before sending a response" in exc.message:
+                raise ReadError(exc.message, url) from None
+            raise RemoteProtocolError(exc.message, url) from None
+        got = yield from _recv_into_parser(conn, url)
+        if got:
+            _phase(deadline, "read", timeouts.read, total_until)
+
+
+def _read_some_body(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
+                    total_until: float | None, url: str) -> Coro[tuple[bytes, bool]]:
+    parser = conn.parser
+    _phase(deadline, "read", timeouts.read, total_until)
+    while True:
+        try:
+            data, done = parser.read_body()
+        except ProtocolError as exc:
+            raise RemoteProtocolError(exc.message, url) from None
+        if data or done:
+            return data, done
+        got = yield from _recv_into_parser(conn, url)
+        if got:
+            _phase(deadline, "read", timeouts.read, total_until)
+
+
+def _read_all(response: ClientResponse, deadline: Deadline, timeouts: Timeout,
+              total_until: float | None) -> Coro[None]:
+    conn = response._conn
+    assert conn is not None
+    parts = []
+    while True:
+        data, done = yield from _read_some_body(conn, deadline, timeouts, total_until,
+                                                response.url)
+        if data:
+            parts.append(data)
+        if done:
+            break
+    response._content = parts[0] if len(parts) == 1 else b"".join(parts)
+    response._finish(True)
+
+
+_contexts: dict[bool, ssl.SSLContext] = {}
+
+
+def _default_context(verify: bool) -> ssl.SSLContext:
+    context = _contexts.get(verify)
+    if context is None:
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        _contexts[verify] = context
+    return context
+
+
+_local = threading.local()
+
+
+def default_client() -> Client:
+    """This thread's default :class:`Client` (created on first use)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = Client()
+    return client
+
+
+def request(method: str, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """One request with the default client; see :meth:`Client.request`."""
+    return default_client().request(method, url, **kwargs)
+
+
+def get(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    return default_client().request("GET", url, **kwargs)
+
+
+def post(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    return default_client().request("POST", url, **kwargs)
+
+
+def put(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    return default_client().request("PUT", url, **kwargs)
+
+
+def patch(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    return default_client().request("PATCH", url, **kwargs)
+
+
+def delete(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    return default_client().request("DELETE", url, **kwargs)

@@ -1,0 +1,80 @@
+"""The outbound client's errors: one type per way a call can fail, each
+carrying the URL it failed on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """Base of every client error; ``url`` is the request's URL."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(f"{message} ({url})" if url else message)
+        self.message = message
+        self.url = url
+
+
+class ConnectError(ClientError):
+    """The connection could not be opened."""
+
+
+class ConnectionRefused(ConnectError):
+    """Nothing listens at the address (ECONNREFUSED)."""
+
+
+class DNSError(ConnectError):
+    """The host name could not be resolved."""
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed (e.g. the certificate did not verify)."""
+
+
+class ReadError(ClientError):
+    """The connection failed while reading the response (e.g. reset)."""
+
+
+class WriteError(ClientError):
+    """The connection failed while sending the request."""
+
+
+class RemoteProtocolError(ClientError):
+    """The server answered with something that is not valid HTTP/1.1, or
+    closed the connection in the middle of a response."""
+
+
+class ClientTimeout(ClientError, TimeoutError):
+    """A phase of the call took longer than its timeout."""
+
+
+class ConnectTimeout(ClientTimeout):
+    """Opening the connection (including TLS) took too long."""
+
+
+class ReadTimeout(ClientTimeout):
+    """The server sent nothing for longer than the read timeout."""
+
+
+class WriteTimeout(ClientTimeout):
+    """The request could not be sent within the write timeout."""
+
+
+class PoolTimeout(ClientTimeout):
+    """No connection slot became free within the pool timeout."""
+
+
+class TotalTimeout(ClientTimeout):
+    """The whole call took longer than its total timeout."""
+
+
+class HTTPStatusError(ClientError):
+    """Raised by ``raise_for_status()`` for a 4xx or 5xx response."""
+
+    def __init__(self, message: str, url: str, response: Any) -> None:
+        super().__init__(message, url)
+        self.response = response
+
+
+TIMEOUTS = {"connect": ConnectTimeout, "read": ReadTimeout, "write": WriteTimeout,
+            "pool": PoolTimeout, "total": TotalTimeout}
