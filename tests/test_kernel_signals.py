@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from corofw import catch_signals, current_kernel, run, sleep
+from corofw import catch_signals, current_kernel, run, sleep, spawn
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -153,6 +153,58 @@ def test_sigint_while_asleep_in_epoll_raises_keyboard_interrupt(spawn_python):
     assert time.monotonic() - sent < 3
     assert proc.returncode == 0, err
     assert out.splitlines() == ["main finally", "child finally", "KeyboardInterrupt", "True"]
+
+
+SLOW_CLEANUP_PROGRAM = """
+    from corofw import run, sleep, spawn
+
+    def child():
+        try:
+            yield from sleep(60)
+        finally:
+            print("cleanup started", flush=True)
+            yield from sleep(60)  # a cleanup that takes far too long
+            print("cleanup finished", flush=True)
+
+    def main():
+        yield from spawn(child())
+        yield from sleep(0)
+        return "main done"
+
+    try:
+        print(run(main()), flush=True)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+"""
+
+
+def test_sigint_after_main_ended_cuts_a_slow_cleanup_short(spawn_python):
+    proc = spawn_python(SLOW_CLEANUP_PROGRAM)
+    assert proc.stdout.readline() == "cleanup started\n"
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out == "KeyboardInterrupt\n"
+
+
+def test_keyboard_interrupt_in_a_child_is_raised_by_run():
+    log = []
+
+    def child():
+        yield from sleep(0)
+        raise KeyboardInterrupt
+
+    def main():
+        yield from spawn(child())
+        try:
+            yield from sleep(10)
+        finally:
+            log.append("main finally")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main())
+    assert log == ["main finally"]
 
 
 SIGTERM_PROGRAM = """

@@ -149,6 +149,7 @@ class Kernel:
         self._signal_watchers: list[Any] = []
         self._saved_signals: dict[int, Any] = {}
         self._default_signals: set[int] = set()
+        self._interrupted: BaseException | None = None
         self._saved_wakeup_fd: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -196,6 +197,11 @@ class Kernel:
             self._loop(lambda: main.state is DONE)
             self._cancel_all("the main task finished")
             self._loop(lambda: not self.tasks)
+            if self._signals:
+                self._dispatch_signals()
+            if self._interrupted is not None:
+                main.exception()  # the interrupt wins over main's own outcome
+                raise self._interrupted
             return main.result()
         finally:
             self.close()
@@ -655,14 +661,20 @@ class Kernel:
             sys.stderr.write(format_tasks(self))
             sys.stderr.flush()
             return
-        main = self.main_task
-        if main is None or main.state is DONE:
-            return
         if signum == signal.SIGINT:
-            self._cancel(main, KeyboardInterrupt())
+            exc: BaseException = KeyboardInterrupt()
         elif signum == signal.SIGTERM:
-            self._cancel(main, SystemExit(128 + signum))
-        # anything else arrived for a catcher that has just left: drop it
+            exc = SystemExit(128 + signum)
+        else:
+            return  # it arrived for a catcher that has just left
+        main = self.main_task
+        if main is not None and main.state is not DONE:
+            self._cancel(main, exc)
+        else:
+            # Main has ended and the others are cleaning up: cut that short
+            # and let run() raise the interrupt once they have finished.
+            self._interrupted = exc
+            self._cancel_all(f"interrupted by {signal.Signals(signum).name}")
 
     # -- deadlock ----------------------------------------------------------
 

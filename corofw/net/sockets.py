@@ -75,10 +75,10 @@ class Socket:
             sent = sock_send(data)
         except BlockingIOError:
             sent = 0
-        total = len(data)
-        if sent == total:
+        if type(data) is bytes and sent == len(data):
             return
         view = memoryview(data).cast("B")
+        total = view.nbytes  # len() of an array or a typed memoryview counts items
         try:
             while sent < total:
                 try:
@@ -162,7 +162,7 @@ def is_numeric_host(host: str) -> bool:
     return False
 
 
-def listen(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> Socket:
+def listen(host: str, port: int = 0, backlog: int = 1024, reuse_port: bool = False) -> Socket:
     """A non-blocking listening :class:`Socket` bound to ``(host, port)``
     (port 0 picks a free one: read it back with ``getsockname()``).
     ``reuse_port`` sets SO_REUSEPORT so several processes share the port."""

@@ -39,7 +39,10 @@ class TLSSocket(Socket):
             return b""  # the peer closed without close_notify: treat as end of stream
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
-        return (yield from self._retry(self.sock.recv_into, buffer, nbytes))
+        try:
+            return (yield from self._retry(self.sock.recv_into, buffer, nbytes))
+        except ssl.SSLEOFError:
+            return 0
 
     def send(self, data: Any) -> Coro[int]:
         return (yield from self._retry(self.sock.send, data))
@@ -61,9 +64,13 @@ class TLSSocket(Socket):
 def _wrap(sock: Socket, context: ssl.SSLContext, server_side: bool,
           server_hostname: str | None) -> Coro[TLSSocket]:
     raw: socket.socket = sock.sock
-    tls_sock = context.wrap_socket(raw, server_side=server_side,
-                                   server_hostname=server_hostname,
-                                   do_handshake_on_connect=False)
+    try:
+        tls_sock = context.wrap_socket(raw, server_side=server_side,
+                                       server_hostname=server_hostname,
+                                       do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()  # the fd may be closed already: the kernel must forget it
+        raise
     # wrap_socket detached ``raw``; the fd number and its epoll registration live on.
     wrapped = TLSSocket.__new__(TLSSocket)
     wrapped.sock = tls_sock
