@@ -1,0 +1,88 @@
+"""Turning what a handler returned into a response.
+
+=====================================  ===========================================
+handler returns                        response
+=====================================  ===========================================
+``Response`` / ``StreamingResponse``   itself
+``str``                                ``text/plain; charset=utf-8``
+``bytes`` (or bytearray, memoryview)   ``application/octet-stream``
+``dict`` / ``list``                    JSON (``Response.json``)
+``(body, status)``                     body coerced as above, with that status
+``(body, status, headers)``            ... and those headers set on it
+anything else, ``None`` included       ``TypeError`` naming the handler
+=====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..http.headers import Headers
+from ..http.messages import Response, StreamingResponse
+
+RESPONSE_TYPES = (Response, StreamingResponse)
+
+
+def describe(fn: Any) -> str:
+    """How error messages name a handler: ``module.qualname``."""
+    qualname = getattr(fn, "__qualname__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{qualname}" if module else qualname
+
+
+def coerce(result: Any, source: Any) -> Response | StreamingResponse:
+    """``result`` as a response; ``source`` (the handler) names the culprit
+    in the ``TypeError`` raised for a value that is not one of the above."""
+    kind = type(result)
+    if kind is Response or kind is StreamingResponse:
+        return result
+    if kind is str:
+        return Response(result)
+    if isinstance(result, RESPONSE_TYPES):
+        return result
+    if isinstance(result, tuple) and 2 <= len(result) <= 3:
+        return _from_tuple(result, source)
+    return _from_body(result, source)
+
+
+def _from_body(body: Any, source: Any) -> Response | StreamingResponse:
+    if isinstance(body, RESPONSE_TYPES):
+        return body
+    if isinstance(body, str):
+        return Response(body)
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return Response(bytes(body))
+    if isinstance(body, (dict, list)):
+        try:
+            return Response.json(body)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"handler {describe(source)} returned a {type(body).__name__} "
+                            f"that cannot be serialised as JSON: {exc}") from exc
+    raise TypeError(
+        f"handler {describe(source)} returned {type(body).__name__}"
+        f"{' (did it forget a return statement?)' if body is None else ''}; expected a "
+        f"Response, StreamingResponse, str, bytes, dict, list or a (body, status[, headers]) "
+        f"tuple"
+    )
+
+
+def _from_tuple(result: tuple, source: Any) -> Response | StreamingResponse:
+    body, status, *rest = result
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
+        raise TypeError(f"handler {describe(source)} returned a tuple whose status is "
+                        f"{status!r}; expected an int from 100 to 999")
+    response = _from_body(body, source)
+    response.status = status
+    if rest:
+        headers = rest[0]
+        try:
+            pairs = Headers(headers).items()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"handler {describe(source)} returned headers of type "
+                            f"{type(headers).__name__}; expected a dict or (name, value) "
+                            f"pairs") from exc
+        if response.headers is None:
+            response.headers = Headers()
+        for name, value in pairs:
+            response.headers[name] = value
+    return response

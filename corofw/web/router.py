@@ -1,0 +1,390 @@
+"""The Router: where routes, middleware and error handlers are registered.
+
+::
+
+    routes = Router()
+
+    @routes.get("/users/{user_id:int}", name="user")
+    def user(request, user_id):
+        yield from sleep(0.01)
+        return {"id": user_id}
+
+Handlers are called ``handler(request, **path_params)`` and may be plain or
+generator functions; their return value becomes a response as described in
+:mod:`.coerce`. Mistakes are reported when they are made: a malformed
+pattern, two routes answering the same method on the same pattern, a
+repeated name.
+
+Route names are for :meth:`Router.url_for` only and are optional. A name
+must be unique among the routes a router can see: its own and those of the
+routers mounted in it. ``mount(prefix, sub, name="api")`` exposes the
+sub-router's names to the parent as ``"api:<name>"``; without ``name`` they
+are exposed unchanged (and must not clash with the parent's).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
+
+from ..http.messages import Request, Response, StreamingResponse
+from ..kernel.traps import Coro
+from .chain import Scope
+from .coerce import describe
+from .methods import normalize_methods
+from .patterns import PathPattern, parse_pattern
+from .table import RouteTable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Route:
+    """One registered route. ``path`` is the pattern as registered (relative
+    to ``router``), ``methods`` the upper-case methods it answers (HEAD is
+    also answered by a GET route), ``handler`` the function, ``name`` its
+    ``url_for`` name or ``None``, ``router`` the router that owns it."""
+
+    __slots__ = ("path", "methods", "handler", "name", "router", "pattern")
+
+    def __init__(self, path: str, methods: frozenset[str], handler: Callable[..., Any],
+                 name: str | None, router: Router, pattern: PathPattern) -> None:
+        self.path = path
+        self.methods = methods
+        self.handler = handler
+        self.name = name
+        self.router = router
+        self.pattern = pattern
+
+    @property
+    def full_path(self) -> str:
+        """The pattern with the prefixes of the routers it is mounted under."""
+        return self.router._mount_prefix() + self.path
+
+    def __repr__(self) -> str:
+        methods = ",".join(sorted(self.methods))
+        return f"<Route {methods} {self.full_path} -> {describe(self.handler)}>"
+
+
+class _Mount(NamedTuple):
+    prefix: str
+    router: Router
+    name: str | None
+
+
+class Router:
+    """Routes requests to handlers; also the app object the server calls.
+
+    The server calls :meth:`handle` for every request. Sub-routers are
+    attached with :meth:`mount`; everything registered on a router, before
+    or after it is mounted, is seen by the routers above it.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Route | _Mount] = []
+        self._middleware: list[Callable[..., Any]] = []
+        self._status_handlers: dict[int, Callable[..., Any]] = {}
+        self._exception_handlers: dict[type, Callable[..., Any]] = {}
+        self._parent: Router | None = None
+        self._prefix = ""
+        self._namespace: str | None = None
+        # Every route this router can see, with patterns relative to it.
+        self._shapes: dict[str, list[tuple[Route, PathPattern]]] = {}
+        self._names: dict[str, tuple[Route, PathPattern]] = {}
+        self._table: RouteTable | None = None
+
+    def __repr__(self) -> str:
+        return f"<Router {len(self.routes)} routes>"
+
+    # -- registration -------------------------------------------------------
+
+    def add_route(self, path: str, handler: Callable[..., Any],
+                  methods: Iterable[str] | str = ("GET",), name: str | None = None) -> Route:
+        """Register ``handler`` for ``methods`` on ``path`` and return the Route.
+
+        Raises ``ValueError`` for a malformed pattern, a route that answers a
+        method another route already answers on the same pattern (parameter
+        names aside), or a name already in use; ``TypeError`` for a handler
+        that is not callable or is an ``async def``.
+        """
+        _check_function(handler, "route handler")
+        method_set = normalize_methods(methods)
+        pattern = parse_pattern(path)
+        if "request" in pattern.param_names:
+            raise ValueError(f"route pattern {path!r}: a parameter cannot be named 'request' "
+                             f"(handlers are called handler(request, **params))")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"route name must be a non-empty str, not {name!r}")
+        route = Route(path, method_set, handler, name, self, pattern)
+        names = [(name, route, pattern)] if name is not None else []
+        self._register([(route, pattern)], names)
+        self._items.append(route)
+        return route
+
+    def route(self, path: str, methods: Iterable[str] | str = ("GET",),
+              name: str | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_route`; returns the function unchanged."""
+        def decorator(handler: F) -> F:
+            self.add_route(path, handler, methods, name)
+            return handler
+        return decorator
+
+    def get(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        """``@routes.get(path)``: answer GET (and HEAD) on ``path``."""
+        return self.route(path, ("GET",), name)
+
+    def post(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        return self.route(path, ("POST",), name)
+
+    def put(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        return self.route(path, ("PUT",), name)
+
+    def patch(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        return self.route(path, ("PATCH",), name)
+
+    def delete(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        return self.route(path, ("DELETE",), name)
+
+    def mount(self, prefix: str, router: Router, name: str | None = None) -> Router:
+        """Serve ``router``'s routes under ``prefix`` and return ``router``.
+
+        ``prefix`` is a static path such as ``"/api"`` (``""`` or ``"/"``
+        mean no prefix); a sub-route ``"/users"`` is then served at
+        ``"/api/users"`` and ``"/"`` at ``"/api/"``. ``router``'s middleware
+        and error handlers apply to its own routes only, and to 404s for
+        paths under ``prefix``; this router's apply around them too. A
+        router can be mounted once. ``name`` namespaces its route names.
+        """
+        if not isinstance(router, Router):
+            raise TypeError(f"mount() needs a Router, not {type(router).__name__}")
+        if any(ancestor is router for ancestor, _, _ in self._lineage()):
+            raise ValueError("cannot mount a router inside itself")
+        if router._parent is not None:
+            raise ValueError(f"this router is already mounted at "
+                             f"{router._mount_prefix() or '/'!r}")
+        prefix = _normalize_prefix(prefix)
+        if name is not None and (not isinstance(name, str) or not name or ":" in name):
+            raise ValueError(f"mount name must be a non-empty str without ':', not {name!r}")
+        namespace = f"{name}:" if name else ""
+        routes = [(route, pattern.with_prefix(prefix))
+                  for entries in router._shapes.values() for route, pattern in entries]
+        names = [(namespace + key, route, pattern.with_prefix(prefix))
+                 for key, (route, pattern) in router._names.items()]
+        self._register(routes, names)
+        router._parent, router._prefix, router._namespace = self, prefix, name
+        self._items.append(_Mount(prefix, router, name))
+        return router
+
+    def middleware(self, fn: F) -> F:
+        """Decorator: run the generator function ``fn(request, call_next)``
+        around every route of this router (and of routers mounted in it),
+        and around its 404/405/OPTIONS answers.
+
+        ``response = yield from call_next(request)`` runs the rest of the
+        chain and always returns a response; ``fn`` returns a response (or
+        anything a handler may return). Middleware registered first runs
+        outermost. Raises ``TypeError`` if ``fn`` is not a generator function.
+        """
+        if not inspect.isgeneratorfunction(fn):
+            raise TypeError(
+                f"middleware {describe(fn)} must be a generator function, e.g. "
+                f"def mw(request, call_next): response = yield from call_next(request); "
+                f"return response")
+        self._middleware.append(fn)
+        self._invalidate()
+        return fn
+
+    def error_handler(self, key: int | type[Exception]) -> Callable[[F], F]:
+        """Decorator: answer ``HTTPError`` with status ``key`` (an int) or
+        exceptions of class ``key`` with ``fn(request, exc)``.
+
+        ``fn`` may be a plain or generator function; its return value is
+        coerced like a handler's. It covers this router's routes and those
+        mounted in it, unless a sub-router has its own for the same error.
+        Exceptions are matched along their MRO; status handlers receive the
+        ``HTTPError``, including the router's own 404, 405 and 501.
+        """
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 100 <= key <= 999:
+                raise ValueError(f"error_handler status must be from 100 to 999, not {key}")
+            table: dict[Any, Callable[..., Any]] = self._status_handlers
+        elif isinstance(key, type) and issubclass(key, Exception):
+            table = self._exception_handlers
+        else:
+            raise TypeError(f"error_handler() takes a status code or an Exception subclass, "
+                            f"not {key!r}")
+
+        def decorator(fn: F) -> F:
+            _check_function(fn, "error handler")
+            if key in table:
+                raise ValueError(f"this router already has an error handler for {key!r}: "
+                                 f"{describe(table[key])}")
+            table[key] = fn
+            self._invalidate()
+            return fn
+        return decorator
+
+    # -- lookup ---------------------------------------------------------------
+
+    def url_for(self, name: str, /, **params: Any) -> str:
+        """The percent-encoded path of the route called ``name``, with
+        ``params`` filled in through the converters' ``to_url``.
+
+        ``name`` is looked up among the routes this router can see (mounted
+        routers' names prefixed as set by :meth:`mount`); the path includes
+        the prefixes of the routers this one is mounted under. Raises
+        ``LookupError`` for an unknown name, ``TypeError`` for missing or
+        unexpected parameters, ``ValueError`` for a value that would not
+        match the pattern again.
+        """
+        entry = self._names.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._names)) or "none"
+            raise LookupError(f"no route named {name!r} (known names: {known})")
+        _, pattern = entry
+        return quote(self._mount_prefix(), safe="/") + pattern.build(params, name)
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route this router serves, mounted ones included, in the
+        order they are tried (static paths are still tried first)."""
+        return [route for route, _, _ in self._walk("", ())]
+
+    def methods_in_use(self) -> frozenset[str]:
+        """Every method some route answers, HEAD and OPTIONS included."""
+        return self._compiled().methods_in_use()
+
+    # -- dispatch -------------------------------------------------------------
+
+    def handle(self, request: Request
+               ) -> Response | StreamingResponse | Coro[Response | StreamingResponse]:
+        """Route ``request``: return a Response or StreamingResponse, or a
+        generator the server drives with ``yield from`` that returns one.
+
+        Static paths are found with one dict lookup; a plain-function
+        handler without middleware gets its response back without any
+        generator being created. Unhandled exceptions propagate (the server
+        answers 500).
+        """
+        table = self._table
+        if table is None:
+            table = self._compiled()
+        candidates = table.static.get(request.path)
+        if candidates is not None:
+            target = candidates.get(request.method)
+            if target is not None:
+                request.route = target.route
+                return target.call(request)
+        return table.resolve(request, candidates)
+
+    # -- internals --------------------------------------------------------------
+
+    def _compiled(self) -> RouteTable:
+        table = self._table
+        if table is None:
+            root = Scope((self,))
+            table = RouteTable(root)
+            scopes = {(self,): root}
+            for route, prefix, levels in self._walk("", (self,)):
+                scope = scopes.get(levels)
+                if scope is None:
+                    scope = scopes[levels] = Scope(levels)
+                table.add(route, route.pattern.with_prefix(prefix), scope)
+            for levels, prefix in self._mounted_prefixes("", (self,)):
+                scope = scopes.get(levels)
+                if scope is None:
+                    scope = scopes[levels] = Scope(levels)
+                table.add_prefix(prefix, scope)
+            self._table = table = table.finish()
+        return table
+
+    def _walk(self, prefix: str, levels: tuple) -> Iterator[tuple[Route, str, tuple]]:
+        for item in self._items:
+            if isinstance(item, Route):
+                yield item, prefix, levels
+            else:
+                yield from item.router._walk(prefix + item.prefix, (*levels, item.router))
+
+    def _mounted_prefixes(self, prefix: str, levels: tuple) -> Iterator[tuple[tuple, str]]:
+        for item in self._items:
+            if isinstance(item, _Mount):
+                inner = (*levels, item.router)
+                if item.prefix:
+                    yield inner, prefix + item.prefix
+                yield from item.router._mounted_prefixes(prefix + item.prefix, inner)
+
+    def _lineage(self) -> Iterator[tuple[Router, str, str]]:
+        """This router and those above it, each with the prefix and the
+        name namespace that lead from it down to this one."""
+        router: Router | None = self
+        prefix = namespace = ""
+        while router is not None:
+            yield router, prefix, namespace
+            prefix = router._prefix + prefix
+            if router._namespace:
+                namespace = f"{router._namespace}:{namespace}"
+            router = router._parent
+
+    def _mount_prefix(self) -> str:
+        prefix = ""
+        for router, _, _ in self._lineage():
+            prefix = router._prefix + prefix
+        return prefix
+
+    def _register(self, routes: list[tuple[Route, PathPattern]],
+                  names: list[tuple[str, Route, PathPattern]]) -> None:
+        """Check ``routes`` and ``names`` (relative to this router) against
+        everything this router and those above it serve, then add them."""
+        lineage = list(self._lineage())
+        for router, prefix, namespace in lineage:
+            for route, pattern in routes:
+                for other, other_pattern in router._shapes.get(prefix + pattern.shape, ()):
+                    overlap = route.methods & other.methods
+                    if overlap:
+                        raise ValueError(
+                            f"route {_methods(overlap)} {prefix + pattern.source!r} "
+                            f"({describe(route.handler)}) conflicts with "
+                            f"{prefix + other_pattern.source!r} ({describe(other.handler)}), "
+                            f"already registered for {_methods(overlap)}")
+            for name, _, _ in names:
+                existing = router._names.get(namespace + name)
+                if existing is not None:
+                    raise ValueError(
+                        f"route name {namespace + name!r} is already used by "
+                        f"{prefix + existing[1].source!r} ({describe(existing[0].handler)})")
+        for router, prefix, namespace in lineage:
+            for route, pattern in routes:
+                router._shapes.setdefault(prefix + pattern.shape, []).append(
+                    (route, pattern.with_prefix(prefix)))
+            for name, route, pattern in names:
+                router._names[namespace + name] = (route, pattern.with_prefix(prefix))
+            router._table = None
+
+    def _invalidate(self) -> None:
+        for router, _, _ in self._lineage():
+            router._table = None
+
+
+def _methods(methods: Iterable[str]) -> str:
+    return ",".join(sorted(methods))
+
+
+def _normalize_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError(f"mount prefix must be a str, not {type(prefix).__name__}")
+    if prefix in ("", "/"):
+        return ""
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"mount prefix {prefix!r} must start with '/' and not end with '/'")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(f"mount prefix {prefix!r} must be a static path, without parameters")
+    return prefix
+
+
+def _check_function(fn: Any, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"{what} {describe(fn)} is an async function; corofw handlers are "
+                        f"plain or generator functions (use 'yield from', not 'await')")
