@@ -1,8 +1,48 @@
 """corofw: a web micro-framework whose concurrency is plain generators on an
-epoll event loop."""
+epoll event loop.
 
+Everything ordinary use needs is importable from here: the kernel
+(``run``, ``spawn``, ``sleep``, ``gather``, ``timeout_after``, traps, sync
+primitives), the web layer (``Router``, ``Request``, ``Response``), the
+server (``serve``, ``run_app``) and the outbound ``Client``.
+"""
+
+from .http import client
+from .http.client import Client, ClientResponse, Timeout
+from .http.client_errors import (
+    ClientError,
+    ClientTimeout,
+    ConnectError,
+    ConnectionRefused,
+    ConnectTimeout,
+    DNSError,
+    HTTPStatusError,
+    PoolTimeout,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TLSError,
+    TotalTimeout,
+    WriteError,
+    WriteTimeout,
+)
+from .http.headers import Headers
+from .http.messages import HTTPError, QueryParams, Request, Response, StreamingResponse
+from .http.parser import Limits
+from .http.server import Server, ServerConfig, serve
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
+from .kernel.deadline import Deadline
+from .runner import run_app
+from .web import Router
 
 __version__ = "0.1.0"
-__all__ = [*_kernel_all]
+__all__ = [
+    *_kernel_all,
+    "Client", "ClientError", "ClientResponse", "ClientTimeout", "ConnectError",
+    "ConnectTimeout", "ConnectionRefused", "DNSError", "Deadline", "HTTPError",
+    "HTTPStatusError", "Headers", "Limits", "PoolTimeout", "QueryParams", "ReadError",
+    "ReadTimeout", "RemoteProtocolError", "Request", "Response", "Router", "Server",
+    "ServerConfig", "StreamingResponse", "TLSError", "Timeout", "TotalTimeout", "WriteError",
+    "WriteTimeout", "client", "run_app", "serve",
+]
