@@ -3,29 +3,22 @@ virtual time and deadlock detection."""
 
 from __future__ import annotations
 
-import selectors
 import socket
+import threading
 import time
 
 import pytest
 from conftest import open_fds
 
 from corofw import (
-    BusyResourceError,
-    ClosedResourceError,
-    Kernel,
     Task,
     VirtualClock,
     current_task,
     current_time,
-    forget_fd,
-    read_wait,
     run,
     sleep,
     spawn,
-    write_wait,
 )
-from corofw.kernel.reactor import EpollReactor, SelectorReactor
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -107,7 +100,6 @@ def test_run_accepts_a_virtual_clock():
 
 
 def test_kernel_runs_in_a_thread_other_than_main():
-    import threading
 
     result = []
     thread = threading.Thread(target=lambda: result.append(run(returns("ok"))))
@@ -240,156 +232,3 @@ def test_odd_yields_are_type_errors_not_kernel_crashes(trap):
         return "alive"
 
     assert run(main()) == "alive"
-
-
-# -- fd waits and reactors -------------------------------------------------------
-
-REACTORS = {
-    "epoll": EpollReactor,
-    "selectors-default": SelectorReactor,
-    "selectors-select": lambda: SelectorReactor(selectors.SelectSelector()),
-    "selectors-poll": lambda: SelectorReactor(selectors.PollSelector()),
-}
-
-
-@pytest.fixture(params=sorted(REACTORS))
-def reactor(request):
-    return REACTORS[request.param]()
-
-
-def test_socketpair_round_trip_on_each_reactor(reactor, pair):
-    a, b = pair
-
-    def echo():
-        yield read_wait(b)
-        data = b.recv(100)
-        yield write_wait(b)
-        b.send(data.upper())
-
-    def main():
-        task = yield from spawn(echo())
-        yield write_wait(a)
-        a.send(b"ping")
-        yield read_wait(a)
-        reply = a.recv(100)
-        yield from task.join()
-        return reply
-
-    assert Kernel(reactor=reactor).run(main()) == b"PING"
-
-
-def test_reader_and_writer_on_one_fd(reactor, pair):
-    a, b = pair
-    order = []
-
-    def reader():
-        yield read_wait(a)
-        order.append(("read", a.recv(10)))
-
-    def writer():
-        yield write_wait(a)
-        order.append("writable")
-        a.send(b"x")
-
-    def main():
-        r = yield from spawn(reader())
-        w = yield from spawn(writer())
-        yield from w.join()
-        yield read_wait(b)
-        order.append(("peer got", b.recv(10)))
-        b.send(b"y")
-        yield from r.join()
-
-    Kernel(reactor=reactor).run(main())
-    assert order == ["writable", ("peer got", b"x"), ("read", b"y")]
-
-
-def test_two_readers_of_one_fd_is_a_clear_error(pair):
-    a, _ = pair
-
-    def reader():
-        yield read_wait(a)
-
-    def main():
-        first = yield from spawn(reader())
-        yield from sleep(0)
-        with pytest.raises(BusyResourceError, match=f"fd {a.fileno()}"):
-            yield read_wait(a)
-        first.cancel()
-
-    run(main())
-
-
-def test_two_writers_of_one_fd_is_a_clear_error():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    try:
-        while True:
-            a.send(b"x" * 65536)  # fill the buffer so writers must wait
-    except BlockingIOError:
-        pass
-
-    def writer():
-        yield write_wait(a)
-
-    def main():
-        first = yield from spawn(writer())
-        yield from sleep(0)
-        with pytest.raises(BusyResourceError, match="write"):
-            yield write_wait(a)
-        first.cancel()
-
-    try:
-        run(main())
-    finally:
-        a.close()
-        b.close()
-
-
-def test_forget_fd_wakes_the_waiter_with_closed_resource_error(pair):
-    a, _ = pair
-
-    def reader():
-        yield read_wait(a)
-
-    def main():
-        task = yield from spawn(reader())
-        yield from sleep(0)
-        forget_fd(a.fileno())
-        with pytest.raises(ClosedResourceError):
-            yield from task.join()
-
-    run(main())
-
-
-def test_forget_fd_without_a_kernel_is_harmless(pair):
-    forget_fd(pair[0].fileno())
-
-
-def test_closed_raw_fd_number_can_be_reused(pair):
-    def main():
-        first, peer = socket.socketpair()
-        fd = first.fileno()
-        waiter = yield from spawn(wait_readable(first))
-        yield from sleep(0)
-        waiter.cancel()
-        forget_fd(fd)
-        first.close()
-        peer.close()
-        again, peer = socket.socketpair()
-        try:
-            assert fd in (again.fileno(), peer.fileno())
-            reuse = again if again.fileno() == fd else peer
-            other = peer if reuse is again else again
-            other.send(b"!")
-            yield read_wait(reuse)
-            return reuse.recv(10)
-        finally:
-            again.close()
-            peer.close()
-
-    assert run(main()) == b"!"
-
-
-def wait_readable(sock):
-    yield read_wait(sock)

@@ -363,3 +363,17 @@ def test_keyboard_interrupt_is_not_lost_behind_a_pending_cancel():
             return type(exc).__name__
 
     assert vrun(main()) == "KeyboardInterrupt"
+
+
+def test_timeouts_that_never_fire_do_not_pile_up_in_the_heap():
+    def main():
+        heap = current_kernel().timers.heap
+        biggest = 0
+        for _ in range(5000):
+            yield from timeout_after(10, sleep(0))
+            biggest = max(biggest, len(heap))
+        return biggest, len(current_kernel().timers)
+
+    biggest, live = vrun(main())
+    assert live == 0
+    assert biggest < 2500  # dead entries are compacted away, not kept 5000 deep

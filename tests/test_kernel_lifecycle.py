@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import signal
 import socket
 import time
 
@@ -15,6 +16,7 @@ from conftest import open_fds
 from corofw import (
     DeadlockError,
     Event,
+    Kernel,
     VirtualClock,
     current_kernel,
     current_time,
@@ -26,6 +28,7 @@ from corofw import (
     sleep,
     spawn,
 )
+from corofw.kernel.reactor import EpollReactor
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -308,3 +311,45 @@ def test_no_deadlock_while_an_fd_wait_can_still_complete(pair):
 def later_send(sock):
     yield from sleep(0.01)
     sock.send(b"late")
+
+
+class InterruptedReactor(EpollReactor):
+    """Raises KeyboardInterrupt out of poll(), as Ctrl-C does when the kernel
+    does not handle signals itself."""
+
+    def __init__(self):
+        super().__init__()
+        self._poll, self.poll = self.poll, self._interrupt
+
+    def _interrupt(self, timeout):
+        if timeout == 0:
+            return self._poll(0)
+        raise KeyboardInterrupt  # once every task waits
+
+
+def test_a_crashed_loop_still_runs_finally_blocks_and_releases_everything():
+    log = []
+
+    def child():
+        try:
+            yield from sleep(10)
+        finally:
+            log.append("child finally")
+            yield from sleep(0.01)  # cannot wait any more: the loop is gone
+            log.append("never")
+
+    def main():
+        yield from spawn(child())
+        try:
+            yield from sleep(10)
+        finally:
+            log.append("main finally")
+
+    before = open_fds()
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        Kernel(reactor=InterruptedReactor()).run(main())
+    assert sorted(log) == ["child finally", "main finally"]
+    assert open_fds() == before
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert current_kernel() is None

@@ -47,6 +47,7 @@ from .timers import Timers
 log = logging.getLogger("corofw.kernel")
 
 _PARKED = object()
+_MAX_POLL = 86400.0  # epoll and select overflow on far-away deadlines (sleep(inf))
 _READ_EVENTS = READABLE | ERROR_MASK
 _WRITE_EVENTS = WRITABLE | ERROR_MASK
 _local = threading.local()
@@ -103,6 +104,18 @@ def _outranks(new: BaseException, old: BaseException, task: Task) -> bool:
         return scopes.index(new.scope) < scopes.index(old.scope)
     except ValueError:
         return False
+
+
+def _abandon(task: Task) -> None:
+    coro = task.coro
+    try:
+        coro.throw(Cancelled("the kernel stopped"))
+    except BaseException:
+        return  # it finished, one way or another
+    try:
+        coro.close()
+    except RuntimeError:
+        pass  # "generator ignored GeneratorExit": nothing more can be done
 
 
 class _ThreadJob:
@@ -204,22 +217,31 @@ class Kernel:
                 raise self._interrupted
             return main.result()
         finally:
-            self.close()
-            _local.kernel = None
+            try:
+                self.close()
+            finally:
+                _local.kernel = None
 
     def close(self) -> None:
-        """Release the reactor, the wake-up socket and the thread pool."""
-        for task in list(self.tasks):
-            task.coro.close()
-        self.tasks.clear()
-        self._restore_signals()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        if self._wake_r.fileno() >= 0:
-            self._wake_r.close()
-            self._wake_w.close()
-        self.reactor.close()
+        """Release the reactor, the wake-up socket and the thread pool.
+
+        Tasks are only still alive here when the loop itself failed: each
+        gets a Cancelled thrown in so its finally blocks run; one that tries
+        to wait in there is closed, as no loop is left to resume it.
+        """
+        try:
+            for task in list(self.tasks):
+                _abandon(task)
+            self.tasks.clear()
+        finally:
+            self._restore_signals()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+            if self._wake_r.fileno() >= 0:
+                self._wake_r.close()
+                self._wake_w.close()
+            self.reactor.close()
 
     def spawn(self, coro: Any, name: str | None = None, parent: Task | None = None) -> Task:
         """Create a task for ``coro`` and make it ready (kernel-side spawn)."""
@@ -298,6 +320,8 @@ class Kernel:
                         timeout = 0.0
                     elif self._autojump is not None:
                         timeout = self._autojump_timeout(timeout, deadline)
+                    if timeout > _MAX_POLL:
+                        timeout = _MAX_POLL
             self.in_poll = True
             started = perf()
             events = poll(timeout)
@@ -335,6 +359,8 @@ class Kernel:
         happen first; return the real timeout to poll with."""
         if self._thread_jobs:
             return min(timeout, 0.05)
+        if deadline == float("inf"):
+            return timeout  # "forever" is not a time to jump to
         if self._has_io_waiters() and self.reactor.poll(self._autojump):
             return 0.0  # level-triggered: the loop's own poll sees these again
         self.clock.jump_to(deadline)  # type: ignore[attr-defined]

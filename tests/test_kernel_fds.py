@@ -1,0 +1,239 @@
+"""Waiting for fds: read_wait/write_wait on each reactor, one waiter per
+direction, forgetting closed fds, and polling with far-away timers."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+
+from corofw import (
+    BusyResourceError,
+    ClosedResourceError,
+    Kernel,
+    VirtualClock,
+    current_time,
+    forget_fd,
+    read_wait,
+    run,
+    run_in_thread,
+    sleep,
+    spawn,
+    write_wait,
+)
+from corofw.kernel.reactor import EpollReactor, SelectorReactor
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+REACTORS = {
+    "epoll": EpollReactor,
+    "selectors-default": SelectorReactor,
+    "selectors-select": lambda: SelectorReactor(selectors.SelectSelector()),
+    "selectors-poll": lambda: SelectorReactor(selectors.PollSelector()),
+}
+
+
+@pytest.fixture(params=sorted(REACTORS))
+def reactor(request):
+    return REACTORS[request.param]()
+
+
+def test_socketpair_round_trip_on_each_reactor(reactor, pair):
+    a, b = pair
+
+    def echo():
+        yield read_wait(b)
+        data = b.recv(100)
+        yield write_wait(b)
+        b.send(data.upper())
+
+    def main():
+        task = yield from spawn(echo())
+        yield write_wait(a)
+        a.send(b"ping")
+        yield read_wait(a)
+        reply = a.recv(100)
+        yield from task.join()
+        return reply
+
+    assert Kernel(reactor=reactor).run(main()) == b"PING"
+
+
+def test_reader_and_writer_on_one_fd(reactor, pair):
+    a, b = pair
+    order = []
+
+    def reader():
+        yield read_wait(a)
+        order.append(("read", a.recv(10)))
+
+    def writer():
+        yield write_wait(a)
+        order.append("writable")
+        a.send(b"x")
+
+    def main():
+        r = yield from spawn(reader())
+        w = yield from spawn(writer())
+        yield from w.join()
+        yield read_wait(b)
+        order.append(("peer got", b.recv(10)))
+        b.send(b"y")
+        yield from r.join()
+
+    Kernel(reactor=reactor).run(main())
+    assert order == ["writable", ("peer got", b"x"), ("read", b"y")]
+
+
+def test_two_readers_of_one_fd_is_a_clear_error(pair):
+    a, _ = pair
+
+    def reader():
+        yield read_wait(a)
+
+    def main():
+        first = yield from spawn(reader())
+        yield from sleep(0)
+        with pytest.raises(BusyResourceError, match=f"fd {a.fileno()}"):
+            yield read_wait(a)
+        first.cancel()
+
+    run(main())
+
+
+def test_two_writers_of_one_fd_is_a_clear_error():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"x" * 65536)  # fill the buffer so writers must wait
+    except BlockingIOError:
+        pass
+
+    def writer():
+        yield write_wait(a)
+
+    def main():
+        first = yield from spawn(writer())
+        yield from sleep(0)
+        with pytest.raises(BusyResourceError, match="write"):
+            yield write_wait(a)
+        first.cancel()
+
+    try:
+        run(main())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_forget_fd_wakes_the_waiter_with_closed_resource_error(pair):
+    a, _ = pair
+
+    def reader():
+        yield read_wait(a)
+
+    def main():
+        task = yield from spawn(reader())
+        yield from sleep(0)
+        forget_fd(a.fileno())
+        with pytest.raises(ClosedResourceError):
+            yield from task.join()
+
+    run(main())
+
+
+def test_forget_fd_without_a_kernel_is_harmless(pair):
+    forget_fd(pair[0].fileno())
+
+
+def test_closed_raw_fd_number_can_be_reused(pair):
+    def main():
+        first, peer = socket.socketpair()
+        fd = first.fileno()
+        waiter = yield from spawn(wait_readable(first))
+        yield from sleep(0)
+        waiter.cancel()
+        forget_fd(fd)
+        first.close()
+        peer.close()
+        again, peer = socket.socketpair()
+        try:
+            assert fd in (again.fileno(), peer.fileno())
+            reuse = again if again.fileno() == fd else peer
+            other = peer if reuse is again else again
+            other.send(b"!")
+            yield read_wait(reuse)
+            return reuse.recv(10)
+        finally:
+            again.close()
+            peer.close()
+
+    assert run(main()) == b"!"
+
+
+def wait_readable(sock):
+    yield read_wait(sock)
+
+
+@pytest.mark.parametrize("seconds", [1e10, float("inf")])
+def test_a_far_away_timer_does_not_overflow_the_poll(reactor, seconds):
+    def main():
+        sleeper = yield from spawn(sleep(seconds))
+        yield from run_in_thread(time.sleep, 0.01)  # the loop must poll meanwhile
+        sleeper.cancel()
+        return "done"
+
+    assert Kernel(reactor=reactor).run(main()) == "done"
+
+
+def test_the_virtual_clock_never_jumps_to_infinity(pair):
+    a, b = pair
+
+    def main():
+        sleeper = yield from spawn(sleep(float("inf")))
+        threading.Timer(0.05, b.send, (b"x",)).start()  # wakes us in real time
+        yield read_wait(a)
+        return sleeper.done, (yield from current_time())
+
+    assert run(main(), clock=VirtualClock()) == (False, 0.0)
+
+
+def test_peer_hang_up_wakes_the_reader_and_the_writer(reactor, pair):
+    a, b = pair
+    try:
+        while True:
+            a.send(b"x" * 65536)  # full: the writer must wait
+    except BlockingIOError:
+        pass
+
+    def reader():
+        yield read_wait(a)
+        return "reader woke"
+
+    def writer():
+        yield write_wait(a)
+        return "writer woke"
+
+    def main():
+        reading = yield from spawn(reader())
+        writing = yield from spawn(writer())
+        yield from sleep(0.01)
+        b.close()  # the peer goes away: both directions must wake
+        return [(yield from reading.join()), (yield from writing.join())]
+
+    assert Kernel(reactor=reactor).run(main()) == ["reader woke", "writer woke"]
