@@ -14,6 +14,7 @@ import pytest
 
 from corofw import (
     ClosedResourceError,
+    TaskTimeout,
     current_kernel,
     format_tasks,
     run,
@@ -328,3 +329,65 @@ def test_tls_wrap_failure_closes_the_socket(tls_server_context):
 
 def wait_writable(sock):
     yield write_wait(sock)
+
+
+def test_tls_bulk_send_to_a_slow_reader(tls_server_context, tls_client_context):
+    payload = os.urandom(4 << 20)
+
+    def server_side(listener):
+        conn, _ = yield from listener.accept()
+        with (yield from wrap_server(conn, tls_server_context)) as tls:
+            yield from tls.send_all(payload)
+
+    def main():
+        with listen(LOCALHOST, 0) as listener:
+            server = yield from spawn(server_side(listener), name="tls-writer")
+            client = yield from open_connection(LOCALHOST, port_of(listener),
+                                                ssl=tls_client_context)
+            with client:
+                observed = []
+                result = yield from slow_reader(client, observed)
+            yield from server.join()
+        return result, observed[0]
+
+    (size, digest), dump = run(main())
+    assert (size, digest) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert "write_wait(fd=" in dump.split("'tls-writer'")[1].split("- task")[0]
+
+
+def test_a_tls_handshake_cut_short_by_a_timeout_releases_the_socket(tls_client_context):
+    def main():
+        with listen(LOCALHOST, 0) as listener:
+            silent = yield from spawn(listener.accept())  # accepts, never answers
+            with pytest.raises(TaskTimeout):
+                yield from timeout_after(0.05, open_connection(
+                    LOCALHOST, port_of(listener), ssl=tls_client_context))
+            conn, _ = yield from silent.join()
+            conn.close()
+        return sorted(current_kernel()._fds)
+
+    assert run(main()) == []
+
+
+def test_a_socket_dropped_without_close_leaves_no_stale_registration():
+    def main():
+        a, b = socket.socketpair()
+        dropped, peer = Socket(a), Socket(b)
+        waiter = yield from spawn(dropped.recv(10))  # registers the fd with epoll
+        yield from sleep(0)
+        waiter.cancel()
+        yield from sleep(0)
+        fd = dropped.fd
+        with pytest.warns(ResourceWarning):
+            del a, dropped, waiter  # closed by the garbage collector, not by close()
+        peer.close()
+        c, d = socket.socketpair()
+        with Socket(c) as sc, Socket(d) as sd:
+            assert fd in (sc.fd, sd.fd)
+            reused, other = (sc, sd) if sc.fd == fd else (sd, sc)
+            reading = yield from spawn(reused.recv(10))
+            yield from sleep(0.01)
+            yield from other.send_all(b"again")
+            return (yield from timeout_after(2, reading.join()))
+
+    assert run(main()) == b"again"

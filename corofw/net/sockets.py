@@ -125,6 +125,17 @@ class Socket:
             self.fd = -1
             self.sock.close()
 
+    def __del__(self) -> None:
+        # Dropped without close(): the fd is about to be closed by the garbage
+        # collector, and a stale registration would hang the next socket to
+        # get this fd number.
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            try:
+                forget_fd(fd)
+            except Exception:
+                pass
+
     @property
     def closed(self) -> bool:
         return self.fd < 0
