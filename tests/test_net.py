@@ -391,3 +391,34 @@ def test_a_socket_dropped_without_close_leaves_no_stale_registration():
             return (yield from timeout_after(2, reading.join()))
 
     assert run(main()) == b"again"
+
+
+def test_recv_into_and_send_on_plain_and_tls_sockets(tls_server_context, tls_client_context):
+    def server_side(listener, context):
+        conn, _ = yield from listener.accept()
+        if context is not None:
+            conn = yield from wrap_server(conn, context)
+        with conn:
+            sent = yield from conn.send(b"0123456789")
+        return sent
+
+    def exchange(context):
+        with listen(LOCALHOST, 0) as listener:
+            server = yield from spawn(server_side(listener, context[0] if context else None))
+            client = yield from open_connection(LOCALHOST, port_of(listener),
+                                                ssl=context[1] if context else None)
+            with client:
+                buffer = bytearray(16)
+                got = 0
+                while n := (yield from client.recv_into(memoryview(buffer)[got:])):
+                    got += n
+                eof = yield from client.recv_into(buffer)
+            return bytes(buffer[:got]), eof, (yield from server.join())
+
+    def main():
+        plain = yield from exchange(None)
+        tls = yield from exchange((tls_server_context, tls_client_context))
+        return plain, tls
+
+    expected = (b"0123456789", 0, 10)
+    assert run(main()) == (expected, expected)
