@@ -20,11 +20,13 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..kernel.deadline import Deadline
+from ..kernel.loop import current_kernel
 from ..kernel.task import Cancelled
 from ..kernel.traps import CLOCK, CURRENT, READ, WRITE, Coro
 from ..net import open_connection
@@ -81,10 +83,10 @@ class ClientResponse:
 
     __slots__ = ("status_code", "reason_phrase", "http_version", "headers", "url", "method",
                  "elapsed", "_content", "_client", "_conn", "_keep_alive", "_timeout",
-                 "_started", "_done")
+                 "_total_until", "_started", "_done")
 
     def __init__(self, client: Client, conn: PooledConnection, method: str, url: str,
-                 timeout: Timeout, started: float) -> None:
+                 timeout: Timeout, started: float, total_until: float | None = None) -> None:
         head = conn.parser.head
         assert head is not None
         self.status_code = head.status
@@ -99,6 +101,7 @@ class ClientResponse:
         self._conn: PooledConnection | None = conn
         self._keep_alive = head.keep_alive
         self._timeout = timeout
+        self._total_until = total_until
         self._started = started
         self._done = False
 
@@ -146,7 +149,8 @@ class ClientResponse:
             conn = self._conn
             assert conn is not None
             try:
-                data, done = yield from self._client._read_body(conn, self._timeout, self.url)
+                data, done = yield from self._client._read_body(conn, self._timeout,
+                                                                self._total_until, self.url)
             except BaseException:
                 self._finish(False)
                 raise
@@ -178,7 +182,7 @@ class ClientResponse:
         conn, self._conn = self._conn, None
         if conn is not None:
             self._client._give_back(conn, complete and self._keep_alive)
-        self.elapsed = time.monotonic() - self._started
+        self.elapsed = _clock() - self._started
 
 
 class Client:
@@ -203,9 +207,9 @@ class Client:
         self._ssl_context = ssl_context
         self._verify = verify
         default = [("user-agent", user_agent), ("accept", "*/*")]
-        extra = Headers(headers).items() if headers else []
-        names = {name.lower() for name, _ in extra}
-        self._base_headers = _encode_headers([h for h in default if h[0] not in names] + extra)
+        self._base_pairs = _merge_headers(default, headers)
+        self._base_headers = _encode_headers(self._base_pairs)
+        self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
         self._urls: dict[str, tuple[str, str, int, str, str]] = {}
 
     def __repr__(self) -> str:
@@ -261,15 +265,15 @@ class Client:
             full_url += ("&" if "?" in full_url else "?") + query
         payload = self._serialize(method, target, authority, headers, content, data, json)
         task = yield (CURRENT,)
-        started = time.monotonic()
         deadline = Deadline(task)
-        total_until = None if timeouts.total is None else \
-            task._kernel.clock() + timeouts.total
+        started = task._kernel.clock()
+        total_until = None if timeouts.total is None else started + timeouts.total
         key = (scheme, host, port)
         try:
             conn = yield from self._exchange(key, method, payload, timeouts, total_until,
                                              deadline, full_url)
-            response = ClientResponse(self, conn, method, full_url, timeouts, started)
+            response = ClientResponse(self, conn, method, full_url, timeouts, started,
+                                      total_until)
             if not stream:
                 try:
                     yield from _read_all(response, deadline, timeouts, total_until)
@@ -307,6 +311,7 @@ class Client:
                 conn = PooledConnection(key, sock)
             conn.parser.start(method)
             conn.requests += 1
+            conn.received = 0
             try:
                 _phase(deadline, "write", timeouts.write, total_until)
                 yield from _send(conn, payload, url)
@@ -314,7 +319,7 @@ class Client:
                 return conn
             except (ReadError, WriteError, RemoteProtocolError) as exc:
                 self.pool.discard(conn, key)
-                safe = conn.reused and not conn.parser.received_anything
+                safe = conn.reused and not conn.received
                 if attempt == 0 and safe and (method in _IDEMPOTENT or isinstance(exc, WriteError)):
                     continue
                 raise
@@ -341,22 +346,25 @@ class Client:
                 raise ConnectionRefused(f"connection to {host}:{port} refused", url) from None
             raise ConnectError(f"cannot connect to {host}:{port}: {exc}", url) from None
 
-    def _read_body(self, conn: PooledConnection, timeouts: Timeout,
+    def _read_body(self, conn: PooledConnection, timeouts: Timeout, total_until: float | None,
                    url: str) -> Coro[tuple[bytes, bool]]:
         task = yield (CURRENT,)
         deadline = Deadline(task)
         try:
-            return (yield from _read_some_body(conn, deadline, timeouts, None, url))
+            return (yield from _read_some_body(conn, deadline, timeouts, total_until, url))
         except Cancelled as exc:
             if exc.scope is deadline:
-                raise TIMEOUTS["read"]("read timeout", url) from None
+                label = deadline.label
+                raise TIMEOUTS[label](f"{label} timeout", url) from None
             raise
         finally:
             deadline.close()
 
     def _give_back(self, conn: PooledConnection, reusable: bool) -> None:
-        if reusable:
-            self.pool.release(conn, _now(conn))
+        # Bytes beyond the end of the response would be taken for the next
+        # response on this connection: such a connection is never reused.
+        if reusable and not conn.parser.buffered:
+            self.pool.release(conn, _clock())
         else:
             self.pool.discard(conn, conn.key)
 
@@ -405,17 +413,44 @@ class Client:
             body = content.encode() if isinstance(content, str) else bytes(content)
         if any(c in target for c in " \r\n\t"):
             raise ClientError("the URL contains whitespace or line breaks", target)
+        if headers or "host" in self._base_names:
+            pairs = _merge_headers(self._base_pairs, headers)
+            names = {name.lower() for name, _ in pairs}
+            host = [value for name, value in pairs if name.lower() == "host"]
+            if host:
+                authority = host[-1]
+                pairs = [p for p in pairs if p[0].lower() != "host"]
+            encoded = _encode_headers(pairs)
+        else:
+            names = self._base_names
+            encoded = self._base_headers
+        if any(c in authority for c in "\r\n\0"):
+            raise ClientError("invalid Host header", target)
         lines = [f"{method} {target} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1"),
-                 self._base_headers]
-        if headers:
-            lines.append(_encode_headers(Headers(headers).items()))
-        if content_type and not (headers and "content-type" in Headers(headers)):
+                 encoded]
+        if content_type and "content-type" not in names:
             lines.append(f"content-type: {content_type}\r\n".encode())
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
         lines.append(body)
         return b"".join(lines)
+
+
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
+def _merge_headers(base: list[tuple[str, str]], extra: Any) -> list[tuple[str, str]]:
+    """``base`` with every header named in ``extra`` replaced by ``extra``'s
+    values (names compare without case). The body's framing headers are the
+    client's to write: a caller's Content-Length or Transfer-Encoding is
+    dropped, so the request can never disagree with its own body."""
+    if not extra:
+        return list(base)
+    added = [(name, value) for name, value in Headers(extra).items()
+             if name.lower() not in _FRAMING]
+    names = {name.lower() for name, _ in added}
+    return [pair for pair in base if pair[0].lower() not in names] + added
 
 
 def _encode_headers(pairs: Any) -> bytes:
@@ -427,9 +462,8 @@ def _encode_headers(pairs: Any) -> bytes:
     return b"".join(out)
 
 
-def _now(conn: PooledConnection) -> float:
-    from ..kernel.loop import current_kernel
-
+def _clock() -> float:
+    """The running kernel's clock (virtual under a VirtualClock)."""
     kernel = current_kernel()
     return kernel.clock() if kernel is not None else time.monotonic()
 
@@ -440,11 +474,22 @@ def _phase(deadline: Deadline, label: str, seconds: float | None,
     if total_until is not None:
         left = total_until - deadline.kernel.clock()
         if seconds is None or left < seconds:
-            deadline.set(max(left, 0.0), "total")
+            _set(deadline, max(left, 0.0), "total")
             return
     if seconds is None:
         deadline.clear()
     else:
+        _set(deadline, seconds, label)
+
+
+def _set(deadline: Deadline, seconds: float, label: str) -> None:
+    """``deadline.set``, also when the new deadline is earlier than the one
+    its timer was armed for (a 30 s pool wait followed by a 1 s read)."""
+    deadline.set(seconds, label)
+    entry = deadline.entry
+    if entry is not None and deadline.when is not None and entry[0] > deadline.when:
+        deadline.kernel.cancel_timer(entry)
+        deadline.entry = None
         deadline.set(seconds, label)
 
 
@@ -475,6 +520,7 @@ def _recv_into_parser(conn: PooledConnection, url: str) -> Coro[int]:
         except (ConnectionError, OSError) as exc:
             raise ReadError(f"reading the response failed: {exc}", url) from None
         if data:
+            conn.received += len(data)
             conn.parser.feed(data)
         else:
             conn.parser.feed_eof()
@@ -490,7 +536,7 @@ def _read_head(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
             if parser.next_head() is not None:
                 return
         except ProtocolError as exc:
-            if not parser.received_anything or "before sending a response" in exc.message:
+            if not conn.received:  # closed at once: a dead connection, not bad HTTP
                 raise ReadError(exc.message, url) from None
             raise RemoteProtocolError(exc.message, url) from None
         got = yield from _recv_into_parser(conn, url)
@@ -548,10 +594,16 @@ _local = threading.local()
 
 
 def default_client() -> Client:
-    """This thread's default :class:`Client` (created on first use)."""
+    """The default :class:`Client` of the kernel running in this thread
+    (created on first use). A kernel's connections cannot outlive it: when
+    a new kernel asks, the previous kernel's idle connections are closed."""
+    kernel = current_kernel()
     client = getattr(_local, "client", None)
-    if client is None:
+    if client is None or _local.kernel_ref() is not kernel:
+        if client is not None:
+            client.close()
         client = _local.client = Client()
+        _local.kernel_ref = weakref.ref(kernel) if kernel is not None else (lambda: None)
     return client
 
 

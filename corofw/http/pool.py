@@ -16,11 +16,15 @@ from ..kernel.task import WaitQueue
 from ..kernel.traps import PARK, Coro
 from .parser import ResponseParser
 
+_peek = socket.socket.recv  # the TCP stream itself, also under an ssl.SSLSocket
+
 
 class PooledConnection:
-    """One connection to a server, with its response parser."""
+    """One connection to a server, with its response parser. ``received``
+    counts the bytes of the exchange in progress (0: nothing came back, so
+    a failed request on a reused connection may be retried)."""
 
-    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests")
+    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests", "received")
 
     def __init__(self, key: tuple[str, str, int], sock: Any) -> None:
         self.key = key
@@ -29,18 +33,26 @@ class PooledConnection:
         self.idle_since = 0.0
         self.reused = False
         self.requests = 0
+        self.received = 0
 
     def looks_alive(self) -> bool:
-        """False if the server has closed (or written to) the idle connection."""
+        """False if the server has closed (or, for plain TCP, written to) the
+        idle connection. Peeks at the TCP stream without consuming it; over
+        TLS, bytes may be a harmless session ticket, so only the end of the
+        stream or an error count (a dead connection that slips through is
+        retried once, for idempotent requests)."""
+        if self.sock.fd < 0:
+            return False
         raw = self.sock.sock
-        if not isinstance(raw, socket.socket) or type(raw) is not socket.socket:
-            return self.sock.fd >= 0  # TLS: cannot peek; a failed reuse is retried
         try:
-            return not raw.recv(1, socket.MSG_PEEK)  # data or EOF means unusable
-        except BlockingIOError:
+            peeked = _peek(raw, 1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             return False
+        if type(raw) is socket.socket:
+            return False  # data nobody asked for, or the end of the stream
+        return bool(peeked)
 
     def close(self) -> None:
         self.sock.close()
