@@ -34,7 +34,7 @@ from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
 from .kernel.deadline import Deadline
 from .runner import run_app
-from .web import Router
+from .web import Converter, Route, Router, debug_routes, register_converter
 
 __version__ = "0.1.0"
 __all__ = [
@@ -44,5 +44,6 @@ __all__ = [
     "HTTPStatusError", "Headers", "Limits", "PoolTimeout", "QueryParams", "ReadError",
     "ReadTimeout", "RemoteProtocolError", "Request", "Response", "Router", "Server",
     "ServerConfig", "StreamingResponse", "TLSError", "Timeout", "TotalTimeout", "WriteError",
-    "WriteTimeout", "client", "run_app", "serve",
+    "WriteTimeout", "client", "run_app", "serve", "Converter", "Route", "debug_routes",
+    "register_converter",
 ]

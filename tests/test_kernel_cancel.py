@@ -206,7 +206,7 @@ def test_cancel_reason_of_a_timeout_names_the_scope():
             yield from timeout_after(0.5, body())
 
     vrun(main())
-    assert reasons == ["timeout_after(0.5 s) expired"]
+    assert reasons == ["timeout_after(0.5 s) expired (deadline was t=0.500 on the kernel clock)"]
 
 
 # -- timeouts ------------------------------------------------------------------

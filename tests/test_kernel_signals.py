@@ -258,6 +258,6 @@ def test_sigusr1_prints_the_task_dump_to_stderr(run_python):
     proc = run_python(SIGUSR1_PROGRAM)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "still running\n"
-    assert "2 live task(s):" in proc.stderr
+    assert "2 live task(s);" in proc.stderr
     assert "'stuck-reader'" in proc.stderr and "read_wait(fd=" in proc.stderr
     assert "in outer_frame" in proc.stderr and "in inner_frame" in proc.stderr

@@ -3,7 +3,7 @@
 from .clock import VirtualClock
 from .gather import gather
 from .introspect import dump_tasks, format_tasks
-from .loop import Kernel, current_kernel, forget_fd, run
+from .loop import Kernel, current_kernel, forget_fd, run, stats
 from .signals import SignalCatcher, catch_signals
 from .sync import Event, Lock, Queue, QueueEmpty, QueueFull, Semaphore
 from .task import (
@@ -34,5 +34,5 @@ __all__ = [
     "SignalCatcher", "Task", "TaskTimeout", "VirtualClock", "WaitQueue", "catch_signals",
     "current_kernel", "current_task", "current_time", "dump_tasks", "forget_fd",
     "format_tasks", "gather", "move_on_after", "park", "read_wait", "run",
-    "run_in_thread", "sleep", "spawn", "timeout_after", "write_wait",
+    "run_in_thread", "sleep", "spawn", "stats", "timeout_after", "write_wait",
 ]

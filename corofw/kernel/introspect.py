@@ -8,6 +8,7 @@ chain for every live task, with what it waits for.
 
 from __future__ import annotations
 
+import linecache
 import sys
 from typing import Any
 
@@ -28,40 +29,45 @@ def coro_frames(coro: Any) -> list[tuple[str, int, str]]:
 
 
 def describe_wait(task: Any, now: float) -> str:
-    """What ``task`` is waiting for, in words."""
+    """What ``task`` is waiting for, in words: the fd and direction, the
+    timer and when it fires, the primitive (Event, Lock, Queue, ...), the
+    task being joined, or the function running in a thread."""
     trap = task._trap
     kernel = task._kernel
     if trap is None:
-        if task is kernel.current:
-            return "running"
-        return "ready"
+        return "running" if task is kernel.current else "ready to run"
     op = trap[0]
     if op is traps.READ:
-        return f"read_wait(fd={trap[1]})"
+        return f"read_wait(fd={trap[1]}): waiting for the fd to become readable"
     if op is traps.WRITE:
-        return f"write_wait(fd={trap[1]})"
+        return f"write_wait(fd={trap[1]}): waiting for the fd to become writable"
     if op is traps.SLEEP:
-        return f"sleep (wakes in {trap[1][0] - now:.3f} s)"
+        return f"sleep: timer fires in {trap[1][0] - now:.3f} s"
     if op is traps.THREAD:
         fn = trap[1].fn
         return f"run_in_thread({getattr(fn, '__qualname__', fn)!s})"
     if op is traps.PARK:
         owner = trap[1].owner
-        if hasattr(owner, "join") and hasattr(owner, "name"):
-            return f"join({owner.name!r})"
-        return f"{owner!r}" if not isinstance(owner, str) else owner
+        if isinstance(owner, str):
+            return owner
+        if hasattr(owner, "join") and hasattr(owner, "coro"):
+            return f"join(task {owner.id} {owner.name!r})"
+        return repr(owner)
     return repr(op)
 
 
 def task_info(task: Any, now: float) -> dict[str, Any]:
-    """One task as plain data: id, name, parent, age, wait, deadlines, frames."""
+    """One task as plain data: id, name, what it serves (context), parent,
+    age, wait, deadlines, pending cancellation and frames."""
     return {
         "id": task.id,
         "name": task.name,
+        "context": None if task.context is None else repr(task.context),
         "parent": task.parent.id if task.parent is not None else None,
         "age": now - task.created,
         "waiting_for": describe_wait(task, now),
-        "deadlines": [f"{s!r} in {s.deadline - now:.3f} s" for s in (task._scopes or ())],
+        "deadlines": [f"{s!r}: deadline in {s.deadline - now:.3f} s"
+                      for s in (task._scopes or ())],
         "pending_cancel": repr(task._cancel_pending) if task._cancel_pending else None,
         "frames": coro_frames(task.coro),
     }
@@ -84,25 +90,35 @@ def format_tasks(kernel: Any = None) -> str:
     for task in tasks:
         parent = task.parent.id if task.parent is not None and task.parent.id in live else None
         children.setdefault(parent, []).append(task)
-    lines = [f"{len(tasks)} live task(s):"]
+    stats = kernel.stats()
+    lines = [f"{len(tasks)} live task(s); {stats['ready']} ready, {stats['fds_waited_on']} "
+             f"waiting on fds, {stats['timers']} timer(s), {stats['thread_jobs']} thread job(s); "
+             f"loop ticks {stats['ticks']}, busy {_percent(stats['busy_fraction'])}"]
 
     def walk(task: Any, depth: int) -> None:
         info = task_info(task, now)
         pad = "  " * depth
-        lines.append(f"{pad}- task {info['id']} {info['name']!r} age {info['age']:.3f} s: "
-                     f"{info['waiting_for']}")
+        serving = f" serving {info['context']}" if info["context"] else ""
+        lines.append(f"{pad}- task {info['id']} {info['name']!r}{serving}, age {info['age']:.3f} s")
+        lines.append(f"{pad}    waiting for: {info['waiting_for']}")
         for deadline in info["deadlines"]:
             lines.append(f"{pad}    deadline {deadline}")
         if info["pending_cancel"]:
             lines.append(f"{pad}    cancel pending: {info['pending_cancel']}")
         for filename, line, function in info["frames"]:
-            lines.append(f"{pad}    {filename}:{line} in {function}")
+            source = linecache.getline(filename, line).strip()
+            lines.append(f"{pad}    {filename}:{line} in {function}"
+                         + (f": {source}" if source else ""))
         for child in children.get(task.id, ()):
             walk(child, depth + 1)
 
     for root in children.get(None, ()):
         walk(root, 0)
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction * 100:.1f}% of the time"
 
 
 def dump_tasks(file: Any = None) -> None:

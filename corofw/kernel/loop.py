@@ -139,7 +139,8 @@ class Kernel:
     """
 
     def __init__(self, clock: Callable[[], float] | None = None, reactor: Any = None,
-                 max_threads: int | None = None, handle_signals: bool = True) -> None:
+                 max_threads: int | None = None, handle_signals: bool = True,
+                 watchdog: float | None = 0.1) -> None:
         self.clock: Callable[[], float] = clock or time.monotonic
         self.reactor = reactor or default_reactor()
         self.max_threads = max_threads or min(32, (os.cpu_count() or 1) + 4)
@@ -150,9 +151,12 @@ class Kernel:
         self.timers = Timers()
         self.ticks = 0
         self.steps = 0
-        self.poll_seconds = 0.0
         self.started = time.monotonic()
-        self.in_poll = False
+        self.watchdog_threshold = watchdog
+        self.watchdog: Any = None
+        self._cpu_clock: int | None = None
+        self._cpu_started = 0.0
+        self._io_waiters = 0
         self._ready: deque[Task] = deque()
         self._fds: dict[int, list[Any]] = {}
         self._thread_jobs: set[_ThreadJob] = set()
@@ -205,6 +209,14 @@ class Kernel:
             raise RuntimeError("a corofw kernel is already running in this thread")
         _local.kernel = self
         self._install_signals()
+        self.started = time.monotonic()
+        if hasattr(time, "pthread_getcpuclockid"):
+            self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            self._cpu_started = time.clock_gettime(self._cpu_clock)
+        if self.watchdog_threshold:
+            from .watchdog import Watchdog
+
+            self.watchdog = Watchdog(self, self.watchdog_threshold)
         try:
             main = self.main_task = self.spawn(coro, name)
             self._loop(lambda: main.state is DONE)
@@ -235,6 +247,9 @@ class Kernel:
             self.tasks.clear()
         finally:
             self._restore_signals()
+            if self.watchdog is not None:
+                self.watchdog.stop()
+                self.watchdog = None
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
@@ -262,7 +277,6 @@ class Kernel:
         poll = self.reactor.poll
         clock = self.clock
         wake_fd = self._wake_fd
-        perf = time.perf_counter
         while True:
             self.ticks += 1
             n = len(ready)
@@ -276,13 +290,14 @@ class Kernel:
                 task._value = None
                 if exc is not None:
                     task._exc = None
-                send = task._send
+                coro = task.coro
+                send = coro.send
                 while True:
                     try:
                         if exc is None:
                             trap = send(value)
                         else:
-                            trap = task._throw(exc)
+                            trap = coro.throw(exc)
                             exc = None
                     except StopIteration as stop:
                         self._finish(task, stop.value, None)
@@ -309,7 +324,7 @@ class Kernel:
                 deadline = timers.next_deadline()
                 if deadline is None:
                     timeout = -1.0
-                    if self._thread_jobs or self._signal_watchers or self._has_io_waiters():
+                    if self._thread_jobs or self._signal_watchers or self._io_waiters:
                         pass
                     elif self.tasks:
                         self._report_deadlock()
@@ -322,11 +337,7 @@ class Kernel:
                         timeout = self._autojump_timeout(timeout, deadline)
                     if timeout > _MAX_POLL:
                         timeout = _MAX_POLL
-            self.in_poll = True
-            started = perf()
             events = poll(timeout)
-            self.poll_seconds += perf() - started
-            self.in_poll = False
             for fd, mask in events:
                 state = fds.get(fd)
                 if state is None:
@@ -339,6 +350,7 @@ class Kernel:
                         state[0] = None
                         task._trap = None
                         ready.append(task)
+                        self._io_waiters -= 1
                     elif state[2] & READABLE or mask & ERROR_MASK:
                         self._disarm(fd, state, READABLE)
                 if mask & _WRITE_EVENTS:
@@ -347,6 +359,7 @@ class Kernel:
                         state[1] = None
                         task._trap = None
                         ready.append(task)
+                        self._io_waiters -= 1
                     elif state[2] & WRITABLE or mask & ERROR_MASK:
                         self._disarm(fd, state, WRITABLE)
             if self._signals:
@@ -361,10 +374,38 @@ class Kernel:
             return min(timeout, 0.05)
         if deadline == float("inf"):
             return timeout  # "forever" is not a time to jump to
-        if self._has_io_waiters() and self.reactor.poll(self._autojump):
+        if self._io_waiters and self.reactor.poll(self._autojump):
             return 0.0  # level-triggered: the loop's own poll sees these again
         self.clock.jump_to(deadline)  # type: ignore[attr-defined]
         return 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for a dashboard or a debug route: tasks alive, ready
+        queue length, fds registered and waited on, timers pending, thread
+        jobs, loop ticks and steps, and how the kernel thread's time split
+        between running tasks (CPU) and waiting (mostly in ``epoll_wait``)."""
+        wall = time.monotonic() - self.started
+        cpu = None
+        if self._cpu_clock is not None:
+            try:
+                cpu = time.clock_gettime(self._cpu_clock) - self._cpu_started
+            except OSError:
+                cpu = None
+        return {
+            "tasks": len(self.tasks),
+            "ready": len(self._ready),
+            "fds_registered": sum(1 for state in self._fds.values() if state[2]),
+            "fds_waited_on": self._io_waiters,
+            "timers": len(self.timers),
+            "thread_jobs": len(self._thread_jobs),
+            "ticks": self.ticks,
+            "steps": self.steps,
+            "uptime_s": round(wall, 3),
+            "cpu_s": None if cpu is None else round(cpu, 3),
+            "busy_fraction": None if cpu is None or wall <= 0 else round(min(cpu / wall, 1.0), 4),
+            "reactor": self.reactor.name,
+            "watchdog_warnings": self.watchdog.warnings if self.watchdog else 0,
+        }
 
     # -- finishing and cancelling ----------------------------------------
 
@@ -374,7 +415,6 @@ class Kernel:
         task._error = error
         task._trap = None
         task._cancel_pending = None
-        task._send = task._throw = None  # type: ignore[assignment]
         self.tasks.discard(task)
         if error is not None and not isinstance(error, Exception) \
                 and not isinstance(error, Cancelled) and task is not self.main_task:
@@ -387,9 +427,9 @@ class Kernel:
         if joiners:
             joiners.wake_all()
         watchers = task._watchers
-        if watchers:
+        if watchers is not None:
             task._watchers = None
-            for fn in watchers:
+            for fn in (watchers if type(watchers) is list else (watchers,)):
                 try:
                     fn(task)
                 except Exception:
@@ -458,6 +498,7 @@ class Kernel:
         if not mask & READABLE:
             self._arm(fd, state, mask | READABLE)
         state[0] = task
+        self._io_waiters += 1
         task._trap = trap
         return _PARKED
 
@@ -475,6 +516,7 @@ class Kernel:
         if not mask & WRITABLE:
             self._arm(fd, state, mask | WRITABLE)
         state[1] = task
+        self._io_waiters += 1
         task._trap = trap
         return _PARKED
 
@@ -482,11 +524,13 @@ class Kernel:
         state = self._fds.get(trap[1])
         if state is not None and state[0] is task:
             state[0] = None
+            self._io_waiters -= 1
 
     def _undo_write(self, task: Task, trap: tuple) -> None:
         state = self._fds.get(trap[1])
         if state is not None and state[1] is task:
             state[1] = None
+            self._io_waiters -= 1
 
     def _arm(self, fd: int, state: list[Any], mask: int) -> None:
         reactor = self.reactor
@@ -525,11 +569,9 @@ class Kernel:
                 pass
         for task in (state[0], state[1]):
             if task is not None:
+                self._io_waiters -= 1
                 task._trap = None
                 self._reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
-
-    def _has_io_waiters(self) -> bool:
-        return any(s[0] is not None or s[1] is not None for s in self._fds.values())
 
     def _trap_sleep(self, task: Task, trap: tuple) -> Any:
         seconds = trap[1]
@@ -717,11 +759,21 @@ class Kernel:
             self._cancel_all("deadlock")
 
 
-def run(coro: Any, *, clock: Callable[[], float] | None = None) -> Any:
+def run(coro: Any, *, clock: Callable[[], float] | None = None,
+        watchdog: float | None = 0.1) -> Any:
     """Run the generator coroutine ``coro`` on a new kernel in this thread and
     return its value, or raise its exception.
 
     ``clock`` replaces the monotonic clock, e.g. with a
-    :class:`~corofw.kernel.clock.VirtualClock` in tests.
+    :class:`~corofw.kernel.clock.VirtualClock` in tests. ``watchdog`` is the
+    blocked-loop warning threshold in seconds (None or 0: no watchdog).
     """
-    return Kernel(clock=clock).run(coro)
+    return Kernel(clock=clock, watchdog=watchdog).run(coro)
+
+
+def stats() -> dict[str, Any]:
+    """:meth:`Kernel.stats` of the kernel running in this thread."""
+    kernel = current_kernel()
+    if kernel is None:
+        raise RuntimeError("no corofw kernel is running in this thread")
+    return kernel.stats()

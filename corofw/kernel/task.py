@@ -84,8 +84,8 @@ class Task:
     """
 
     __slots__ = (
-        "id", "name", "coro", "parent", "created", "state",
-        "_kernel", "_send", "_throw", "_value", "_exc", "_trap",
+        "id", "_name", "coro", "parent", "created", "state", "context",
+        "_kernel", "_value", "_exc", "_trap",
         "_cancel_pending", "_result", "_error", "_joiners", "_watchers",
         "_scopes", "_retrieved", "__weakref__",
     )
@@ -94,13 +94,12 @@ class Task:
                  created: float) -> None:
         self.id = next(_task_ids)
         self.coro = coro
-        self.name = name or getattr(coro, "__qualname__", None) or repr(coro)
+        self._name = name
         self.parent = parent
         self.created = created
         self.state = PENDING
+        self.context: Any = None
         self._kernel = kernel
-        self._send = coro.send
-        self._throw = coro.throw
         self._value: Any = None
         self._exc: BaseException | None = None
         self._trap: tuple | None = None
@@ -108,12 +107,24 @@ class Task:
         self._result: Any = None
         self._error: BaseException | None = None
         self._joiners: WaitQueue | None = None
-        self._watchers: list | None = None
+        self._watchers: Any = None  # one callback, or a list of them
         self._scopes: list | None = None
         self._retrieved = False
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name!r} {self.state}>"
+
+    @property
+    def name(self) -> str:
+        """The name given to ``spawn``, else the coroutine's function name."""
+        name = self._name
+        if name is None:
+            name = getattr(self.coro, "__qualname__", None) or repr(self.coro)
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     @property
     def done(self) -> bool:
@@ -159,12 +170,15 @@ class Task:
     def add_done_callback(self, fn: Any) -> None:
         """Call ``fn(task)`` from the kernel when the task finishes (at once if
         it already has). Callbacks must not block."""
+        watchers = self._watchers
         if self.state is DONE:
             fn(self)
-        elif self._watchers is None:
-            self._watchers = [fn]
+        elif watchers is None:
+            self._watchers = fn
+        elif type(watchers) is list:
+            watchers.append(fn)
         else:
-            self._watchers.append(fn)
+            self._watchers = [watchers, fn]
 
     def __del__(self) -> None:
         error = self._error

@@ -47,7 +47,7 @@ class TimeoutScope:
 
 def _expire(scope: TimeoutScope) -> None:
     scope.expired = True
-    reason = f"{scope!r} expired"
+    reason = f"{scope!r} expired (deadline was t={scope.deadline:.3f} on the kernel clock)"
     scope.task._kernel._cancel(scope.task, Cancelled(reason, scope))
 
 

@@ -44,19 +44,20 @@ class Socket:
 
     def recv(self, maxsize: int) -> Coro[bytes]:
         """Up to ``maxsize`` bytes; ``b""`` at end of stream."""
-        sock_recv = self.sock.recv
         while True:
             try:
-                return sock_recv(maxsize)
+                return self.sock.recv(maxsize)
             except BlockingIOError:
-                yield (READ, self.fd)
+                pass
+            yield (READ, self.fd)  # outside the except block: no exception kept alive
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
         while True:
             try:
                 return self.sock.recv_into(buffer, nbytes)
             except BlockingIOError:
-                yield (READ, self.fd)
+                pass
+            yield (READ, self.fd)
 
     def send(self, data: Any) -> Coro[int]:
         """Send some of ``data``, waiting until at least one byte fits."""
@@ -64,7 +65,8 @@ class Socket:
             try:
                 return self.sock.send(data)
             except BlockingIOError:
-                yield (WRITE, self.fd)
+                pass
+            yield (WRITE, self.fd)
 
     def send_all(self, data: Any) -> Coro[None]:
         """Send all of ``data``; large buffers are sliced with a memoryview,
@@ -83,8 +85,10 @@ class Socket:
             while sent < total:
                 try:
                     sent += sock_send(view[sent:])
+                    continue
                 except BlockingIOError:
-                    yield (WRITE, self.fd)
+                    pass
+                yield (WRITE, self.fd)
         finally:
             view.release()
 
@@ -94,10 +98,10 @@ class Socket:
         while True:
             try:
                 conn, address = self.sock.accept()
-            except BlockingIOError:
-                yield (READ, self.fd)
-            else:
                 return Socket(_nodelay(conn)), address
+            except BlockingIOError:
+                pass
+            yield (READ, self.fd)
 
     def connect(self, address: Any) -> Coro[None]:
         """Connect without blocking: start the connect, wait until the socket

@@ -25,9 +25,10 @@ class TLSSocket(Socket):
             try:
                 return call(*args)
             except ssl.SSLWantReadError:
-                yield (READ, self.fd)
+                trap = (READ, self.fd)
             except ssl.SSLWantWriteError:
-                yield (WRITE, self.fd)
+                trap = (WRITE, self.fd)
+            yield trap
 
     def handshake(self) -> Coro[None]:
         yield from self._retry(self.sock.do_handshake)
