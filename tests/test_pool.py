@@ -1,0 +1,231 @@
+"""The client's connection pool: reuse, per-host and total limits with
+callers waiting for a slot, pool timeouts, and slots that always come back
+(after errors, timeouts and cancellation)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from corofw import (
+    Client,
+    ConnectionRefused,
+    PoolTimeout,
+    ReadTimeout,
+    Router,
+    Timeout,
+    current_time,
+    gather,
+    move_on_after,
+    run,
+    sleep,
+    spawn,
+)
+from corofw.testing import serve_in_thread
+
+app = Router()
+app.in_flight = 0
+app.most_in_flight = 0
+
+
+@app.get("/slow")
+def slow(request):
+    app.in_flight += 1
+    app.most_in_flight = max(app.most_in_flight, app.in_flight)
+    try:
+        yield from sleep(float(request.query.get("delay", "0.05")))
+    finally:
+        app.in_flight -= 1
+    return {"port": request.client[1], "tag": request.query.get("tag")}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with serve_in_thread(app) as first, serve_in_thread(app) as second:
+        yield first, second
+
+
+@pytest.fixture
+def server(servers, no_leaks):
+    app.most_in_flight = 0
+    yield servers[0]
+    deadline = time.monotonic() + 2.0
+    while any(s.server.connections for s in servers) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def drive(make_coro, **client_options):
+    """Run ``make_coro(client)``; afterwards the pool holds only idle
+    connections, then none once the client is closed."""
+
+    def main():
+        client = Client(**client_options)
+        try:
+            result = yield from make_coro(client)
+            idle = sum(len(conns) for conns in client.pool._idle.values())
+            assert client.pool.total == idle, client.pool
+            assert sum(client.pool._per_host.values()) == client.pool.total
+            assert not client.pool._waiters
+            assert not any(client.pool._host_waiters.values())
+        finally:
+            client.close()
+        assert client.pool.total == 0 and not client.pool._per_host
+        return result
+
+    return run(main())
+
+
+def watch(client, samples):
+    """Record the pool's connection count every millisecond."""
+    while True:
+        samples.append(client.pool.total)
+        yield from sleep(0.001)
+
+
+def test_per_host_limit_makes_callers_wait(server):
+    samples = []
+
+    def go(client):
+        watcher = yield from spawn(watch(client, samples))
+        started = yield from current_time()
+        responses = yield from gather(*(client.get(f"/slow?delay=0.05&tag={i}")
+                                        for i in range(10)))
+        elapsed = (yield from current_time()) - started
+        watcher.cancel()
+        return responses, elapsed
+
+    responses, elapsed = drive(go, base_url=server.url, max_per_host=2)
+    assert [r.json()["tag"] for r in responses] == [str(i) for i in range(10)]
+    assert len({r.json()["port"] for r in responses}) == 2
+    assert max(samples) == 2
+    assert app.most_in_flight == 2  # never more than two at the server either
+    assert elapsed >= 0.2  # five rounds of two 50 ms calls
+
+
+def test_total_limit_across_hosts(servers, server):
+    first, second = servers
+    samples = []
+
+    def go(client):
+        watcher = yield from spawn(watch(client, samples))
+        calls = [client.get(f"{(first, second)[i % 2].url}/slow?delay=0.03") for i in range(12)]
+        responses = yield from gather(*calls)
+        watcher.cancel()
+        return [r.status_code for r in responses]
+
+    assert drive(go, max_connections=3) == [200] * 12
+    assert max(samples) == 3
+
+
+def test_waiters_are_served_in_order(server):
+    order = []
+
+    def one(client, i):
+        yield from sleep(0.001 * i)  # queue up in a known order
+        yield from client.get("/slow?delay=0.02")
+        order.append(i)
+
+    def go(client):
+        yield from gather(*(one(client, i) for i in range(6)))
+
+    drive(go, base_url=server.url, max_per_host=1)
+    assert order == list(range(6))
+
+
+def test_pool_timeout_while_the_only_slot_is_held(server):
+    def go(client):
+        held = yield from client.get("/slow?delay=0", stream=True)  # not read: slot held
+        started = yield from current_time()
+        try:
+            yield from client.get("/slow?delay=0", timeout=Timeout(pool=0.1))
+        except PoolTimeout as exc:
+            error = exc
+        waited = (yield from current_time()) - started
+        yield from held.read()  # the slot comes back ...
+        after = yield from client.get("/slow?delay=0", timeout=Timeout(pool=0.1))
+        return error, waited, after.status_code
+
+    error, waited, status = drive(go, base_url=server.url, max_per_host=1)
+    assert isinstance(error, PoolTimeout) and error.url == server.url + "/slow?delay=0"
+    assert 0.08 <= waited < 1.0
+    assert status == 200  # ... and the next call gets it at once
+
+
+def test_pool_timeout_while_a_slow_call_holds_the_slot(server):
+    def go(client):
+        slow_call = yield from spawn(client.get("/slow?delay=0.3"))
+        yield from sleep(0.02)
+        try:
+            yield from client.get("/slow?delay=0", timeout=Timeout(pool=0.05))
+        except PoolTimeout as exc:
+            error = exc
+        resp = yield from slow_call.join()
+        return error, resp.status_code
+
+    error, status = drive(go, base_url=server.url, max_connections=1)
+    assert isinstance(error, PoolTimeout) and status == 200
+
+
+def test_cancelled_waiters_do_not_keep_or_lose_slots(server):
+    def go(client):
+        holder = yield from spawn(client.get("/slow?delay=0.1"))
+        yield from sleep(0.01)
+        for _ in range(3):  # wait for the slot, give up
+            got = yield from move_on_after(0.01, client.get("/slow?delay=0"), "gave up")
+            assert got == "gave up"
+        yield from holder.join()
+        resp = yield from client.get("/slow?delay=0")
+        return resp.status_code, client.pool.total
+
+    assert drive(go, base_url=server.url, max_per_host=1) == (200, 1)
+
+
+def test_timeouts_and_errors_release_their_slots(server):
+    def go(client):
+        for _ in range(3):
+            try:
+                yield from client.get("/slow?delay=0.5", timeout=Timeout(read=0.03))
+            except ReadTimeout:
+                pass
+            assert client.pool.total == 0  # the timed-out connection was closed
+        for _ in range(3):
+            try:
+                yield from client.get("http://127.0.0.1:1/")
+            except ConnectionRefused:
+                pass
+        resp = yield from client.get("/slow?delay=0", timeout=Timeout(pool=0.1))
+        return resp.status_code
+
+    assert drive(go, base_url=server.url, max_connections=1) == 200
+
+
+def test_max_idle_per_host(server):
+    def go(client):
+        yield from gather(*(client.get("/slow?delay=0.02") for _ in range(4)))
+        return client.pool.total
+
+    assert drive(go, base_url=server.url, max_idle_per_host=1) == 1
+
+
+def test_an_idle_connection_makes_room_for_another_host(servers, server):
+    first, second = servers
+
+    def go(client):
+        a = yield from client.get(first.url + "/slow?delay=0")
+        b = yield from client.get(second.url + "/slow?delay=0", timeout=Timeout(pool=0.1))
+        return a.status_code, b.status_code, client.pool.total
+
+    assert drive(go, max_connections=1) == (200, 200, 1)
+
+
+def test_closing_the_client_closes_idle_connections(server):
+    def go(client):
+        yield from gather(*(client.get("/slow?delay=0.01") for _ in range(3)))
+        before = client.pool.total
+        client.close()
+        return before, client.pool.total, repr(client)
+
+    before, after, text = drive(go, base_url=server.url)
+    assert (before, after) == (3, 0)
+    assert "0 connections" in text
