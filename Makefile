@@ -42,5 +42,13 @@ bench-fanout: $(BENCH_STAMP)
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
 
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,fuzz]'
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_parser*.py tests/test_fuzz_regressions.py
+	mkdir -p .fuzz-corpus
+	$(BIN)/python tests/fuzz/fuzz_request_parser.py -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=tests/fuzz/crashes/ .fuzz-corpus tests/fuzz/seeds
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

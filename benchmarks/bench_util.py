@@ -1,0 +1,186 @@
+"""What the HTTP benchmarks share: starting pinned servers, running wrk,
+and rewriting one section of RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cpu: int | None, command: list[str]) -> list[str]:
+    """``command`` under ``taskset -c cpu`` when taskset exists."""
+    if cpu is None or not shutil.which("taskset"):
+        return command
+    return ["taskset", "-c", str(cpu), *command]
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Service:
+    """A server process started for a benchmark and stopped by its PID."""
+
+    def __init__(self, name: str, command: list[str], port: int, cpu: int | None,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.process = subprocess.Popen(
+            pinned(cpu, command), cwd=ROOT, env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=raise_fd_limit)
+        self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace")  # type: ignore
+                raise RuntimeError(f"{self.name} exited at start:\n{err}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start listening on {self.port}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def server_pid(service: Service) -> int:
+    """The PID of the server itself (the child of ``taskset``, which execs)."""
+    return service.pid
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, peak RSS in bytes) of a running process."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, connections: int, seconds: float, cpu: int | None,
+        timeout: float = 10.0) -> dict[str, float]:
+    """Run wrk (1 thread, keep-alive) and return req/s, latency percentiles
+    in ms, and error counts."""
+    command = pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
+                           f"--timeout={timeout:g}s", "--latency", url])
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         preexec_fn=raise_fd_limit).stdout
+    result: dict[str, float] = {"errors": 0.0, "non2xx": 0.0}
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(line.split()[1])
+        elif re.match(r"^(50|75|90|99)%\s", line):
+            pct, value = line.split()
+            result[f"p{pct[:-1]}"] = _ms(value)
+        elif line.startswith("Socket errors:"):
+            result["errors"] = float(sum(int(n) for n in re.findall(r"\d+", line)))
+        elif line.startswith("Non-2xx"):
+            result["non2xx"] = float(line.split()[-1])
+        elif "requests in" in line:
+            result["requests"] = float(line.split()[0])
+    if "rps" not in result:
+        raise RuntimeError(f"could not parse wrk output:\n{out}")
+    return result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine_line() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()}-core shared VM ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace the ``## title`` section of RESULTS.md (or append it)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
