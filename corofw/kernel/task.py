@@ -119,7 +119,8 @@ class Task:
         """The name given to ``spawn``, else the coroutine's function name."""
         name = self._name
         if name is None:
-            name = getattr(self.coro, "__qualname__", None) or repr(self.coro)
+            qualname = getattr(self.coro, "__qualname__", None)
+            name = qualname.rsplit("<locals>.", 1)[-1] if qualname else repr(self.coro)
         return name
 
     @name.setter
