@@ -19,6 +19,7 @@ from corofw import (
     Router,
     ServerConfig,
     StreamingResponse,
+    Timeout,
     TLSError,
     current_kernel,
     gather,
@@ -299,6 +300,19 @@ def test_streaming_read_and_close(server):
     assert drive(go, base_url=server.url) == 0
 
 
+def test_streamed_response_as_a_context_manager(server):
+    def go(client):
+        with (yield from client.get("/chunks?n=20", stream=True)) as resp:
+            first = yield from resp.read_chunk()
+        with (yield from client.get("/echo", stream=True)) as whole:
+            yield from whole.read()
+        return first, client.pool.total, whole.json()["method"]
+
+    first, total, method = drive(go, base_url=server.url, max_per_host=1,
+                                 timeout=Timeout(pool=0.5))
+    assert first.startswith(b"chunk 0;") and total == 1 and method == "GET"
+
+
 # -- keep-alive reuse ---------------------------------------------------------------
 
 
@@ -463,3 +477,40 @@ def test_https_with_a_custom_context(tls_server_context, tls_client_context):
     assert error.url.startswith("https://127.0.0.1:")
     assert "certificate" in str(error).lower()
 
+
+
+# -- name resolution ---------------------------------------------------------------
+
+
+def test_numeric_addresses_need_no_thread(server):
+    def go(client):
+        yield from client.get(server.url + "/echo")
+        return current_kernel()._pool  # the kernel's thread pool: never started
+
+    assert drive(go) is None
+
+
+def test_host_names_are_resolved_in_a_thread(server):
+    def go(client):
+        resp = yield from client.get(f"http://localhost:{server.port}/echo")
+        return resp.json(), current_kernel()._pool
+
+    body, pool = drive(go)
+    assert pool is not None  # getaddrinfo ran in the kernel's thread pool
+    assert dict(body["headers"])["host"] == f"localhost:{server.port}"
+
+
+def test_ipv6_literal_urls():
+    try:
+        listener = listen("::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    listener.close()
+    with serve_in_thread(app, host="::1") as srv:
+        def go(client):
+            return (yield from client.get(f"http://[::1]:{srv.port}/echo?x=1"))
+
+        resp = drive(go)
+        wait_until_idle(srv)
+    assert resp.json()["query"] == [["x", "1"]]
+    assert dict(resp.json()["headers"])["host"] == f"[::1]:{srv.port}"

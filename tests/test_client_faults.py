@@ -99,18 +99,19 @@ class RawServer:
             if not got:
                 return None
             data += got
-        head, _, body = data.partition(b"\r\n\r\n")
+        head, _, rest = data.partition(b"\r\n\r\n")
+        body = bytearray(rest)
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
         while len(body) < length:
-            got = conn.recv(65536)
+            got = conn.recv(1 << 20)
             if not got:
                 return None
             body += got
-        self.requests.append(head + b"\r\n\r\n" + body)
+        self.requests.append(head + b"\r\n\r\n" + bytes(body))
         return head
 
     def wait_for_eof(self, conn):
@@ -585,3 +586,93 @@ def test_plain_http_server_behind_an_https_url():
         error, seconds = call(get(f"https://127.0.0.1:{srv.port}/", timeout=2))
     assert isinstance(error, ConnectError)
     assert seconds < 2.0
+
+
+# -- framing that keeps the connection usable ----------------------------------------
+
+
+def test_bodiless_and_chunked_responses_keep_the_connection():
+    replies = [
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b""),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n", b""),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b""),
+        ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nChecksum: x\r\n\r\n", b"Wikipedia"),
+        ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+         b"ok"),
+        ("GET", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+         b"ok"),
+    ]
+
+    def handler(server, conn, index):
+        for _, reply, _ in replies:
+            if server.read_request(conn) is None:
+                return
+            conn.sendall(reply)
+        server.wait_for_eof(conn)
+
+    def go(client):
+        bodies = []
+        for method, _, _ in replies:
+            resp = yield from client.request(method, srv.url)
+            bodies.append(resp.content)
+        return bodies
+
+    with RawServer(handler) as srv:
+        bodies, _ = call(go, timeout=5)
+    assert bodies == [body for _, _, body in replies]
+    assert srv.accepted == 1
+
+
+def test_connection_close_response_is_not_reused():
+    def handler(server, conn, index):
+        server.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye")
+        server.wait_for_eof(conn)  # the client, not the server, closes it
+
+    def go(client):
+        contents = []
+        for _ in range(3):
+            contents.append((yield from client.get(srv.url)).content)
+            assert client.pool.total == 0
+        return contents
+
+    with RawServer(handler) as srv:
+        contents, _ = call(go, timeout=5)
+    assert contents == [b"bye"] * 3 and srv.accepted == 3
+
+
+def test_reset_while_sending_a_large_body_is_a_write_error():
+    def handler(server, conn, index):
+        conn.recv(65536)
+        reset(conn)
+
+    def go(client):
+        yield from client.post(srv.url + "/upload", content=b"x" * (64 << 20))
+
+    with RawServer(handler) as srv:
+        error, _ = call(go, timeout=5)
+    assert type(error).__name__ == "WriteError"
+    assert error.url == srv.url + "/upload"
+    assert srv.accepted == 1  # a fresh connection: not retried
+
+
+def test_large_request_body_over_tls(tls_server_context, tls_client_context):
+    def handler(server, conn, index):
+        with tls_server_context.wrap_socket(conn, server_side=True) as tls:
+            while server.read_request(tls) is not None:
+                size = str(len(server.requests[-1].partition(b"\r\n\r\n")[2])).encode()
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                            % (len(size), size))
+
+    def go(client):
+        sizes = []
+        for size in (0, 100, 5 << 20):
+            resp = yield from client.put(f"https://127.0.0.1:{srv.port}/", content=b"y" * size)
+            sizes.append(int(resp.content))
+        return sizes
+
+    with RawServer(handler) as srv:
+        sizes, _ = call(go, timeout=10, ssl_context=tls_client_context)
+    assert sizes == [0, 100, 5 << 20] and srv.accepted == 1

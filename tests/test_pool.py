@@ -229,3 +229,18 @@ def test_closing_the_client_closes_idle_connections(server):
     before, after, text = drive(go, base_url=server.url)
     assert (before, after) == (3, 0)
     assert "0 connections" in text
+
+
+def test_a_failed_call_in_gather_closes_its_siblings_connections(server):
+    def go(client):
+        calls = [client.get("/slow?delay=0.5") for _ in range(3)]
+        calls.append(client.get("http://127.0.0.1:1/"))  # refused at once
+        try:
+            yield from gather(*calls)
+        except ConnectionRefused as exc:
+            error = exc
+        return error, client.pool.total
+
+    error, total = drive(go, base_url=server.url)
+    assert isinstance(error, ConnectionRefused)
+    assert total == 0  # the three cancelled calls closed their connections

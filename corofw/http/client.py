@@ -79,7 +79,8 @@ class ClientResponse:
     ``headers`` (case-insensitive), ``content``, ``text``, ``json()``,
     ``raise_for_status()``. With ``stream=True`` the body is read with
     ``yield from resp.read_chunk()`` (``b""`` at the end) or
-    ``yield from resp.read()``; call :meth:`close` if you stop early."""
+    ``yield from resp.read()``; call :meth:`close` (or use ``with``) if you
+    stop early: until then the response holds its pool slot."""
 
     __slots__ = ("status_code", "reason_phrase", "http_version", "headers", "url", "method",
                  "elapsed", "_content", "_client", "_conn", "_keep_alive", "_timeout",
@@ -176,6 +177,14 @@ class ClientResponse:
         """Stop reading: the connection is closed, not reused."""
         if not self._done:
             self._finish(False)
+
+    def __enter__(self) -> ClientResponse:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """``with (yield from client.get(url, stream=True)) as resp:`` gives
+        the connection back even when the block stops reading early."""
+        self.close()
 
     def _finish(self, complete: bool) -> None:
         self._done = True
@@ -319,8 +328,12 @@ class Client:
                 return conn
             except (ReadError, WriteError, RemoteProtocolError) as exc:
                 self.pool.discard(conn, key)
-                safe = conn.reused and not conn.received
-                if attempt == 0 and safe and (method in _IDEMPOTENT or isinstance(exc, WriteError)):
+                # A reused connection that died before answering was most
+                # likely closed by the server while idle: try once more on a
+                # fresh one, if the request may be repeated or never left.
+                unanswered = conn.reused and not conn.received
+                unsent = isinstance(exc, WriteError) and not conn.sent
+                if attempt == 0 and unanswered and (method in _IDEMPOTENT or unsent):
                     continue
                 raise
             except BaseException:
@@ -494,9 +507,16 @@ def _set(deadline: Deadline, seconds: float, label: str) -> None:
 
 
 def _send(conn: PooledConnection, payload: bytes, url: str) -> Coro[None]:
+    """Send the request, noting in ``conn.sent`` whether any of it left."""
+    sock = conn.sock
+    conn.sent = 0
     try:
-        yield from conn.sock.send_all(payload)
-    except (ConnectionError, OSError) as exc:
+        sent = yield from sock.send(payload)
+        conn.sent = sent
+        if sent < len(payload):
+            yield from sock.send_all(memoryview(payload)[sent:])
+            conn.sent = len(payload)
+    except OSError as exc:
         raise WriteError(f"sending the request failed: {exc}", url) from None
 
 

@@ -20,11 +20,13 @@ _peek = socket.socket.recv  # the TCP stream itself, also under an ssl.SSLSocket
 
 
 class PooledConnection:
-    """One connection to a server, with its response parser. ``received``
-    counts the bytes of the exchange in progress (0: nothing came back, so
-    a failed request on a reused connection may be retried)."""
+    """One connection to a server, with its response parser. ``sent`` and
+    ``received`` count the bytes of the exchange in progress: a request
+    that failed before anything came back on a reused connection may be
+    retried (any request if none of it was sent)."""
 
-    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests", "received")
+    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests", "sent",
+                 "received")
 
     def __init__(self, key: tuple[str, str, int], sock: Any) -> None:
         self.key = key
@@ -33,6 +35,7 @@ class PooledConnection:
         self.idle_since = 0.0
         self.reused = False
         self.requests = 0
+        self.sent = 0
         self.received = 0
 
     def looks_alive(self) -> bool:
