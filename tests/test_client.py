@@ -373,7 +373,7 @@ def test_bad_urls_and_headers():
     def go(client):
         errors = []
         for url in ("ftp://127.0.0.1/", "http:///nohost", "http://127.0.0.1:99999/",
-                    "http://127.0.0.1/a b"):
+                    "http://127.0.0.1/a b", "/relative"):
             try:
                 yield from client.get(url)
             except ClientError as exc:
@@ -385,12 +385,13 @@ def test_bad_urls_and_headers():
         return errors
 
     errors = drive(go)
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert "scheme" in str(errors[0]) and "ftp://127.0.0.1/" in str(errors[0])
     assert "no host" in str(errors[1])
     assert "port" in str(errors[2])
     assert "whitespace" in str(errors[3])
-    assert "invalid header" in str(errors[4])
+    assert "base_url" in str(errors[4]) and errors[4].url == "/relative"
+    assert "invalid header" in str(errors[5])
 
 
 def test_forgotten_yield_from_is_reported():

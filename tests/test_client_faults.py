@@ -676,3 +676,38 @@ def test_large_request_body_over_tls(tls_server_context, tls_client_context):
     with RawServer(handler) as srv:
         sizes, _ = call(go, timeout=10, ssl_context=tls_client_context)
     assert sizes == [0, 100, 5 << 20] and srv.accepted == 1
+
+
+def test_huge_bodies_are_refused_unless_streamed():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (4 << 30)
+
+    def stream(client):
+        with (yield from client.get(srv.url, stream=True)) as resp:
+            first = yield from resp.read_chunk()
+        return resp.headers["content-length"], first
+
+    with RawServer(answer(head + b"start")) as srv:
+        error, seconds = call(get(srv.url))
+        (length, first), _ = call(stream)
+    assert isinstance(error, RemoteProtocolError) and seconds < 2
+    assert length == str(4 << 30) and first == b"start"
+
+
+def test_a_switched_protocol_connection_is_not_reused():
+    def handler(server, conn, index):
+        server.read_request(conn)
+        if index == 0:
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                         b"Connection: Upgrade\r\n\r\n")
+        else:
+            conn.sendall(OK)
+        server.wait_for_eof(conn)
+
+    def go(client):
+        first = yield from client.get(srv.url, headers={"Upgrade": "x", "Connection": "Upgrade"})
+        second = yield from client.get(srv.url)
+        return first.status_code, second.content
+
+    with RawServer(handler) as srv:
+        (status, content), _ = call(go, timeout=5)
+    assert (status, content) == (101, b"ok") and srv.accepted == 2

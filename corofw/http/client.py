@@ -14,6 +14,7 @@ process sleeps in ``epoll_wait``. Connections are pooled per
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json as _json
 import socket
@@ -43,13 +44,15 @@ from .client_errors import (
     WriteError,
 )
 from .headers import Headers
-from .parser import ProtocolError
+from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
 from .pool import Pool, PooledConnection
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_CACHE_SIZE = 2048
 _RECV_SIZE = 65536
+# A body read into memory is capped (1 GiB); a streamed one is not.
+_STREAM_LIMITS = dataclasses.replace(DEFAULT_RESPONSE_LIMITS, max_body_bytes=1 << 62)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class ClientResponse:
         self._content: bytes | None = None
         self._client = client
         self._conn: PooledConnection | None = conn
-        self._keep_alive = head.keep_alive
+        self._keep_alive = head.keep_alive and head.status != 101  # 101: not HTTP any more
         self._timeout = timeout
         self._total_until = total_until
         self._started = started
@@ -266,7 +269,12 @@ class Client:
         WriteError, RemoteProtocolError or a ClientTimeout per phase."""
         method = method.upper()
         timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
-        full_url = url if "://" in url else self.base_url + url
+        if "://" in url:
+            full_url = url
+        elif self.base_url:
+            full_url = self.base_url + url
+        else:
+            raise ClientError("a relative URL needs a client with a base_url", url)
         scheme, host, port, target, authority = self._split(full_url)
         if params:
             query = urlencode(params, doseq=True)
@@ -280,7 +288,7 @@ class Client:
         key = (scheme, host, port)
         try:
             conn = yield from self._exchange(key, method, payload, timeouts, total_until,
-                                             deadline, full_url)
+                                             deadline, full_url, stream)
             response = ClientResponse(self, conn, method, full_url, timeouts, started,
                                       total_until)
             if not stream:
@@ -302,7 +310,7 @@ class Client:
 
     def _exchange(self, key: tuple[str, str, int], method: str, payload: bytes,
                   timeouts: Timeout, total_until: float | None, deadline: Deadline,
-                  url: str) -> Coro[PooledConnection]:
+                  url: str, stream: bool = False) -> Coro[PooledConnection]:
         """Send the request and read the response head, on a pooled
         connection; retry once on a fresh one when a reused connection turns
         out to be dead and the retry is safe."""
@@ -318,6 +326,7 @@ class Client:
                     self.pool.discard(None, key)
                     raise
                 conn = PooledConnection(key, sock)
+            conn.parser.limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
             conn.parser.start(method)
             conn.requests += 1
             conn.received = 0
