@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install test lint bench bench-kernel bench-http bench-fanout demo fuzz docs clean
+.PHONY: install test lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ bench-http: $(BENCH_STAMP)
 
 bench-fanout: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/fanout_bench.py
+
+bench-hardening: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/hardening_bench.py
+
+# nginx for tests/test_nginx.py (skipped without it): Debian's nginx-light.
+nginx:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null)
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
