@@ -22,19 +22,19 @@ def load_app(spec: str) -> Any:
     when that is impossible."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise click.BadParameter(f"expected MODULE:ATTRIBUTE (e.g. app:routes), got {spec!r}",
-                                 param_hint="APP")
+        raise _SpecError(f"invalid app {spec!r}: expected MODULE:ATTR (e.g. apps.hello:routes)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise click.ClickException(f"cannot import {module_name!r}: no such module")
         raise click.ClickException(f"importing {module_name!r} failed: {exc}")
     except Exception as exc:
+        message = " ".join(str(exc).split())
         raise click.ClickException(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+            f"importing {module_name!r} failed: {type(exc).__name__}: {message}")
     app: Any = module
     for part in attr.split("."):
         try:
@@ -42,9 +42,16 @@ def load_app(spec: str) -> Any:
         except AttributeError:
             raise click.ClickException(f"module {module_name!r} has no attribute {attr!r}")
     if not callable(getattr(app, "handle", None)):
-        raise click.ClickException(
-            f"{spec} is a {type(app).__name__}, not a corofw Router (nothing to serve)")
+        what = f"the class {app.__name__}" if isinstance(app, type) \
+            else f"a {type(app).__name__}"
+        raise click.ClickException(f"{spec} is {what}, not a corofw Router (nothing to serve)")
     return app
+
+
+class _SpecError(click.ClickException):
+    """A malformed MODULE:ATTR: a usage error (exit status 2), told in one line."""
+
+    exit_code = 2
 
 
 @click.group()
@@ -106,7 +113,7 @@ def run(app_spec: str, host: str, port: int, workers: int, log_level: str, acces
     try:
         status = run_app(app, host, port, workers, config, backlog)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use"
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason.lower()}")

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -57,9 +56,17 @@ def _url_host(host: str) -> str:
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) to claim the port and check it is free; a
-    bound socket that never listens receives no connections."""
+    """Bind (without listening) to claim the port for the workers; a bound
+    socket that never listens receives no connections.
+
+    The port is first bound without ``SO_REUSEPORT``: with it, the bind would
+    also succeed when another program's ``SO_REUSEPORT`` listener holds the
+    port, and the two would silently share its connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,39 +92,51 @@ class _Supervisor:
         self.config = config
         self.backlog = backlog
         self.workers: dict[int, float] = {}
+        self.stopping: list[int] | None = None
+        self.supervisor_pid = os.getpid()
 
     def run(self) -> int:
+        # SIGINT/SIGTERM interrupt the supervising loop with _Stop; once
+        # stopping has begun they only ask _stop_all to hurry.
         def on_signal(signum: int, frame: Any) -> None:
-            raise _Stop(signum)
+            if self.stopping is None:
+                raise _Stop(signum)
+            self.stopping.append(signum)
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log.info("supervisor %d starting %d workers on http://%s:%d", os.getpid(), self.count,
                  _url_host(self.host), self.port)
         try:
-            for _ in range(self.count):
-                self._start_worker()
-            while True:
-                pid, status = os.waitpid(-1, 0)
-                self._reap(pid, status)
-        except _Stop as stop:
-            log.info("supervisor received %s: stopping workers",
-                     signal.Signals(stop.args[0]).name)
+            try:
+                for _ in range(self.count):
+                    self._start_worker()
+                while True:
+                    pid, status = os.waitpid(-1, 0)
+                    self._reap(pid, status)
+            except _Stop as stop:
+                self.stopping = []
+                log.info("supervisor received %s: stopping workers",
+                         signal.Signals(stop.args[0]).name)
+            except BaseException:
+                self.stopping = []
+                self._stop_all(signal.SIGKILL)
+                raise
+            return self._stop_all()
         finally:
             for signum, handler in old.items():
                 signal.signal(signum, handler)
-        return self._stop_all()
 
     def _start_worker(self) -> None:
+        # Signals stay blocked until the new pid is recorded: a _Stop raised
+        # in between would leave a worker nobody stops.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             pid = os.fork()
-        except BaseException:
+            if pid == 0:
+                self._worker_main(mask)
+            self.workers[pid] = time.monotonic()
+        finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise
-        if pid == 0:
-            self._worker_main(mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        self.workers[pid] = time.monotonic()
         log.info("worker %d started", pid)
 
     def _worker_main(self, mask: Any) -> None:
@@ -125,6 +144,7 @@ class _Supervisor:
         try:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
+            _stop_with_parent(self.supervisor_pid)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             listener = listen(self.host, self.port, self.backlog, reuse_port=True)
             run(_serve_forever(self.app, listener, self.config))
@@ -144,11 +164,14 @@ class _Supervisor:
             time.sleep(1.0)  # a worker that dies at once would otherwise spin
         self._start_worker()
 
-    def _stop_all(self) -> int:
+    def _stop_all(self, signum: int = signal.SIGTERM) -> int:
+        """Signal every worker and reap them all; a worker still alive after
+        the grace period (plus a margin), or when a second SIGINT/SIGTERM
+        arrives meanwhile, is killed."""
         for pid in self.workers:
-            _kill(pid, signal.SIGTERM)
+            _kill(pid, signum)
         deadline = time.monotonic() + self.config.graceful_timeout + 5.0
-        while self.workers and time.monotonic() < deadline:
+        while self.workers and time.monotonic() < deadline and not self.stopping:
             for pid in list(self.workers):
                 try:
                     done, status = os.waitpid(pid, os.WNOHANG)
@@ -159,10 +182,25 @@ class _Supervisor:
                     log.info("worker %d stopped (%s)", pid, _describe(status))
             time.sleep(0.02)
         for pid in self.workers:
-            log.warning("worker %d did not stop in time; killing it", pid)
+            if signum != signal.SIGKILL:
+                log.warning("worker %d has not stopped; killing it", pid)
             _kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         return 0
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when the supervisor dies (even
+    by SIGKILL), so no worker is left serving on its own (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -179,4 +217,3 @@ def _describe(status: int) -> str:
 
 
 __all__ = ["run_app"]
-_ = sys

@@ -46,6 +46,7 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
     """Serve ``app`` in a background thread until the block exits; then shut
     the server down gracefully and join the thread (nothing is left behind).
     An exception that stopped the server is re-raised at the end."""
+    config = config or ServerConfig(access_log=False)
     listener = listen(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
     info = TestServer(bound_host, bound_port)
@@ -58,8 +59,7 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
 
     def target() -> None:
         try:
-            run(serve(app, listener, config or ServerConfig(access_log=False),
-                      stop=stop_r, on_ready=on_ready))
+            run(serve(app, listener, config, stop=stop_r, on_ready=on_ready))
         except BaseException as exc:
             info.error = exc
         finally:
@@ -67,7 +67,13 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
             ready.set()
 
     thread = threading.Thread(target=target, name="corofw-test-server", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        listener.close()
+        stop_r.close()
+        stop_w.close()
+        raise
     try:
         if not ready.wait(timeout):
             raise RuntimeError("the test server did not start")
@@ -76,11 +82,12 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
         yield info
     finally:
         stop_w.send(b"x")
-        thread.join(timeout)
-        stop_r.close()
-        stop_w.close()
+        # requests in flight get the grace period to finish
+        thread.join(timeout + config.graceful_timeout)
         if thread.is_alive():
             raise RuntimeError("the test server did not stop in time")
+        stop_r.close()
+        stop_w.close()
     if info.error is not None:
         raise info.error
 

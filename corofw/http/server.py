@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from types import GeneratorType
 from typing import Any
@@ -30,7 +31,7 @@ from ..kernel import (
     spawn,
 )
 from ..kernel.deadline import Deadline
-from ..kernel.traps import READ, Coro
+from ..kernel.traps import READ, WRITE, Coro
 from ..net import Socket
 from .messages import Request, Response, StreamingResponse
 from .parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
@@ -47,6 +48,8 @@ log = logging.getLogger("corofw.server")
 access_log = logging.getLogger("corofw.access")
 
 _RECV_SIZE = 65536
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1 << 24
 
 
 @dataclass
@@ -64,14 +67,20 @@ class ServerConfig:
     access_log: bool = True
 
 
+# What a connection is doing; shutting down closes the connections whose
+# phase is in _CLOSABLE at once (no request of theirs has reached the app).
+_IDLE, _HEAD, _BODY, _BUSY, _LINGER = "idle", "head", "body", "busy", "linger"
+_CLOSABLE = frozenset({_IDLE, _HEAD, _LINGER})
+
+
 class _Connection:
-    __slots__ = ("sock", "client", "task", "idle", "deadline")
+    __slots__ = ("sock", "client", "task", "phase", "deadline")
 
     def __init__(self, sock: Socket, client: Any) -> None:
         self.sock = sock
         self.client = client
         self.task: Any = None
-        self.idle = True
+        self.phase = _IDLE
         self.deadline: Deadline | None = None
 
 
@@ -80,6 +89,9 @@ class Server:
     :class:`~corofw.web.Router`) on listening sockets."""
 
     def __init__(self, app: Any, config: ServerConfig | None = None) -> None:
+        if not callable(getattr(app, "handle", None)):
+            raise TypeError(f"cannot serve a {type(app).__name__}: the app must have a "
+                            f"handle(request) method, as a corofw Router does")
         self.app = app
         self.config = config or ServerConfig()
         self.connections: set[_Connection] = set()
@@ -124,6 +136,13 @@ class Server:
                     continue
                 raise
             backoff = 0.0
+            if conn.family != socket.AF_UNIX:
+                # no Nagle: a response written in pieces (a head, then a body;
+                # streamed chunks) would otherwise wait on the client's delayed ACK
+                try:
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
             connection = _Connection(Socket(conn), client)
             self.connections.add(connection)
             self._all_closed.clear()
@@ -142,9 +161,11 @@ class Server:
         parser = RequestParser(config.limits, conn.client)
         handle = self.app.handle
         sent_continue = False
+        linger = False
         try:
             deadline.set(config.keep_alive_timeout, "keep-alive idle")
-            while True:
+            keep_alive = True
+            while keep_alive:
                 try:
                     data = recv(_RECV_SIZE)
                 except BlockingIOError:
@@ -152,8 +173,10 @@ class Server:
                     continue
                 if not data:
                     break
+                if conn.phase is _IDLE:  # the first bytes of a request: its head must follow
+                    conn.phase = _HEAD
+                    _set_deadline(deadline, config.header_timeout, "request header")
                 parser.feed(data)
-                keep_alive = True
                 while True:
                     try:
                         request = parser.next_request()
@@ -162,36 +185,42 @@ class Server:
                                  _format_client(conn.client), exc.message, exc.status)
                         yield from self._send(conn, error_response(exc.status, exc.message))
                         keep_alive = False
+                        linger = True
                         break
                     if request is None:
-                        if conn.idle:
-                            conn.idle = False
-                            deadline.set(config.header_timeout, "request header")
-                        if parser._head is not None and deadline.label != "request body":
-                            deadline.set(config.body_timeout, "request body")
+                        if parser._head is not None and conn.phase is not _BODY:
+                            conn.phase = _BODY
+                            _set_deadline(deadline, config.body_timeout, "request body")
                             if parser.expect_continue and not sent_continue:
                                 sent_continue = True
                                 yield from self._send(conn, CONTINUE)
                         break
-                    conn.idle = False
                     sent_continue = False
+                    conn.phase = _BUSY
                     deadline.clear()
+                    task.context = request  # what the task dump and watchdog report
                     keep_alive = yield from self._respond(conn, request, handle)
+                    task.context = None
                     if not keep_alive:
                         break
-                    if not parser.buffered:
-                        conn.idle = True
-                        deadline.set(config.keep_alive_timeout, "keep-alive idle")
-                if not keep_alive:
-                    break
+                    if parser.buffered:
+                        conn.phase = _HEAD
+                        _set_deadline(deadline, config.header_timeout, "request header")
+                    else:
+                        conn.phase = _IDLE
+                        _set_deadline(deadline, config.keep_alive_timeout, "keep-alive idle")
+            if linger:
+                yield from self._linger(conn)
         except Cancelled as exc:
             if exc.scope is not deadline:
                 raise
-            if not conn.idle and exc.reason != "send timeout":
+            if deadline.label in ("request header", "request body"):
                 self._try_send(sock, error_response(408, "request timeout"))
             log.debug("%s: %s, closing", task.name, exc.reason)
         except OSError as exc:
             log.debug("%s: %s", task.name, exc)
+        except Exception:
+            log.exception("%s failed", task.name)
         finally:
             deadline.close()
             sock.close()
@@ -199,6 +228,27 @@ class Server:
             self._slot_free.set()
             if not self.connections:
                 self._all_closed.set()
+
+    def _linger(self, conn: _Connection) -> Coro[None]:
+        """Close after an error response without resetting the connection:
+        a client still sending the request it was refused for would
+        otherwise get a reset that can destroy the response before it is
+        read. Stop writing, then read and discard for a little while."""
+        sock = conn.sock
+        conn.phase = _LINGER
+        sock.shutdown(socket.SHUT_WR)
+        _set_deadline(conn.deadline, _LINGER_SECONDS, "lingering close")  # type: ignore[arg-type]
+        recv = sock.sock.recv
+        drained = 0
+        while drained < _LINGER_BYTES:
+            try:
+                data = recv(_RECV_SIZE)
+            except BlockingIOError:
+                yield (READ, sock.fd)
+                continue
+            if not data:
+                break
+            drained += len(data)
 
     def _respond(self, conn: _Connection, request: Request, handle: Any) -> Coro[bool]:
         """Run the app for ``request`` and send its response; return whether
@@ -213,78 +263,121 @@ class Server:
                                 "text/plain; charset=utf-8")
         keep_alive = request.keep_alive and not self.closing
         http10 = request.version == "HTTP/1.0"
+        streaming = type(response) is StreamingResponse
         try:
-            if type(response) is StreamingResponse:
+            status = response.status
+            if not 200 <= status <= 999:
+                raise ValueError(f"status {status!r} cannot be a final response")
+            if streaming:
                 keep_alive = keep_alive and not http10
-                head = response_head(response.status, response.content_type, response.headers,
-                                     None, keep_alive, http10)
-                yield from self._send(conn, head)
-                if body_allowed(response.status, request.method):
-                    yield from self._stream(conn, response.body, http10)
                 length: int | str = "-"
+                head = response_head(status, response.content_type, response.headers,
+                                     None, keep_alive, http10)
             else:
                 body = response.body
+                if type(body) is not bytes:
+                    body = bytes(body)
                 length = len(body)
-                head = response_head(response.status, response.content_type, response.headers,
+                head = response_head(status, response.content_type, response.headers,
                                      length, keep_alive, http10)
-                if not body_allowed(response.status, request.method):
-                    yield from self._send(conn, head)
-                elif length < 65536:
-                    yield from self._send(conn, head + body)
-                else:
-                    yield from self._send(conn, head, body)
         except (ValueError, TypeError, AttributeError) as exc:
             log.error("invalid response to %s %s: %s", request.method, request.target, exc)
+            if streaming:
+                _close_body(response.body)
             yield from self._send(conn, error_response(500, "Internal Server Error"))
             return False
+        if streaming:
+            yield from self._send(conn, head)
+            if body_allowed(status, request.method):
+                if not (yield from self._stream(conn, response.body, http10, request)):
+                    return False
+            else:
+                _close_body(response.body)
+        elif not body_allowed(status, request.method):
+            yield from self._send(conn, head)
+        elif length < 65536:
+            yield from self._send(conn, head + body)
+        else:
+            yield from self._send(conn, head, body)
         self.requests_served += 1
         if self.config.access_log:
             access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
-                            request.target, request.version, response.status, length)
+                            request.target, request.version, status, length)
         return keep_alive
 
     def _send(self, conn: _Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
         """Send ``data``, then ``body`` when it was too large to join to the
-        head; a client that stops reading meets the send deadline."""
-        sock = conn.sock
+        head. Whenever the client's buffer is full the send deadline runs:
+        a client that stops reading for ``send_timeout`` is disconnected,
+        one that reads slowly is not."""
         try:
-            sent = sock.sock.send(data)
+            sent = conn.sock.sock.send(data)
         except BlockingIOError:
             sent = 0
-        if sent < len(data) or body is not None:
-            deadline = conn.deadline
-            deadline.set(self.config.send_timeout, "send")  # type: ignore[union-attr]
-            if sent < len(data):
-                yield from sock.send_all(memoryview(data)[sent:])
-            if body is not None:
-                yield from sock.send_all(body)
-            deadline.clear()  # type: ignore[union-attr]
+        if sent == len(data) and body is None:
+            return
+        deadline: Deadline = conn.deadline  # type: ignore[assignment]
+        saved_when, saved_label = deadline.when, deadline.label
+        if sent < len(data):
+            yield from self._send_slowly(conn, data, sent)
+        if body is not None:
+            yield from self._send_slowly(conn, body, 0)
+        if saved_when is None:
+            deadline.clear()
+        else:
+            _set_deadline(deadline, max(saved_when - deadline.kernel.clock(), 0.0), saved_label)
 
-    def _stream(self, conn: _Connection, body: Any, http10: bool) -> Coro[None]:
+    def _send_slowly(self, conn: _Connection, data: bytes, sent: int) -> Coro[None]:
+        send = conn.sock.sock.send
+        write_trap = (WRITE, conn.sock.fd)
+        deadline: Deadline = conn.deadline  # type: ignore[assignment]
+        timeout = self.config.send_timeout
+        total = len(data)
+        _set_deadline(deadline, timeout, "send")
+        with memoryview(data) as view:
+            while sent < total:
+                try:
+                    sent += send(view[sent:])
+                except BlockingIOError:
+                    yield write_trap
+                    continue
+                deadline.set(timeout, "send")
+
+    def _stream(self, conn: _Connection, body: Any, http10: bool, request: Request) -> Coro[bool]:
         """Drive a streaming body: bytes/str it yields are sent as chunks,
-        anything else is a kernel trap, forwarded so the body can wait."""
+        anything else is a kernel trap, forwarded so the body can wait.
+        Return False if the body failed (the response is then incomplete
+        and the connection must close)."""
         send_value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                if error is None:
-                    item = body.send(send_value)
-                else:
-                    item, error = body.throw(error), None
-            except StopIteration:
-                break
-            send_value = None
-            if isinstance(item, (bytes, bytearray, memoryview, str)):
-                data = item.encode() if isinstance(item, str) else bytes(item)
-                if data:
-                    yield from self._send(conn, data if http10 else chunk(data))
-                continue
-            try:
-                send_value = yield item
-            except BaseException as exc:  # Cancelled included: let the body clean up
-                error = exc
-        if not http10:
-            yield from self._send(conn, LAST_CHUNK)
+        try:
+            while True:
+                try:
+                    if error is None:
+                        item = body.send(send_value)
+                    else:
+                        item, error = body.throw(error), None
+                except StopIteration:
+                    break
+                except Exception:
+                    log.exception("error streaming the response to %s %s",
+                                  request.method, request.target)
+                    return False
+                send_value = None
+                if isinstance(item, (bytes, bytearray, memoryview, str)):
+                    data = item.encode() if isinstance(item, str) else bytes(item)
+                    if data:
+                        yield from self._send(conn, data if http10 else chunk(data))
+                    continue
+                try:
+                    send_value = yield item
+                except BaseException as exc:  # Cancelled included: let the body clean up
+                    error = exc
+            if not http10:
+                yield from self._send(conn, LAST_CHUNK)
+            return True
+        finally:
+            _close_body(body)
 
     @staticmethod
     def _try_send(sock: Socket, data: bytes) -> None:
@@ -296,7 +389,8 @@ class Server:
     # -- shutting down ---------------------------------------------------------
 
     def shutdown(self, grace: float | None = None) -> Coro[None]:
-        """Stop accepting, close idle connections, let requests in flight
+        """Stop accepting, close connections with no request in flight
+        (idle ones, and those still receiving a request's head), let requests in flight
         finish for up to ``grace`` seconds, then cancel what is left."""
         grace = self.config.graceful_timeout if grace is None else grace
         self.closing = True
@@ -305,15 +399,40 @@ class Server:
         self._listeners.clear()
         self._slot_free.set()
         for conn in list(self.connections):
-            if conn.idle and conn.task is not None:
+            if conn.phase in _CLOSABLE and conn.task is not None:
                 conn.task.cancel("server shutting down")
         yield from move_on_after(grace, self._all_closed.wait())
-        left = [conn.task for conn in self.connections if conn.task is not None]
-        if left:
-            log.warning("grace period over: cancelling %d connection(s)", len(left))
-            for task in left:
-                task.cancel("server shutdown grace period over")
+        if self.connections:
+            log.warning("grace period over: cancelling %d connection(s)",
+                        len(self.connections))
+            self.abort("server shutdown grace period over")
             yield from self._all_closed.wait()
+
+    def abort(self, reason: str = "server aborted") -> None:
+        """Cancel every connection, requests in flight included."""
+        for conn in list(self.connections):
+            if conn.task is not None:
+                conn.task.cancel(reason)
+
+
+def _set_deadline(deadline: Deadline, seconds: float, label: str) -> None:
+    """``deadline.set(seconds, label)``, re-arming its timer when the new
+    deadline comes before the one the timer is armed for: a Deadline
+    re-arms lazily, when its timer fires, so without this a deadline moved
+    earlier (keep-alive idle after a long send, say) would wait for that."""
+    entry = deadline.entry
+    if entry is not None and entry[0] > deadline.kernel.clock() + seconds:
+        deadline.close()
+    deadline.set(seconds, label)
+
+
+def _close_body(body: Any) -> None:
+    """Close a streaming body that will not be driven to its end, so its
+    ``finally`` blocks run now rather than whenever it is collected."""
+    try:
+        body.close()
+    except Exception:
+        log.exception("error closing a streaming response body")
 
 
 def _format_client(client: Any) -> str:
@@ -340,6 +459,7 @@ def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
         if on_ready is not None:
             on_ready(server)
         yield from stopped.wait()
+        watchers.append((yield from spawn(_hurry_on_signal(signals, server), "signal watcher")))
         yield from server.shutdown()
         for task in (accept, *watchers):
             task.cancel("server stopped")
@@ -350,6 +470,14 @@ def _wait_signal(signals: Any, stopped: Event) -> Coro[None]:
     signum = yield from signals.wait()
     log.info("received %s, shutting down", signal.Signals(signum).name)
     stopped.set()
+
+
+def _hurry_on_signal(signals: Any, server: Server) -> Coro[None]:
+    """A second SIGINT/SIGTERM during the grace period: stop now."""
+    signum = yield from signals.wait()
+    log.warning("received %s again: cancelling the requests in flight",
+                signal.Signals(signum).name)
+    server.abort()
 
 
 def _wait_readable(sock: Any, stopped: Event) -> Coro[None]:

@@ -1,0 +1,282 @@
+"""``corofw run`` as a subprocess: options, environment variables, error
+messages, signals and graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+
+import httpx
+import pytest
+from live import (
+    PROJECT_ROOT,
+    RawClient,
+    free_port,
+    get,
+    kill_tree,
+    run_cli,
+    start_cli,
+    wait_listening,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="subprocess tests need Linux")
+
+
+class Served:
+    """A ``corofw run`` subprocess on a free port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 app: str = "apps.hello:routes") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = start_cli("run", app, "--host", "127.0.0.1", "--port", str(self.port),
+                              *args, env=env)
+
+    def __enter__(self) -> Served:
+        try:
+            wait_listening(self.port, self.proc)
+        except BaseException:
+            kill_tree(self.proc)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        kill_tree(self.proc)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, str]:
+        """Send ``signum``; return the exit status and stderr."""
+        self.proc.send_signal(signum)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+
+def assert_one_error_line(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- help and options ------------------------------------------------------------------
+
+def test_help():
+    result = run_cli("run", "--help")
+    assert result.returncode == 0
+    for text in ("MODULE:ATTR", "--host", "--port", "--workers", "--no-access-log",
+                 "--graceful-timeout", "COROFW_PORT", "COROFW_HOST"):
+        assert text in result.stdout
+    top = run_cli("--help")
+    assert top.returncode == 0
+    assert "run" in top.stdout
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert "0.1.0" in result.stdout
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "corofw")
+    if not os.path.exists(script):
+        pytest.skip("no corofw script next to the interpreter")
+    import subprocess
+
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=20,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 0
+    assert "run" in result.stdout
+
+
+def test_run_serves_and_sigint_stops_cleanly():
+    with Served() as served:
+        with httpx.Client() as client:
+            r = client.get(served.url + "/")
+            assert r.status_code == 200
+            assert r.text == "Hello, World!"
+            assert client.post(served.url + "/echo", content=b"abc").content == b"abc"
+        time.sleep(0.2)  # the loop now sleeps in epoll_wait
+        started = time.monotonic()
+        status, err = served.stop(signal.SIGINT)
+        assert status == 0
+        assert time.monotonic() - started < 5.0
+        assert "Traceback" not in err
+        assert "KeyboardInterrupt" not in err
+        assert f"serving on http://127.0.0.1:{served.port}" in err
+        assert '"GET / HTTP/1.1" 200 13' in err  # the access log is on by default
+
+
+def test_no_access_log():
+    with Served("--no-access-log") as served:
+        assert httpx.get(served.url + "/").status_code == 200
+        status, err = served.stop()
+        assert status == 0
+        assert "serving on" in err
+        assert "GET /" not in err
+
+
+def test_environment_variables():
+    port = free_port()
+    env = {"COROFW_HOST": "127.0.0.1", "COROFW_PORT": str(port), "COROFW_ACCESS_LOG": "false",
+           "COROFW_LOG_LEVEL": "warning"}
+    proc = start_cli("run", "apps.hello:routes", env=env)
+    try:
+        wait_listening(port, proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "Hello, World!"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0
+        assert "serving on" not in err  # log level warning
+        assert "GET /" not in err
+    finally:
+        kill_tree(proc)
+
+
+def test_option_overrides_environment():
+    port = free_port()
+    env = {"COROFW_PORT": "1", "COROFW_KEEP_ALIVE_TIMEOUT": "0.3"}
+    proc = start_cli("run", "apps.hello:routes", "--port", str(port), env=env)
+    try:
+        wait_listening(port, proc)
+        with RawClient(port) as raw:  # the keep-alive timeout comes from the environment
+            assert raw.request("GET", "/").status == 200
+            started = time.monotonic()
+            assert raw.is_closed(timeout=5)
+            assert time.monotonic() - started < 3.0
+    finally:
+        kill_tree(proc)
+
+
+def test_invalid_environment_value_is_a_clear_error():
+    result = run_cli("run", "apps.hello:routes", env={"COROFW_PORT": "eighty"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "eighty" in result.stderr
+
+
+# -- errors: one clear line, no traceback ------------------------------------------------
+
+@pytest.mark.parametrize(("spec", "fragments"), [
+    ("no_such_module:routes", ["no_such_module", "no such module"]),
+    ("apps.no_such_module:routes", ["apps.no_such_module", "no such module"]),
+    ("apps.hello:no_such_attr", ["no_such_attr"]),
+    ("apps.hello:Response", ["apps.hello:Response", "not a corofw Router"]),
+    ("tests.pid_app:not_a_router", ["not_a_router", "not a corofw Router"]),
+    ("apps.hello", ["MODULE:ATTR"]),
+    ("apps.hello:", ["MODULE:ATTR"]),
+    (":routes", ["MODULE:ATTR"]),
+])
+def test_bad_app_spec(spec, fragments):
+    assert_one_error_line(run_cli("run", spec, "--port", "0"), *fragments)
+
+
+def test_module_failing_on_import(tmp_path):
+    (tmp_path / "broken_app.py").write_text("import json\nraise RuntimeError('no\\nway')\n")
+    result = run_cli("run", "broken_app:routes", "--port", "0",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_one_error_line(result, "broken_app", "RuntimeError", "no way")
+
+
+def test_module_with_missing_dependency(tmp_path):
+    (tmp_path / "needy_app.py").write_text("import no_such_dependency\n")
+    result = run_cli("run", "needy_app:routes", "--port", "0",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_one_error_line(result, "needy_app", "no_such_dependency")
+
+
+def test_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", "apps.hello:routes", "--port", str(port))
+    assert_one_error_line(result, f"127.0.0.1:{port}", "address already in use")
+
+
+def test_unknown_host():
+    result = run_cli("run", "apps.hello:routes", "--host", "no-such-host.invalid", "--port", "0")
+    assert_one_error_line(result, "no-such-host.invalid")
+
+
+def test_python_dash_m_corofw_and_port_zero():
+    """``--port 0`` picks a free port; the log line tells which."""
+    proc = start_cli("run", "apps.hello:routes", "--port", "0")
+    try:
+        port = None
+        deadline = time.monotonic() + 15
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if "serving on http://127.0.0.1:" in line:
+                port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        assert port, "no 'serving on' line"
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "Hello, World!"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        kill_tree(proc)
+
+
+# -- graceful shutdown -------------------------------------------------------------------
+
+def test_sigterm_lets_request_in_flight_finish():
+    with Served("--no-access-log") as served:
+        idle = RawClient(served.port)
+        in_flight = RawClient(served.port)
+        try:
+            assert idle.request("GET", "/").status == 200
+            in_flight.send(get("/slow"))
+            time.sleep(0.15)  # the request is in the handler now
+            served.proc.send_signal(signal.SIGTERM)
+            assert idle.is_closed()  # idle connections are closed at once...
+            with pytest.raises(OSError):  # ...and nobody new gets in
+                socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+            response = in_flight.response()  # ...but the request in flight finishes
+            assert response.status == 200
+            assert response.body == b"slow\n"
+            assert response.headers["connection"] == "close"
+            assert in_flight.is_closed()
+            _, err = served.proc.communicate(timeout=15)
+            assert served.proc.returncode == 0
+            assert "Traceback" not in err
+        finally:
+            idle.close()
+            in_flight.close()
+
+
+def test_grace_period_shorter_than_request():
+    with Served("--graceful-timeout", "0.3", app="tests.pid_app:routes") as served, \
+            RawClient(served.port) as in_flight:
+        in_flight.send(get("/sleep/30"))
+        time.sleep(0.15)
+        started = time.monotonic()
+        status, err = served.stop(signal.SIGTERM)
+        assert status == 0
+        assert time.monotonic() - started < 3.0
+        assert in_flight.read_until_close() == b""  # cancelled, never answered
+        assert "grace period over" in err
+        assert "Traceback" not in err
+
+
+def test_second_signal_during_graceful_shutdown():
+    with Served("--graceful-timeout", "10", app="tests.pid_app:routes") as served, \
+            RawClient(served.port) as in_flight:
+        in_flight.send(get("/sleep/30"))
+        time.sleep(0.15)
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        served.proc.send_signal(signal.SIGINT)
+        _, err = served.proc.communicate(timeout=15)
+        assert time.monotonic() - started < 5.0
+        assert served.proc.returncode == 0
+        assert "received SIGINT again" in err
+        assert in_flight.read_until_close() == b""

@@ -1,0 +1,381 @@
+"""The HTTP server against a live socket, driven with httpx (malformed input
+and byte-level checks are in test_server_raw.py)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from live import RawClient, get
+
+from apps.hello import routes as hello_routes
+from corofw import Event, Response, Router, StreamingResponse, sleep
+from corofw.http.server import ServerConfig
+from corofw.testing import serve_in_thread
+
+FAST = dict(keep_alive_timeout=2.0, header_timeout=2.0, body_timeout=2.0, send_timeout=2.0,
+            graceful_timeout=5.0, access_log=False)
+
+
+def config(**overrides) -> ServerConfig:
+    return ServerConfig(**{**FAST, **overrides})
+
+
+def make_app() -> Router:
+    app = Router()
+    released = Event()
+
+    @app.get("/")
+    def index(request):
+        return "index"
+
+    @app.get("/boom")
+    def boom(request):
+        raise RuntimeError("the handler exploded")
+
+    @app.get("/none")
+    def returns_none(request):
+        pass
+
+    @app.get("/number")
+    def returns_number(request):
+        return 42
+
+    @app.get("/gen-boom")
+    def gen_boom(request):
+        yield from sleep(0.01)
+        raise KeyError("deep")
+
+    @app.get("/bad-header")
+    def bad_header(request):
+        return Response("x", headers={"x-evil": "a\r\nset-cookie: pwned=1"})
+
+    @app.get("/stream")
+    def stream(request):
+        def body():
+            for i in range(3):
+                yield f"part{i};"
+                yield from sleep(0.05)
+        return StreamingResponse(body(), content_type="text/plain")
+
+    @app.get("/gated-stream")
+    def gated_stream(request):
+        def body():
+            yield b"first;"
+            yield from released.wait()
+            yield b"second"
+        return StreamingResponse(body())
+
+    @app.get("/release")
+    def release(request):
+        released.set()
+        return "released"
+
+    @app.get("/broken-stream")
+    def broken_stream(request):
+        def body():
+            yield b"partial"
+            raise ValueError("stream broke")
+        return StreamingResponse(body())
+
+    @app.get("/big/{size:int}")
+    def big(request, size):
+        return Response(bytes(range(256)) * (size // 256))
+
+    @app.get("/sleep/{seconds:float}")
+    def nap(request, seconds):
+        yield from sleep(seconds)
+        return "done"
+
+    return app
+
+
+@pytest.fixture
+def app():
+    return make_app()
+
+
+# -- apps/hello.py ------------------------------------------------------------------
+
+def test_hello_app():
+    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+        r = client.get(server.url + "/")
+        assert r.status_code == 200
+        assert r.text == "Hello, World!"
+        assert r.headers["content-type"].startswith("text/plain")
+        assert r.headers["content-length"] == "13"
+        assert "date" in r.headers
+
+        payload = bytes(range(256)) * 100
+        r = client.post(server.url + "/echo", content=payload,
+                        headers={"content-type": "application/x-test"})
+        assert r.status_code == 200
+        assert r.content == payload
+        assert r.headers["content-type"] == "application/x-test"
+
+        started = time.monotonic()
+        r = client.get(server.url + "/slow")
+        assert r.status_code == 200
+        assert r.text == "slow\n"
+        assert time.monotonic() - started >= 0.45
+
+        assert client.get(server.url + "/nowhere").status_code == 404
+        assert client.delete(server.url + "/").status_code == 405
+        assert server.server.requests_served == 5
+
+
+def test_chunked_request_body():
+    def parts():
+        for i in range(5):
+            yield f"piece{i};".encode()
+
+    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+        r = client.post(server.url + "/echo", content=parts())
+        assert r.status_code == 200
+        assert r.content == b"piece0;piece1;piece2;piece3;piece4;"
+
+
+def test_head_sends_headers_of_get_without_body():
+    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+        r = client.head(server.url + "/")
+        assert r.status_code == 200
+        assert r.headers["content-length"] == "13"
+        assert r.content == b""
+        assert client.get(server.url + "/").text == "Hello, World!"
+
+
+def test_slow_requests_overlap():
+    with serve_in_thread(hello_routes, config()) as server:
+        results: list[int] = []
+
+        def fetch():
+            results.append(httpx.get(server.url + "/slow", timeout=10).status_code)
+
+        threads = [threading.Thread(target=fetch) for _ in range(8)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [200] * 8
+        assert time.monotonic() - started < 3.0  # 8 x 0.5 s one after another would be 4 s
+
+
+# -- handler errors ---------------------------------------------------------------------
+
+def test_handler_exception_is_500_logged_and_server_keeps_serving(app, caplog):
+    caplog.set_level(logging.ERROR, logger="corofw.server")
+    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+        r = client.get(server.url + "/boom")
+        assert r.status_code == 500
+        assert "exploded" not in r.text  # no details leak to the client
+        # the same connection serves the next request...
+        assert client.get(server.url + "/").text == "index"
+        # ...and so does a new one
+        assert httpx.get(server.url + "/").text == "index"
+        r = client.get(server.url + "/gen-boom")
+        assert r.status_code == 500
+    records = [r for r in caplog.records if r.name == "corofw.server"]
+    assert len(records) == 2
+    assert "GET /boom" in records[0].getMessage()
+    assert records[0].exc_info and records[0].exc_info[0] is RuntimeError
+    assert "the handler exploded" in caplog.text
+    assert "Traceback" in caplog.text
+    assert records[1].exc_info and records[1].exc_info[0] is KeyError
+
+
+@pytest.mark.parametrize(("path", "handler", "type_name"), [
+    ("/none", "returns_none", "NoneType"),
+    ("/number", "returns_number", "int"),
+])
+def test_unusable_return_value_is_500_naming_handler_and_type(app, caplog, path, handler,
+                                                              type_name):
+    caplog.set_level(logging.ERROR, logger="corofw.server")
+    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+        r = client.get(server.url + path)
+        assert r.status_code == 500
+        assert client.get(server.url + "/").status_code == 200
+    assert handler in caplog.text
+    assert type_name in caplog.text
+
+
+def test_invalid_response_header_is_500_never_injected(app, caplog):
+    caplog.set_level(logging.ERROR, logger="corofw.server")
+    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+        r = client.get(server.url + "/bad-header")
+        assert r.status_code == 500
+        assert "set-cookie" not in r.headers
+        assert client.get(server.url + "/").status_code == 200
+    assert "x-evil" in caplog.text
+
+
+# -- streaming ------------------------------------------------------------------------
+
+def test_streaming_response_is_chunked_for_http11(app):
+    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+        r = client.get(server.url + "/stream")
+        assert r.status_code == 200
+        assert r.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in r.headers
+        assert r.text == "part0;part1;part2;"
+        assert client.get(server.url + "/").text == "index"  # still keep-alive
+
+
+def test_streaming_chunks_are_sent_as_they_are_produced(app):
+    with serve_in_thread(app, config()) as server, httpx.Client() as client, \
+            client.stream("GET", server.url + "/gated-stream") as r:
+        chunks = r.iter_raw()
+        assert next(chunks) == b"first;"  # while the body still waits for /release
+        assert httpx.get(server.url + "/release").text == "released"
+        assert b"".join(chunks) == b"second"
+
+
+def test_streaming_body_that_fails_midway_closes_the_connection(app, caplog):
+    caplog.set_level(logging.ERROR, logger="corofw.server")
+    with serve_in_thread(app, config()) as server:
+        with RawClient(server.port) as raw:
+            raw.send(get("/broken-stream"))
+            status, _, headers = raw.read_head()
+            assert status == 200
+            # no last chunk (nor anything else): the client sees the failure
+            assert raw.read_until_close() == b"7\r\npartial\r\n"
+        assert httpx.get(server.url + "/").text == "index"
+    assert "stream broke" in caplog.text
+
+
+# -- access log -----------------------------------------------------------------------------
+
+def test_access_log_one_line_per_request(app, caplog):
+    caplog.set_level(logging.INFO, logger="corofw.access")
+    with serve_in_thread(app, config(access_log=True)) as server, httpx.Client() as client:
+        client.get(server.url + "/")
+        client.get(server.url + "/nowhere?x=1")
+        client.get(server.url + "/boom")
+    lines = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
+    assert len(lines) == 3
+    assert '"GET / HTTP/1.1" 200 5' in lines[0]
+    assert '"GET /nowhere?x=1 HTTP/1.1" 404' in lines[1]
+    assert '"GET /boom HTTP/1.1" 500' in lines[2]
+    assert lines[0].startswith("127.0.0.1:")
+
+
+def test_no_access_log_when_disabled(app, caplog):
+    caplog.set_level(logging.DEBUG)
+    with serve_in_thread(app, config(access_log=False)) as server, httpx.Client() as client:
+        client.get(server.url + "/")
+        client.get(server.url + "/boom")
+    assert not [r for r in caplog.records if r.name == "corofw.access"]
+
+
+# -- large responses and backpressure ------------------------------------------------------------
+
+def test_large_response_to_slow_reader_arrives_intact(app):
+    size = 8 << 20
+    expected = bytes(range(256)) * (size // 256)
+    # The whole transfer takes longer than send_timeout: the timeout is for
+    # a client that stops reading, not for one that reads slowly. (Not much
+    # shorter: the socket turns writable only once a third of the server's
+    # send buffer, up to megabytes, is free again.)
+    with serve_in_thread(app, config(send_timeout=1.0)) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        try:
+            sock.sendall(get(f"/big/{size}", "Connection: close\r\n"))
+            started = time.monotonic()
+            received = bytearray()
+            while True:
+                data = sock.recv(64 * 1024)
+                if not data:
+                    break
+                received += data
+                time.sleep(0.015)
+            assert time.monotonic() - started > 1.2
+        finally:
+            sock.close()
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert f"content-length: {size}".encode() in head
+        assert body == expected
+
+
+def test_send_timeout_drops_client_that_never_reads(app, caplog):
+    caplog.set_level(logging.DEBUG, logger="corofw.server")
+    # long idle and header timeouts: the short send timeout must win anyway
+    slow_config = config(send_timeout=0.3, keep_alive_timeout=30.0, header_timeout=30.0)
+    with serve_in_thread(app, slow_config) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", server.port))
+        try:
+            sock.sendall(get("/big/8388608"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                # meanwhile others are served
+                assert httpx.get(server.url + "/", timeout=5).text == "index"
+                if not server.server.connections:
+                    break
+                time.sleep(0.05)
+            assert not server.server.connections
+            assert time.monotonic() - deadline + 10 < 5.0
+            # the stalled client finds its connection closed, its response cut short
+            sock.settimeout(5)
+            received = 0
+            try:
+                while data := sock.recv(1 << 20):
+                    received += len(data)
+            except ConnectionResetError:
+                pass
+            assert received < 8 << 20
+        finally:
+            sock.close()
+    assert "send timeout" in caplog.text
+
+
+# -- graceful shutdown ---------------------------------------------------------------------
+
+def test_graceful_shutdown_finishes_request_in_flight(app):
+    clients: list[RawClient] = []
+    try:
+        with serve_in_thread(app, config(graceful_timeout=5.0)) as server:
+            port = server.port
+            idle = RawClient(port)
+            in_flight = RawClient(port)
+            clients += [idle, in_flight]
+            assert idle.request("GET", "/").status == 200
+            in_flight.send(get("/sleep/0.5"))
+            time.sleep(0.1)  # the request is being handled
+            started = time.monotonic()
+        # leaving the block has stopped the server, after the request finished
+        assert 0.2 < time.monotonic() - started < 5.0
+        response = in_flight.response()
+        assert response.status == 200
+        assert response.body == b"done"
+        assert response.headers["connection"] == "close"
+        assert in_flight.is_closed()
+        assert idle.is_closed(timeout=0.1)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_shutdown_grace_period_cancels_long_request(app, caplog):
+    caplog.set_level(logging.WARNING, logger="corofw.server")
+    with serve_in_thread(app, config(graceful_timeout=0.2)) as server:
+        client = RawClient(server.port)
+        client.send(get("/sleep/30"))
+        time.sleep(0.1)
+        started = time.monotonic()
+    try:
+        assert time.monotonic() - started < 3.0
+        assert client.read_until_close() == b""  # cancelled: no response, connection closed
+    finally:
+        client.close()
+    assert "grace period over" in caplog.text

@@ -1,0 +1,446 @@
+"""The HTTP server at the byte level, over raw sockets: connection reuse,
+pipelining, timeouts, HTTP/1.0, 100-continue and malformed requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from live import RawClient, get
+
+from corofw import Response, Router, StreamingResponse, sleep
+from corofw.http.parser import Limits
+from corofw.http.server import ServerConfig
+from corofw.testing import serve_in_thread
+
+
+def make_app() -> Router:
+    app = Router()
+
+    @app.get("/")
+    def index(request):
+        return "Hello, World!"
+
+    @app.get("/client")
+    def client(request):
+        return str(request.client[1])
+
+    @app.get("/slow")
+    def slow(request):
+        yield from sleep(0.3)
+        return "slow"
+
+    @app.post("/echo")
+    def echo(request):
+        return Response(request.body, content_type="application/octet-stream")
+
+    @app.get("/boom")
+    def boom(request):
+        raise RuntimeError("boom")
+
+    @app.get("/stream")
+    def stream(request):
+        def body():
+            for i in range(3):
+                yield f"part{i};"
+                yield from sleep(0.05)
+        return StreamingResponse(body(), content_type="text/plain")
+
+    @app.get("/quick-stream")
+    def quick_stream(request):
+        def body():
+            for _ in range(5):
+                yield b"x" * 100
+        return StreamingResponse(body())
+
+    @app.get("/empty")
+    def empty(request):
+        return "ignored", 204
+
+    return app
+
+
+CONFIG = ServerConfig(keep_alive_timeout=3.0, header_timeout=3.0, body_timeout=3.0,
+                      send_timeout=3.0, graceful_timeout=2.0, access_log=False,
+                      limits=Limits(max_request_line=1024, max_header_bytes=4096,
+                                    max_headers=20, max_body_bytes=65536))
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve_in_thread(make_app(), CONFIG) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with RawClient(server.port) as raw:
+        yield raw
+
+
+# -- connection reuse ---------------------------------------------------------------
+
+def test_keep_alive_serves_requests_on_one_connection(client):
+    port = str(client.local_port()).encode()
+    for _ in range(3):
+        response = client.request("GET", "/client")
+        assert response.status == 200
+        assert response.body == port  # the server saw the same connection each time
+        assert "connection" not in response.headers
+    assert client.request("POST", "/echo", b"abc").body == b"abc"
+    assert not client.is_closed(timeout=0.1)
+
+
+def test_idle_keep_alive_connection_times_out():
+    with serve_in_thread(make_app(), ServerConfig(keep_alive_timeout=0.3,
+                                                  access_log=False)) as server:
+        with RawClient(server.port) as raw:
+            assert raw.request("GET", "/").status == 200
+            started = time.monotonic()
+            assert raw.is_closed(timeout=5)
+            assert 0.2 < time.monotonic() - started < 3.0
+        with RawClient(server.port) as raw:  # idle from the start
+            assert raw.is_closed(timeout=5)
+        with RawClient(server.port) as raw:  # after a pipelined pair too
+            raw.send(get("/") + get("/"))
+            assert raw.response().status == 200
+            assert raw.response().status == 200
+            assert raw.is_closed(timeout=5)
+
+
+def test_idle_timeout_applies_after_a_longer_phase():
+    """The connection's deadline moves from a long phase (a slow request head)
+    to a short one (keep-alive idle): the short one must still be kept."""
+    config = ServerConfig(keep_alive_timeout=0.3, header_timeout=20.0, access_log=False)
+    with serve_in_thread(make_app(), config) as server, RawClient(server.port) as raw:
+        raw.send(b"GET / HTTP/1.1\r\n")
+        time.sleep(0.6)  # past the first idle deadline, well within the header timeout
+        raw.send(b"Host: t\r\n\r\n")
+        assert raw.response().status == 200
+        started = time.monotonic()
+        assert raw.is_closed(timeout=8)
+        assert time.monotonic() - started < 5.0
+
+
+def test_pipelined_requests_are_answered_in_order(client):
+    client.send(get("/slow") + get("/")
+                + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+    assert client.response().body == b"slow"
+    assert client.response().body == b"Hello, World!"
+    assert client.response().body == b"hello"
+    assert client.request("GET", "/").status == 200
+
+
+def test_pipelined_request_split_across_sends(client):
+    data = get("/") + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz" + get("/")
+    for i in range(0, len(data), 7):
+        client.send(data[i:i + 7])
+        time.sleep(0.001)
+    assert [client.response().status for _ in range(3)] == [200] * 3
+
+
+def test_head_has_get_headers_and_no_body(client):
+    client.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n" + get("/"))
+    head = client.response("HEAD")
+    assert head.status == 200
+    assert head.headers["content-length"] == "13"
+    assert head.headers["content-type"].startswith("text/plain")
+    # the next bytes on the wire are the GET's response: HEAD sent no body
+    assert client.buf == b"" or client.buf.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert client.response().body == b"Hello, World!"
+
+
+def test_head_of_streaming_response_sends_no_body(client):
+    client.send(b"HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n" + get("/"))
+    head = client.response("HEAD")
+    assert head.status == 200
+    assert client.response().body == b"Hello, World!"
+
+
+def test_204_has_no_body_and_no_length(client):
+    client.send(get("/empty") + get("/"))
+    response = client.response()
+    assert response.status == 204
+    assert "content-length" not in response.headers
+    assert "transfer-encoding" not in response.headers
+    assert client.response().body == b"Hello, World!"  # nothing was sent in between
+
+
+def test_streamed_chunks_are_not_held_back(client):
+    """Chunks are small separate writes: with Nagle's algorithm on, each
+    would wait for the client's delayed ACK (about 40 ms a response)."""
+    started = time.monotonic()
+    for _ in range(50):
+        client.send(get("/quick-stream"))
+        assert client.response().body == b"x" * 500
+    assert time.monotonic() - started < 1.5  # 50 x 40 ms = 2 s when held back
+
+
+def test_connection_close_is_honoured(client):
+    client.send(get("/", "Connection: close\r\n"))
+    response = client.response()
+    assert response.status == 200
+    assert response.headers["connection"] == "close"
+    assert client.is_closed()
+
+
+def test_handler_error_keeps_pipelined_connection(client):
+    client.send(get("/boom") + get("/"))
+    assert client.response().status == 500
+    assert client.response().body == b"Hello, World!"
+    assert not client.is_closed(timeout=0.1)
+
+
+def test_max_connections_pauses_accepting():
+    config = ServerConfig(max_connections=2, access_log=False)
+    with serve_in_thread(make_app(), config) as server, \
+            RawClient(server.port) as first, RawClient(server.port) as second, \
+            RawClient(server.port) as third:
+        assert first.request("GET", "/").status == 200
+        assert second.request("GET", "/").status == 200
+        third.send(get("/"))  # connected (the OS backlog) but not accepted yet
+        third.sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            third.sock.recv(1)
+        third.sock.settimeout(5)
+        first.close()
+        assert third.response().body == b"Hello, World!"
+        assert second.request("GET", "/").status == 200
+
+
+# -- HTTP/1.0 ----------------------------------------------------------------------------
+
+def test_http10_closes_by_default(client):
+    client.send(get("/", version="1.0"))
+    response = client.response()
+    assert response.status == 200
+    assert response.body == b"Hello, World!"
+    assert response.headers.get("connection") == "close"
+    assert client.is_closed()
+
+
+def test_http10_keep_alive_is_echoed(client):
+    for _ in range(2):
+        client.send(get("/", "Connection: keep-alive\r\n", version="1.0"))
+        response = client.response()
+        assert response.body == b"Hello, World!"
+        assert response.headers["connection"] == "keep-alive"
+    assert not client.is_closed(timeout=0.1)
+
+
+def test_http10_streaming_is_close_delimited(client):
+    client.send(get("/stream", "Connection: keep-alive\r\n", version="1.0"))
+    status, _, headers = client.read_head()
+    fields = dict(headers)
+    assert status == 200
+    assert "transfer-encoding" not in fields
+    assert "content-length" not in fields
+    assert fields["connection"] == "close"
+    assert client.read_until_close() == b"part0;part1;part2;"
+
+
+def test_http11_streaming_is_chunked(client):
+    client.send(get("/stream"))
+    response = client.response()
+    assert response.chunked
+    assert response.body == b"part0;part1;part2;"
+    assert client.request("GET", "/").status == 200
+
+
+# -- timeouts ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def impatient():
+    config = ServerConfig(keep_alive_timeout=0.4, header_timeout=0.4, body_timeout=0.4,
+                          send_timeout=1.0, access_log=False)
+    with serve_in_thread(make_app(), config) as running:
+        yield running
+
+
+def test_header_timeout_even_while_bytes_trickle_in(impatient):
+    with RawClient(impatient.port) as raw:
+        raw.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        started = time.monotonic()
+        try:
+            for _ in range(100):  # 5 s of trickling, far past the header timeout
+                raw.send(b"X-Slow: 1\r\n")
+                time.sleep(0.05)
+        except OSError:
+            pass  # the server closed the connection: good
+        response = raw.response()
+        assert response.status == 408
+        assert response.headers["connection"] == "close"
+        assert time.monotonic() - started < 4.0
+        assert raw.is_closed()
+
+
+def test_body_timeout(impatient):
+    with RawClient(impatient.port) as raw:
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        response = raw.response()
+        assert response.status == 408
+        assert response.headers["connection"] == "close"
+        assert time.monotonic() - started < 4.0
+        assert raw.is_closed()
+
+
+def test_slow_but_timely_body_is_accepted(impatient):
+    with RawClient(impatient.port) as raw:
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabc")
+        time.sleep(0.1)
+        raw.send(b"def")
+        assert raw.response().body == b"abcdef"
+
+
+def test_idle_timeout_does_not_send_408(impatient):
+    with RawClient(impatient.port) as raw:
+        assert raw.request("GET", "/").status == 200
+        assert raw.read_until_close() == b""
+
+
+# -- Expect: 100-continue ------------------------------------------------------------------
+
+def test_expect_100_continue(client):
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n")
+    assert client.interim() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    client.send(b"hello")
+    response = client.response()
+    assert response.status == 200
+    assert response.body == b"hello"
+    # and once more on the same connection
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\n")
+    assert client.interim() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    client.send(b"ok")
+    assert client.response().body == b"ok"
+
+
+def test_expect_100_continue_refused_body_gets_final_status_only(client):
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+                b"Expect: 100-continue\r\n\r\n")
+    response = client.response()
+    assert response.status == 413
+    assert client.is_closed()
+
+
+def test_no_100_continue_when_body_already_sent(client):
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\nhi")
+    head = client.interim()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+# -- malformed requests --------------------------------------------------------------------
+
+MALFORMED = [
+    ("bad request line", b"GARBAGE\r\n\r\n", 400),
+    ("missing version", b"GET /\r\nHost: t\r\n\r\n", 400),
+    ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    ("missing Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("CL and TE", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("CL with sign", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400),
+    ("CL hex", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc", 400),
+    ("CL conflict", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                    b"Content-Length: 4\r\n\r\nabcd", 400),
+    ("unknown TE", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n", 501),
+    ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"zz\r\n", 400),
+    ("URI too long", b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    ("header too large", b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n",
+     431),
+    ("too many headers", b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-A: 1\r\n" * 30 + b"\r\n", 431),
+    ("body too large", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", 413),
+    ("chunked body too large", b"POST /echo HTTP/1.1\r\nHost: t\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n20000\r\n", 413),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
+    ("bare LF", b"GET / HTTP/1.1\nHost: t\n\n", 400),
+    ("bare LF in headers", b"GET / HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+    ("control byte in value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n", 400),
+]
+
+
+@pytest.mark.parametrize(("data", "status"), [(d, s) for _, d, s in MALFORMED],
+                         ids=[name for name, _, _ in MALFORMED])
+def test_malformed_request_gets_4xx_and_close(client, data, status):
+    client.send(data)
+    response = client.response()
+    assert response.status == status
+    assert response.headers["connection"] == "close"
+    assert client.is_closed()
+
+
+@pytest.mark.parametrize(("data", "status"), [(d, s) for _, d, s in MALFORMED],
+                         ids=[name for name, _, _ in MALFORMED])
+def test_valid_pipelined_requests_before_a_bad_one_are_answered(client, data, status):
+    client.send(get("/") + get("/client") + data + get("/"))
+    assert client.response().body == b"Hello, World!"
+    assert client.response().body == str(client.local_port()).encode()
+    response = client.response()
+    assert response.status == status
+    assert response.headers["connection"] == "close"
+    assert client.is_closed()
+
+
+def test_header_too_large_when_sent_in_pieces(client):
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+    for _ in range(20):
+        try:
+            client.send(b"X-Filler: " + b"a" * 500 + b"\r\n")
+        except OSError:
+            break
+    response = client.response()
+    assert response.status == 431
+    assert client.is_closed()
+
+
+def test_refused_large_body_is_readable_while_client_still_sends(server):
+    """The server answers 413 at the head; a client that goes on sending its
+    body must still read the answer (no reset destroys it)."""
+    body = b"x" * (4 << 20)
+    for _ in range(3):
+        with RawClient(server.port) as raw:
+            errors: list[BaseException] = []
+
+            def send_all(raw=raw, errors=errors):
+                try:
+                    raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body)
+                except OSError as exc:
+                    errors.append(exc)
+
+            sender = threading.Thread(target=send_all)
+            sender.start()
+            try:
+                response = raw.response()
+            finally:
+                sender.join(10)
+            assert response.status == 413
+            assert response.headers["connection"] == "close"
+            assert not errors  # the server read and discarded the rest
+            assert raw.is_closed()
+
+
+def test_server_survives_garbage(server):
+    for data in [b"\x00" * 100, b"\r\n" * 10, b"\xff\xfe" * 50 + b"\r\n\r\n", b"GET"]:
+        with RawClient(server.port) as raw:
+            raw.send(data)
+            raw.sock.shutdown(1)  # SHUT_WR: nothing more will come
+            raw.read_until_close()
+    with RawClient(server.port) as raw:
+        assert raw.request("GET", "/").status == 200
+
+
+def test_client_disconnect_mid_request_is_harmless(server):
+    with RawClient(server.port) as raw:
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+    with RawClient(server.port) as raw:
+        raw.send(get("/slow"))
+    time.sleep(0.4)  # the handler finishes and writes to a closed connection
+    with RawClient(server.port) as raw:
+        assert raw.request("GET", "/").status == 200
