@@ -175,7 +175,7 @@ class Server:
                     break
                 if conn.phase is _IDLE:  # the first bytes of a request: its head must follow
                     conn.phase = _HEAD
-                    _set_deadline(deadline, config.header_timeout, "request header")
+                    deadline.set(config.header_timeout, "request header")
                 parser.feed(data)
                 while True:
                     try:
@@ -190,7 +190,7 @@ class Server:
                     if request is None:
                         if parser._head is not None and conn.phase is not _BODY:
                             conn.phase = _BODY
-                            _set_deadline(deadline, config.body_timeout, "request body")
+                            deadline.set(config.body_timeout, "request body")
                             if parser.expect_continue and not sent_continue:
                                 sent_continue = True
                                 yield from self._send(conn, CONTINUE)
@@ -205,10 +205,10 @@ class Server:
                         break
                     if parser.buffered:
                         conn.phase = _HEAD
-                        _set_deadline(deadline, config.header_timeout, "request header")
+                        deadline.set(config.header_timeout, "request header")
                     else:
                         conn.phase = _IDLE
-                        _set_deadline(deadline, config.keep_alive_timeout, "keep-alive idle")
+                        deadline.set(config.keep_alive_timeout, "keep-alive idle")
             if linger:
                 yield from self._linger(conn)
         except Cancelled as exc:
@@ -237,7 +237,7 @@ class Server:
         sock = conn.sock
         conn.phase = _LINGER
         sock.shutdown(socket.SHUT_WR)
-        _set_deadline(conn.deadline, _LINGER_SECONDS, "lingering close")  # type: ignore[arg-type]
+        conn.deadline.set(_LINGER_SECONDS, "lingering close")  # type: ignore[union-attr]
         recv = sock.sock.recv
         drained = 0
         while drained < _LINGER_BYTES:
@@ -325,7 +325,7 @@ class Server:
         if saved_when is None:
             deadline.clear()
         else:
-            _set_deadline(deadline, max(saved_when - deadline.kernel.clock(), 0.0), saved_label)
+            deadline.set(max(saved_when - deadline.kernel.clock(), 0.0), saved_label)
 
     def _send_slowly(self, conn: _Connection, data: bytes, sent: int) -> Coro[None]:
         send = conn.sock.sock.send
@@ -333,7 +333,7 @@ class Server:
         deadline: Deadline = conn.deadline  # type: ignore[assignment]
         timeout = self.config.send_timeout
         total = len(data)
-        _set_deadline(deadline, timeout, "send")
+        deadline.set(timeout, "send")
         with memoryview(data) as view:
             while sent < total:
                 try:
@@ -413,17 +413,6 @@ class Server:
         for conn in list(self.connections):
             if conn.task is not None:
                 conn.task.cancel(reason)
-
-
-def _set_deadline(deadline: Deadline, seconds: float, label: str) -> None:
-    """``deadline.set(seconds, label)``, re-arming its timer when the new
-    deadline comes before the one the timer is armed for: a Deadline
-    re-arms lazily, when its timer fires, so without this a deadline moved
-    earlier (keep-alive idle after a long send, say) would wait for that."""
-    entry = deadline.entry
-    if entry is not None and entry[0] > deadline.kernel.clock() + seconds:
-        deadline.close()
-    deadline.set(seconds, label)
 
 
 def _close_body(body: Any) -> None:

@@ -37,10 +37,14 @@ class Deadline:
     def set(self, seconds: float, label: str) -> None:
         """Expire ``seconds`` from now, in phase ``label``."""
         self._drop_stale_cancel()
-        self.when = self.kernel.clock() + seconds
+        when = self.when = self.kernel.clock() + seconds
         self.label = label
-        if self.entry is None:
-            self.entry = self.kernel.add_timer(seconds, self._fire, None)
+        entry = self.entry
+        if entry is not None:
+            if entry[0] <= when:
+                return  # the armed timer fires first and re-checks then
+            self.kernel.cancel_timer(entry)
+        self.entry = self.kernel.add_timer(seconds, self._fire, None)
 
     def clear(self) -> None:
         """No deadline until the next :meth:`set`."""
