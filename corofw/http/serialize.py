@@ -72,6 +72,29 @@ def response_head(status: int, content_type: str | None, headers: object,
     return b"".join(parts)
 
 
+_prefixes: dict[tuple[int, str | None], bytes] = {}
+
+
+def simple_response(status: int, content_type: str | None, body: bytes,
+                    keep_alive: bool) -> bytes:
+    """A whole HTTP/1.1 response with no extra headers, as one bytes object
+    (the server's fast path; same bytes as :func:`response_head` + body)."""
+    prefix = _prefixes.get((status, content_type))
+    if prefix is None:
+        prefix = status_line(status)
+        if content_type is not None:
+            prefix += _content_type_line(content_type)
+        if len(_prefixes) < 256:
+            _prefixes[(status, content_type)] = prefix
+    now = time.time()
+    if now >= _date[0]:
+        date_line()
+    if keep_alive:
+        return b"%scontent-length: %d\r\n%s\r\n%s" % (prefix, len(body), _date[1], body)
+    return b"%scontent-length: %d\r\n%sconnection: close\r\n\r\n%s" % (
+        prefix, len(body), _date[1], body)
+
+
 def body_allowed(status: int, method: str) -> bool:
     """Whether a response of ``status`` to ``method`` carries a body."""
     return method != "HEAD" and status >= 200 and status not in _NO_BODY_STATUS

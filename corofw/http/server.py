@@ -36,12 +36,14 @@ from ..net import Socket
 from .messages import Request, Response, StreamingResponse
 from .parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
 from .serialize import (
+    _NO_BODY_STATUS,
     CONTINUE,
     LAST_CHUNK,
     body_allowed,
     chunk,
     error_response,
     response_head,
+    simple_response,
 )
 
 log = logging.getLogger("corofw.server")
@@ -157,6 +159,7 @@ class Server:
         config = self.config
         sock = conn.sock
         recv = sock.sock.recv
+        send = sock.sock.send
         read_trap = (READ, sock.fd)
         parser = RequestParser(config.limits, conn.client)
         handle = self.app.handle
@@ -169,13 +172,12 @@ class Server:
                 try:
                     data = recv(_RECV_SIZE)
                 except BlockingIOError:
-                    yield read_trap
+                    data = None
+                if data is None:
+                    yield read_trap  # outside the except block: no exception kept alive
                     continue
                 if not data:
                     break
-                if conn.phase is _IDLE:  # the first bytes of a request: its head must follow
-                    conn.phase = _HEAD
-                    deadline.set(config.header_timeout, "request header")
                 parser.feed(data)
                 while True:
                     try:
@@ -188,6 +190,9 @@ class Server:
                         linger = True
                         break
                     if request is None:
+                        if conn.phase is _IDLE and parser.buffered:  # a request has begun
+                            conn.phase = _HEAD
+                            deadline.set(config.header_timeout, "request header")
                         if parser._head is not None and conn.phase is not _BODY:
                             conn.phase = _BODY
                             deadline.set(config.body_timeout, "request body")
@@ -196,10 +201,31 @@ class Server:
                                 yield from self._send(conn, CONTINUE)
                         break
                     sent_continue = False
-                    conn.phase = _BUSY
-                    deadline.clear()
                     task.context = request  # what the task dump and watchdog report
-                    keep_alive = yield from self._respond(conn, request, handle)
+                    try:
+                        response = handle(request)
+                    except Exception:
+                        response = _app_failed(request)
+                    if type(response) is GeneratorType:  # the app waits: no deadline meanwhile
+                        conn.phase = _BUSY
+                        deadline.clear()
+                        response = yield from _drive_app(response, request)
+                    keep_alive = request.keep_alive and not self.closing
+                    data = _simple_response(response, request, keep_alive)
+                    if data is None:
+                        conn.phase = _BUSY
+                        keep_alive = yield from self._respond(conn, request, response, keep_alive)
+                    else:
+                        try:
+                            sent = send(data)
+                        except BlockingIOError:
+                            sent = 0
+                        if sent != len(data):
+                            conn.phase = _BUSY
+                            yield from self._send_rest(conn, data, sent)
+                        self.requests_served += 1
+                        if config.access_log:
+                            self._log_access(conn, request, response.status, len(response.body))
                     task.context = None
                     if not keep_alive:
                         break
@@ -250,18 +276,11 @@ class Server:
                 break
             drained += len(data)
 
-    def _respond(self, conn: _Connection, request: Request, handle: Any) -> Coro[bool]:
-        """Run the app for ``request`` and send its response; return whether
+    def _respond(self, conn: _Connection, request: Request, response: Any,
+                 keep_alive: bool) -> Coro[bool]:
+        """Send any response the fast path in :meth:`_serve` does not take
+        (streamed, large, HEAD, HTTP/1.0, with headers...); return whether
         the connection stays open."""
-        try:
-            response = handle(request)
-            if type(response) is GeneratorType:
-                response = yield from response
-        except Exception:
-            log.exception("error handling %s %s", request.method, request.target)
-            response = Response(b"Internal Server Error\n", 500, None,
-                                "text/plain; charset=utf-8")
-        keep_alive = request.keep_alive and not self.closing
         http10 = request.version == "HTTP/1.0"
         streaming = type(response) is StreamingResponse
         try:
@@ -301,9 +320,13 @@ class Server:
             yield from self._send(conn, head, body)
         self.requests_served += 1
         if self.config.access_log:
-            access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
-                            request.target, request.version, status, length)
+            self._log_access(conn, request, status, length)
         return keep_alive
+
+    @staticmethod
+    def _log_access(conn: _Connection, request: Request, status: int, length: Any) -> None:
+        access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
+                        request.target, request.version, status, length)
 
     def _send(self, conn: _Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
         """Send ``data``, then ``body`` when it was too large to join to the
@@ -314,8 +337,13 @@ class Server:
             sent = conn.sock.sock.send(data)
         except BlockingIOError:
             sent = 0
-        if sent == len(data) and body is None:
-            return
+        if sent != len(data) or body is not None:
+            yield from self._send_rest(conn, data, sent, body)
+
+    def _send_rest(self, conn: _Connection, data: bytes, sent: int,
+                   body: bytes | None = None) -> Coro[None]:
+        """Finish a send the socket could not take at once, under the send
+        deadline, then restore the deadline that was running."""
         deadline: Deadline = conn.deadline  # type: ignore[assignment]
         saved_when, saved_label = deadline.when, deadline.label
         if sent < len(data):
@@ -413,6 +441,33 @@ class Server:
         for conn in list(self.connections):
             if conn.task is not None:
                 conn.task.cancel(reason)
+
+
+def _app_failed(request: Request) -> Response:
+    log.exception("error handling %s %s", request.method, request.target)
+    return Response(b"Internal Server Error\n", 500, None, "text/plain; charset=utf-8")
+
+
+def _drive_app(app_coroutine: Any, request: Request) -> Coro[Any]:
+    try:
+        return (yield from app_coroutine)
+    except Exception:
+        return _app_failed(request)
+
+
+def _simple_response(response: Any, request: Request, keep_alive: bool) -> bytes | None:
+    """The whole response as bytes, for the common case: a small
+    :class:`Response` with no extra headers to a GET/POST/... over HTTP/1.1.
+    None for anything else, which :meth:`Server._respond` handles."""
+    if type(response) is not Response or response.headers:
+        return None
+    body = response.body
+    status = response.status
+    if type(body) is not bytes or len(body) >= 65536 or status in _NO_BODY_STATUS \
+            or not 200 <= status < 600 or request.method == "HEAD" \
+            or request.version != "HTTP/1.1":
+        return None
+    return simple_response(status, response.content_type, body, keep_alive)
 
 
 def _close_body(body: Any) -> None:
