@@ -31,6 +31,7 @@ it. Every server is stopped by its PID.
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -170,6 +171,18 @@ def socket_queues(port: int) -> tuple[int, int, int]:
     return count, unread, unsent
 
 
+def still_open(port: int, client_ports: set[int]) -> int:
+    """How many of the server's connections (local ``port``) from
+    ``client_ports`` it has not closed yet (still ESTABLISHED)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[3] == "01" and int(fields[1].split(":")[1], 16) == port
+                and int(fields[2].split(":")[1], 16) in client_ports):
+            count += 1
+    return count
+
+
 def outbound_connections(remote_port: int) -> int:
     """Open TCP connections (established or half-closed by the peer) to
     127.0.0.1:``remote_port``: the fan-out client's pool, in the soak."""
@@ -267,8 +280,22 @@ def command_text(sub: str, args: argparse.Namespace) -> str:
     return f"`.venv/bin/python {SCRIPT} {sub}{extra}`{via}"
 
 
+def code_state() -> str:
+    """The commit, and the files of corofw/ that differ from it, if any."""
+    text = f"corofw at `{git_revision()}`"
+    try:
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "corofw"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.split("\n")
+    except OSError:
+        return text
+    names = sorted(line[3:] for line in changed if line.strip())
+    if names:
+        text += " with uncommitted changes to " + ", ".join(f"`{n}`" for n in names)
+    return text
+
+
 def header(sub: str, args: argparse.Namespace, load_before: str) -> str:
-    return (f"- Command: {command_text(sub, args)}, {now_utc()}, corofw at `{git_revision()}`.\n"
+    return (f"- Command: {command_text(sub, args)}, {now_utc()}, {code_state()}.\n"
             f"- Machine: {machine_line()}. Load average before / after: {load_before} / "
             f"{load_average()}.")
 
@@ -448,26 +475,23 @@ def bench_flood(args: argparse.Namespace) -> None:
             if not parent.poll(30) or parent.recv() != "connected":
                 raise RuntimeError("the flood client did not connect")
             started = time.monotonic()
-            latencies: list[float] = []
             samples: list[tuple[float, int]] = []
             sampling = threading.Event()
             sampler = threading.Thread(target=_sample_rss, daemon=True,
                                        args=(server.pid, started, samples, sampling))
             sampler.start()
-            while time.monotonic() - started < seconds and not parent.poll(0):
-                time.sleep(0.5)
-                latencies.append(probe(port, timeout=30))
-                print(f"  {time.monotonic() - started:5.1f} s: fresh GET / took "
-                      f"{latencies[-1]:.1f} ms", flush=True)
-            if not parent.poll(60):
+            prober = Prober(port, started)
+            if not parent.poll(seconds + 60):
                 raise RuntimeError("the flood client did not finish")
             sent = parent.recv()
+            prober.stop()
+            busy_until = wait_until_idle(server.pid, started)
             sampling.set()
             sampler.join()
             peak = peak_rss(server.pid)
             end_rss, end_fds = rss(server.pid), open_fds(server.pid)
             queued_conns, unread, unsent = socket_queues(port)
-            during_end = probe(port)
+            idle_probe = probe(port)
             parent.send("close")
             if parent.poll(30):
                 parent.recv()
@@ -481,28 +505,30 @@ def bench_flood(args: argparse.Namespace) -> None:
         after_rss, after_fds = rss(server.pid), open_fds(server.pid)
         problems = server.problems()
     closed_early = sum(1 for s in sent if s < 0)
-    accepted = [abs(s) if s >= 0 else -s - 1 for s in sent]
-    ok = [x for x in latencies + [during_end] if x != float("inf")]
-    failed = len(latencies) + 1 - len(ok)
+    accepted = [s if s >= 0 else -s - 1 for s in sent]
     rows = [
         ("flood", f"{conns} connections × up to {budget / 1e6:g} MB of pipelined `GET /` each, "
                   f"{seconds:g} s, responses never read (client `SO_RCVBUF` {rcvbuf:,} bytes)"),
         ("bytes each client wrote before its socket blocked (min / median / max)",
          f"{mib(min(accepted))} / {mib(statistics.median(accepted))} / {mib(max(accepted))} MiB "
          f"of {budget / MiB:,.1f} MiB offered"),
-        ("connections that reached the end of their budget",
-         f"{sum(1 for a in accepted if a >= budget)} of {conns}"),
-        ("connections the server closed during the flood", f"{closed_early}"),
-        ("server RSS before / peak (VmHWM) / at the end of the flood",
+        ("connections that wrote their whole budget", f"{sum(1 for a in accepted if a >= budget)}"
+                                                       f" of {conns}"),
+        ("connections the server closed while the client wrote", f"{closed_early}"),
+        ("connections closed by the send timeout (30 s) by the time the server was idle",
+         f"{conns - closed_early - queued_conns}"),
+        ("server busy (CPU) working through what it had read until", f"{busy_until:.1f} s"),
+        ("server RSS before / peak (VmHWM) / when idle again",
          f"{mib(base_rss)} / **{mib(peak)}** / {mib(end_rss)} MiB (VmHWM before: {mib(base_peak)} MiB)"),
-        ("left in the kernel at the end (server side)",
-         f"{queued_conns} connections, {mib(unread)} MiB unread requests, "
-         f"{mib(unsent)} MiB unsent responses"),
-        ("fresh-client `GET /` during the flood (median / max, failures)",
-         f"{_ms(ok, statistics.median)} / {_ms(ok, max)} ms over {len(latencies) + 1} probes, "
-         f"{failed} failed"),
+        ("then in the kernel (server side)",
+         f"{queued_conns} connections, {mib(unread)} MiB of requests unread, "
+         f"{mib(unsent)} MiB of responses unsent"),
+        ("fresh-client `GET /` during the flood", prober.summary()),
+        ("fresh `GET /` once the server was idle, flood connections still open",
+         f"{idle_probe:.1f} ms"),
         ("after the flood clients closed: fresh `GET /`, RSS, open fds",
-         f"{after:.1f} ms, {mib(after_rss)} MiB, {after_fds} (before: {base_fds}, during: {end_fds})"),
+         f"{after:.1f} ms, {mib(after_rss)} MiB, {after_fds} (before: {base_fds}, when idle "
+         f"with the flood connections open: {end_fds})"),
         ("errors in the server's log", f"{len(problems)}"),
     ]
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
@@ -510,8 +536,20 @@ def bench_flood(args: argparse.Namespace) -> None:
              f"{conns} connections offered {conns * budget / 1e6:,.0f} MB of pipelined requests: "
              f"the server stops reading a connection whose responses back up, and the backlog "
              f"stays in the kernel's socket queues.")
+    if prober.worst() > 1000:
+        waited = (f"{prober.failed()} of {len(prober.results)} fresh clients got no answer within "
+                  f"{prober.timeout:g} s" if prober.failed() else
+                  f"a fresh client waited up to {prober.worst() / 1000:,.1f} s")
+        answers = [at + ms / 1000 for at, ms in prober.results if ms != float("inf")]
+        first = f"{min(answers):.1f} s" if answers else "never"
+        bound += (f" **Fairness: not met.** During the flood {waited}; the first answer to one "
+                  f"came at {first} after the flood began, and the server was busy with the "
+                  f"flood connections until {busy_until:.1f} s. A connection task serves "
+                  f"pipelined requests back to back, without yielding to other tasks, for as "
+                  f"long as its socket has requests to read and room to send.")
     print("\n".join(f"{a}: {b}" for a, b in rows))
     print("RSS samples (s, MiB): " + ", ".join(f"{t:.1f}:{mib(r)}" for t, r in samples[::4]))
+    print("probes (started at s: ms): " + prober.timeline())
     for line in problems[:20]:
         print("server log:", line)
     print(bound)
@@ -519,12 +557,89 @@ def bench_flood(args: argparse.Namespace) -> None:
         return
     write_section("Hardening: pipelining flood", f"""
 {header("flood", args, load_before)}
-- Method: `corofw run apps.hello:routes --no-access-log` (defaults otherwise: `--send-timeout 30`, so no flood connection times out during the {seconds:g} s) pinned to CPU {SERVER_CPU}; a Python client process on CPU {LOAD_CPU} opens {conns} connections with a {rcvbuf:,}-byte receive buffer and writes pipelined `GET / HTTP/1.1` requests on each as fast as the server takes them, never reading. Meanwhile the benchmark reads the server's RSS every 0.25 s and, 0.5 s after the previous one finished, opens a fresh connection for one `GET /` (timeout 30 s).
+- Method: `corofw run apps.hello:routes --no-access-log` (defaults otherwise: `--send-timeout 30`) pinned to CPU {SERVER_CPU}; a Python client process on CPU {LOAD_CPU} opens {conns} connections with a {rcvbuf:,}-byte receive buffer and writes pipelined `GET / HTTP/1.1` requests on each as fast as the server takes them for {seconds:g} s, never reading. Meanwhile the benchmark reads the server's RSS every 0.25 s and, every 0.5 s, starts a fresh connection for one `GET /` (each in its own thread, timeout 30 s). After the {seconds:g} s it waits until the server's CPU time stops growing, then reads the server's state and the kernel's queues of its sockets.
 
 {table}
 
+Fresh-client probes (start, in s after the flood began: latency): {prober.timeline()}.
+
 {bound}
 """)
+
+
+class Prober:
+    """Every ``interval`` s until stopped, a thread does one ``GET /`` on a
+    fresh connection (timeout ``timeout`` s) and records its latency."""
+
+    def __init__(self, port: int, started: float, interval: float = 0.5,
+                 timeout: float = 30.0) -> None:
+        self.port = port
+        self.started = started
+        self.timeout = timeout
+        self.results: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ticker = threading.Thread(target=self._tick, args=(interval,), daemon=True)
+        self._ticker.start()
+
+    def _tick(self, interval: float) -> None:
+        while not self._done.wait(interval) and len(self._threads) < 200:
+            thread = threading.Thread(target=self._probe, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _probe(self) -> None:
+        at = time.monotonic() - self.started
+        self.results.append((at, probe(self.port, self.timeout)))
+
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._ticker.join()
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        self.results.sort()
+
+    def answered(self) -> list[float]:
+        return [ms for _, ms in self.results if ms != float("inf")]
+
+    def failed(self) -> int:
+        return len(self.results) - len(self.answered())
+
+    def worst(self) -> float:
+        return max((ms for _, ms in self.results), default=0.0)
+
+    def summary(self) -> str:
+        ok = self.answered()
+        return (f"{len(self.results)} probes: {len(ok)} answered, median {_ms(ok, statistics.median)}"
+                f" ms, max {_ms(ok, max)} ms; {self.failed()} not answered within "
+                f"{self.timeout:g} s")
+
+    def timeline(self) -> str:
+        return ", ".join(f"{at:.1f}: {'—' if ms == float('inf') else f'{ms:,.0f} ms'}"
+                         for at, ms in self.results)
+
+
+def wait_until_idle(pid: int, started: float, limit: float = 90.0) -> float:
+    """Wait until ``pid`` uses < 5 % of a CPU over 0.5 s (at most ``limit``
+    s); return when that began, in seconds after ``started``."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / tick
+
+    deadline = time.monotonic() + limit
+    last = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu()
+        if now - last < 0.025:
+            return time.monotonic() - 0.5 - started
+        last = now
+    return time.monotonic() - started
 
 
 def _sample_rss(pid: int, started: float, samples: list[tuple[float, int]],
@@ -533,8 +648,12 @@ def _sample_rss(pid: int, started: float, samples: list[tuple[float, int]],
         samples.append((time.monotonic() - started, rss(pid)))
 
 
+def _s(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds:.2f}"
+
+
 def _ms(values: list[float], fn) -> str:
-    return f"{fn(values):.1f}" if values else "—"
+    return f"{fn(values):,.1f}" if values else "—"
 
 
 def _ceil_mib(n: int) -> int:
@@ -570,22 +689,26 @@ def bench_slowreader(args: argparse.Namespace) -> None:
                 sock.sendall(b"GET /big HTTP/1.1\r\nHost: bench\r\n\r\n")
                 clients.append(sock)
             sent_at = time.monotonic()
-            latencies = []
+            prober = Prober(port, sent_at)
+            client_ports = {sock.getsockname()[1] for sock in clients}
             timeline = []
             during_fds = during_rss = 0
-            closed_at = None
-            while time.monotonic() - sent_at < send_timeout + 10:
-                time.sleep(0.5)
+            first_closed = all_closed = None
+            while time.monotonic() - sent_at < send_timeout + 20:
+                time.sleep(0.25)
                 elapsed = time.monotonic() - sent_at
-                fds = open_fds(server.pid)
-                timeline.append((elapsed, fds))
-                if elapsed < send_timeout - 1:
-                    latencies.append(probe(port))
+                fds, stuck = open_fds(server.pid), still_open(port, client_ports)
+                timeline.append((elapsed, fds, stuck))
+                if prober.running() and elapsed >= send_timeout - 1:
+                    prober.stop()
+                if first_closed is None:
                     during_fds, during_rss = max(during_fds, fds), max(during_rss, rss(server.pid))
-                if closed_at is None and fds <= base_fds and elapsed > 1:
-                    closed_at = elapsed
+                    if stuck < conns:
+                        first_closed = elapsed
+                if stuck == 0:
+                    all_closed = elapsed
                     break
-            _, unsent_during_end, _ = socket_queues(port)
+            prober.stop()
             peak = peak_rss(server.pid)
             after_fds, after_rss = open_fds(server.pid), rss(server.pid)
             after = probe(port)
@@ -594,36 +717,47 @@ def bench_slowreader(args: argparse.Namespace) -> None:
             for sock in clients:
                 sock.close()
         problems = server.problems()
-    ok = [x for x in latencies if x != float("inf")]
     rows = [
         ("slow readers", f"{conns} connections send `GET /big` (4 MiB) and never read "
                          f"(client `SO_RCVBUF` {rcvbuf:,} bytes); server `--send-timeout {send_timeout:g}`"),
         ("server open fds before / during / after", f"{base_fds} / {during_fds} / {after_fds}"),
-        ("stuck connections closed after", f"{closed_at:.1f} s" if closed_at else
-         f"not within {send_timeout + 10:g} s"),
+        ("stuck connections closed (s after the requests were sent): first / last",
+         f"{_s(first_closed)} / {_s(all_closed)}"),
         ("client connections that then saw the server's close", f"{eof} of {conns}"),
         ("server RSS before / highest sampled / peak (VmHWM) / after",
          f"{mib(base_rss)} / {mib(during_rss)} / **{mib(peak)}** / {mib(after_rss)} MiB"),
-        ("fresh-client `GET /` while they were stuck (median / max, failures)",
-         f"{_ms(ok, statistics.median)} / {_ms(ok, max)} ms over {len(latencies)} probes, "
-         f"{len(latencies) - len(ok)} failed"),
+        (f"fresh-client `GET /` while they were stuck (first {send_timeout - 1:g} s)",
+         prober.summary()),
         ("fresh `GET /` afterwards", f"{after:.1f} ms"),
         ("errors in the server's log", f"{len(problems)}"),
     ]
+    closed_all = all_closed is not None and eof == conns
+    verdict = (f"Every stuck connection was closed: the first {_s(first_closed)} s, the last "
+               f"{_s(all_closed)} s after the requests, i.e. {send_timeout:g} s after each one's "
+               f"send stopped making progress (the server takes a moment to fill {conns} send "
+               f"buffers of up to 4 MiB each, one connection after another)."
+               if closed_all else
+               f"**Not every stuck connection was closed** within {send_timeout + 20:g} s "
+               f"({eof} of {conns} saw the close).")
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print("\n".join(f"{a}: {b}" for a, b in rows))
-    print("open fds (s, fds): " + ", ".join(f"{t:.1f}:{n}" for t, n in timeline))
+    print("open fds, stuck connections (s: fds, stuck): "
+          + ", ".join(f"{t:.1f}: {n}, {k}" for t, n, k in timeline[::2]))
+    print("probes (started at s: ms): " + prober.timeline())
+    print(verdict)
     for line in problems[:20]:
         print("server log:", line)
     if args.quick:
         return
     write_section("Hardening: slow readers", f"""
 {header("slowreader", args, load_before)}
-- Method: `corofw run benchmarks.peers.big_app:routes --send-timeout {send_timeout:g} --no-access-log` pinned to CPU {SERVER_CPU}; `GET /big` answers 4 MiB built once at import. A Python client on CPU {LOAD_CPU} opens {conns} connections with a {rcvbuf:,}-byte receive buffer, each sends `GET /big` and never reads; the benchmark then counts the server's open fds (`/proc/PID/fd`) and probes `GET /` on a fresh connection every 0.5 s.
+- Method: `corofw run benchmarks.peers.big_app:routes --send-timeout {send_timeout:g} --no-access-log` pinned to CPU {SERVER_CPU}; `GET /big` answers 4 MiB built once at import. A Python client on CPU {LOAD_CPU} opens {conns} connections with a {rcvbuf:,}-byte receive buffer, each sends `GET /big` and never reads; the benchmark then counts every 0.25 s the server's open fds (`/proc/PID/fd`) and which of the stuck connections it still holds (`/proc/net/tcp`) and, every 0.5 s for the first {send_timeout - 1:g} s, starts a fresh connection for one `GET /` (each in its own thread, timeout 30 s).
 
 {table}
 
-Peak RSS stayed under **{_ceil_mib(peak)} MiB** with {conns} × 4 MiB responses stuck: the body is sent from the app's buffer without a copy, and what the client does not take waits in the kernel. Every stuck connection was closed {send_timeout:g} s after its send stopped making progress.
+Fresh-client probes (start, in s after the requests: latency): {prober.timeline()}.
+
+Peak RSS stayed under **{_ceil_mib(peak)} MiB** with {conns} × 4 MiB responses stuck: the body is sent from the app's buffer without a copy, and what the client does not take waits in the kernel. {verdict}
 """)
 
 
@@ -837,8 +971,8 @@ def bench_soak(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     bad_lines = ", ".join(f"{name} {n:,}" for name, n in side.counts.items())
     summary = "\n".join([
-        f"- Valid mix: **{total:,} requests** in {elapsed / 60:.1f} min; wrk socket errors "
-        f"{socket_errors}; non-2xx {non2xx}.",
+        f"- Valid mix: **{total:,} requests** in {elapsed / 60:.1f} min; wrk socket errors: "
+        f"{', '.join(f'{k} {v}' for k, v in socket_errors.items())}; non-2xx: {non2xx}.",
         f"- Malformed requests answered 4xx with the connection closed: **{malformed:,}** "
         f"({bad_lines}); wrong answers: {len(side.failures)}. Valid `POST /echo` checks on "
         f"fresh connections (body compared byte for byte): {side.echo_ok:,}.",
@@ -910,6 +1044,7 @@ def main() -> None:
         raise SystemExit("wrk is not installed (make bench-hardening installs it)")
     if not args.no_wait:
         wait_until_quiet()
+    atexit.register(shutil.rmtree, LOG_DIR, ignore_errors=True)  # the servers' logs
     steps = {"idle": bench_idle, "flood": bench_flood, "slowreader": bench_slowreader,
              "soak": bench_soak}
     if command == "all":
