@@ -118,19 +118,30 @@ def test_total_limit_across_hosts(servers, server):
     assert max(samples) == 3
 
 
+def waiting(client):
+    return sum(len(queue) for queue in client.pool._host_waiters.values())
+
+
 def test_waiters_are_served_in_order(server):
     order = []
 
     def one(client, i):
-        yield from sleep(0.001 * i)  # queue up in a known order
-        yield from client.get("/slow?delay=0.02")
+        yield from client.get("/slow?delay=0")
         order.append(i)
 
     def go(client):
-        yield from gather(*(one(client, i) for i in range(6)))
+        held = yield from client.get("/slow?delay=0", stream=True)  # the only slot
+        tasks = []
+        for i in range(1, 6):  # queue up, one after the other
+            tasks.append((yield from spawn(one(client, i))))
+            while waiting(client) < i:
+                yield from sleep(0)
+        yield from held.read()
+        for task in tasks:
+            yield from task.join()
 
     drive(go, base_url=server.url, max_per_host=1)
-    assert order == list(range(6))
+    assert order == [1, 2, 3, 4, 5]
 
 
 def test_pool_timeout_while_the_only_slot_is_held(server):
@@ -169,12 +180,12 @@ def test_pool_timeout_while_a_slow_call_holds_the_slot(server):
 
 def test_cancelled_waiters_do_not_keep_or_lose_slots(server):
     def go(client):
-        holder = yield from spawn(client.get("/slow?delay=0.1"))
-        yield from sleep(0.01)
+        held = yield from client.get("/slow?delay=0", stream=True)  # the only slot
         for _ in range(3):  # wait for the slot, give up
             got = yield from move_on_after(0.01, client.get("/slow?delay=0"), "gave up")
             assert got == "gave up"
-        yield from holder.join()
+        assert waiting(client) == 0
+        yield from held.read()
         resp = yield from client.get("/slow?delay=0")
         return resp.status_code, client.pool.total
 
