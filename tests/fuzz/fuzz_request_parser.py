@@ -13,8 +13,9 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports():
-    import corofw.http.parser  # noqa: F401  (instrumented for coverage)
     from cases import check_input
+
+    import corofw.http.parser  # noqa: F401  (instrumented for coverage)
 
 if __name__ == "__main__":
     atheris.Setup(sys.argv, check_input)
