@@ -444,3 +444,41 @@ def test_client_disconnect_mid_request_is_harmless(server):
     time.sleep(0.4)  # the handler finishes and writes to a closed connection
     with RawClient(server.port) as raw:
         assert raw.request("GET", "/").status == 200
+
+
+def test_a_pipelining_client_does_not_starve_a_fresh_one():
+    """One connection streaming pipelined requests as fast as it can must
+    not keep the server from accepting and answering another client."""
+    import select
+    import socket
+    import threading
+
+    with serve_in_thread(make_app(), ServerConfig(access_log=False)) as server:
+        stop = threading.Event()
+
+        def flood():
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.setblocking(False)
+                burst = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+                deadline = time.monotonic() + 10
+                while not stop.is_set() and time.monotonic() < deadline:
+                    readable, writable, _ = select.select([sock], [sock], [], 0.05)
+                    if writable:
+                        try:
+                            sock.send(burst)
+                        except BlockingIOError:
+                            pass
+                    if readable:
+                        sock.recv(1 << 20)
+
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            with RawClient(server.port) as raw:
+                assert raw.request("GET", "/").status == 200
+            assert time.monotonic() - started < 2.0
+        finally:
+            stop.set()
+            flooder.join()

@@ -31,7 +31,7 @@ from ..kernel import (
     spawn,
 )
 from ..kernel.deadline import Deadline
-from ..kernel.traps import READ, WRITE, Coro
+from ..kernel.traps import READ, SLEEP, WRITE, Coro
 from ..net import Socket
 from .messages import Request, Response, StreamingResponse
 from .parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
@@ -51,6 +51,8 @@ access_log = logging.getLogger("corofw.access")
 
 _RECV_SIZE = 65536
 _LINGER_SECONDS = 1.0
+_FAIR_SHARE = 16  # pipelined requests served in a row before letting other tasks run
+_YIELD_TRAP = (SLEEP, 0)
 _LINGER_BYTES = 1 << 24
 
 
@@ -165,6 +167,7 @@ class Server:
         handle = self.app.handle
         sent_continue = False
         linger = False
+        unyielded = 0  # requests handled since this task last let others run
         try:
             deadline.set(config.keep_alive_timeout, "keep-alive idle")
             keep_alive = True
@@ -174,6 +177,7 @@ class Server:
                 except BlockingIOError:
                     data = None
                 if data is None:
+                    unyielded = 0
                     yield read_trap  # outside the except block: no exception kept alive
                     continue
                 if not data:
@@ -201,6 +205,10 @@ class Server:
                                 yield from self._send(conn, CONTINUE)
                         break
                     sent_continue = False
+                    unyielded += 1
+                    if unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
+                        unyielded = 0
+                        yield _YIELD_TRAP
                     task.context = request  # what the task dump and watchdog report
                     try:
                         response = handle(request)
@@ -283,6 +291,9 @@ class Server:
         the connection stays open."""
         http10 = request.version == "HTTP/1.0"
         streaming = type(response) is StreamingResponse
+        headers = getattr(response, "headers", None)
+        if headers and "close" in (headers.get("connection") or "").lower():
+            keep_alive = False  # the app asked for the connection to end
         try:
             status = response.status
             if not 200 <= status <= 999:
