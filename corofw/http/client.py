@@ -222,7 +222,7 @@ class Client:
         self._base_pairs = _merge_headers(default, headers)
         self._base_headers = _encode_headers(self._base_pairs)
         self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
-        self._urls: dict[str, tuple[str, str, int, str, str]] = {}
+        self._origins: dict[str, tuple[str, str, int, str]] = {}
 
     def __repr__(self) -> str:
         return f"<Client {self.pool!r}>"
@@ -282,73 +282,86 @@ class Client:
             full_url += ("&" if "?" in full_url else "?") + query
         payload = self._serialize(method, target, authority, headers, content, data, json)
         task = yield (CURRENT,)
-        deadline = Deadline(task)
         started = task._kernel.clock()
         total_until = None if timeouts.total is None else started + timeouts.total
         key = (scheme, host, port)
+        waiting: Deadline | None = None  # for the pool and connect phases, made if needed
+        deadline: Deadline | None = None
         try:
-            conn = yield from self._exchange(key, method, payload, timeouts, total_until,
-                                             deadline, full_url, stream)
+            for attempt in range(2):
+                conn = self.pool.take_idle(key, started)
+                if conn is None:
+                    if waiting is None:
+                        waiting = Deadline(task)
+                    conn = yield from self._open(key, waiting, timeouts, total_until, full_url)
+                deadline = conn.deadline
+                deadline.retarget(task)
+                parser = conn.parser
+                parser.limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
+                parser.start(method)
+                conn.requests += 1
+                conn.received = 0
+                try:
+                    yield from _send(conn, payload, timeouts, total_until, full_url)
+                    yield from _read_head(conn, timeouts, total_until, full_url)
+                    break
+                except (ReadError, WriteError, RemoteProtocolError) as exc:
+                    deadline.clear()
+                    self.pool.discard(conn, key)
+                    # A reused connection that died before answering was most
+                    # likely closed by the server while idle: try once more on a
+                    # fresh one, if the request may be repeated or never left.
+                    unanswered = conn.reused and not conn.received
+                    unsent = isinstance(exc, WriteError) and not conn.sent
+                    if attempt == 0 and unanswered and (method in _IDEMPOTENT or unsent):
+                        continue
+                    raise
+                except BaseException:
+                    deadline.clear()
+                    self.pool.discard(conn, key)
+                    raise
             response = ClientResponse(self, conn, method, full_url, timeouts, started,
                                       total_until)
-            if not stream:
+            if stream:
+                deadline.clear()  # reading the body arms it again
+            else:
                 try:
-                    yield from _read_all(response, deadline, timeouts, total_until)
+                    yield from _read_all(response, timeouts, total_until)
                 except BaseException:
                     response.close()
                     raise
             return response
         except Cancelled as exc:
-            if exc.scope is deadline:
-                label = deadline.label
+            scope = exc.scope
+            if scope is not None and (scope is waiting or scope is deadline):
+                label = scope.label
                 raise TIMEOUTS[label](f"{label} timeout", full_url) from None
             raise
         finally:
-            deadline.close()
+            if waiting is not None:
+                waiting.close()
 
     # -- one exchange ------------------------------------------------------------
 
-    def _exchange(self, key: tuple[str, str, int], method: str, payload: bytes,
-                  timeouts: Timeout, total_until: float | None, deadline: Deadline,
-                  url: str, stream: bool = False) -> Coro[PooledConnection]:
-        """Send the request and read the response head, on a pooled
-        connection; retry once on a fresh one when a reused connection turns
-        out to be dead and the retry is safe."""
-        for attempt in range(2):
-            _phase(deadline, "pool", timeouts.pool, total_until)
-            now = yield (CLOCK,)
-            conn = yield from self.pool.acquire(key, now)
-            if conn is None:
-                try:
-                    _phase(deadline, "connect", timeouts.connect, total_until)
-                    sock = yield from self._connect(key, url)
-                except BaseException:
-                    self.pool.discard(None, key)
-                    raise
-                conn = PooledConnection(key, sock)
-            conn.parser.limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
-            conn.parser.start(method)
-            conn.requests += 1
-            conn.received = 0
-            try:
-                _phase(deadline, "write", timeouts.write, total_until)
-                yield from _send(conn, payload, url)
-                yield from _read_head(conn, deadline, timeouts, total_until, url)
-                return conn
-            except (ReadError, WriteError, RemoteProtocolError) as exc:
-                self.pool.discard(conn, key)
-                # A reused connection that died before answering was most
-                # likely closed by the server while idle: try once more on a
-                # fresh one, if the request may be repeated or never left.
-                unanswered = conn.reused and not conn.received
-                unsent = isinstance(exc, WriteError) and not conn.sent
-                if attempt == 0 and unanswered and (method in _IDEMPOTENT or unsent):
-                    continue
-                raise
-            except BaseException:
-                self.pool.discard(conn, key)
-                raise
-        raise AssertionError("unreachable")
+    def _open(self, key: tuple[str, str, int], waiting: Deadline, timeouts: Timeout,
+              total_until: float | None, url: str) -> Coro[PooledConnection]:
+        """A connection for ``key``: an idle one freed while waiting for the
+        pool's limits, or a new one."""
+        _phase(waiting, "pool", timeouts.pool, total_until)
+        now = yield (CLOCK,)
+        conn = yield from self.pool.acquire(key, now)
+        if conn is not None:
+            waiting.clear()
+            return conn
+        try:
+            _phase(waiting, "connect", timeouts.connect, total_until)
+            sock = yield from self._connect(key, url)
+        except BaseException:
+            self.pool.discard(None, key)
+            raise
+        finally:
+            waiting.clear()
+        return PooledConnection(key, sock, Deadline(waiting.task))
 
     def _connect(self, key: tuple[str, str, int], url: str) -> Coro[Any]:
         scheme, host, port = key
@@ -371,16 +384,17 @@ class Client:
     def _read_body(self, conn: PooledConnection, timeouts: Timeout, total_until: float | None,
                    url: str) -> Coro[tuple[bytes, bool]]:
         task = yield (CURRENT,)
-        deadline = Deadline(task)
+        deadline = conn.deadline
+        deadline.retarget(task)
         try:
-            return (yield from _read_some_body(conn, deadline, timeouts, total_until, url))
+            return (yield from _read_some_body(conn, timeouts, total_until, url))
         except Cancelled as exc:
             if exc.scope is deadline:
                 label = deadline.label
                 raise TIMEOUTS[label](f"{label} timeout", url) from None
             raise
         finally:
-            deadline.close()
+            deadline.clear()
 
     def _give_back(self, conn: PooledConnection, reusable: bool) -> None:
         # Bytes beyond the end of the response would be taken for the next
@@ -393,10 +407,31 @@ class Client:
     # -- building the request ----------------------------------------------------
 
     def _split(self, url: str) -> tuple[str, str, int, str, str]:
-        cached = self._urls.get(url)
-        if cached is not None:
-            return cached
-        parts = urlsplit(url)
+        """``(scheme, host, port, target, authority)`` of an absolute URL.
+        The origin part is parsed once and cached; the target is the rest
+        (without a fragment), so distinct paths cost no parsing."""
+        start = url.find("://") + 3
+        end = len(url)
+        for mark in "/?#":
+            found = url.find(mark, start)
+            if 0 <= found < end:
+                end = found
+        origin = url[:end]
+        parsed = self._origins.get(origin)
+        if parsed is None:
+            parsed = self._parse_origin(origin, url)
+            if len(self._origins) >= _URL_CACHE_SIZE:
+                self._origins.clear()
+            self._origins[origin] = parsed
+        target = url[end:].partition("#")[0] or "/"
+        if target[0] == "?":
+            target = "/" + target
+        scheme, host, port, authority = parsed
+        return scheme, host, port, target, authority
+
+    @staticmethod
+    def _parse_origin(origin: str, url: str) -> tuple[str, str, int, str]:
+        parts = urlsplit(origin)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise ClientError(f"unsupported URL scheme {parts.scheme!r}", url)
@@ -407,16 +442,9 @@ class Client:
             port = parts.port or _DEFAULT_PORTS[scheme]
         except ValueError:
             raise ClientError("invalid port in URL", url) from None
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
         shown = f"[{host}]" if ":" in host else host
         authority = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
-        result = (scheme, host, port, target, authority)
-        if len(self._urls) >= _URL_CACHE_SIZE:
-            self._urls.clear()
-        self._urls[url] = result
-        return result
+        return scheme, host, port, authority
 
     def _serialize(self, method: str, target: str, authority: str, headers: Any,
                    content: Any, data: Any, json: Any) -> bytes:
@@ -496,70 +524,69 @@ def _phase(deadline: Deadline, label: str, seconds: float | None,
     if total_until is not None:
         left = total_until - deadline.kernel.clock()
         if seconds is None or left < seconds:
-            _set(deadline, max(left, 0.0), "total")
+            deadline.set(max(left, 0.0), "total")
             return
     if seconds is None:
         deadline.clear()
     else:
-        _set(deadline, seconds, label)
-
-
-def _set(deadline: Deadline, seconds: float, label: str) -> None:
-    """``deadline.set``, also when the new deadline is earlier than the one
-    its timer was armed for (a 30 s pool wait followed by a 1 s read)."""
-    deadline.set(seconds, label)
-    entry = deadline.entry
-    if entry is not None and deadline.when is not None and entry[0] > deadline.when:
-        deadline.kernel.cancel_timer(entry)
-        deadline.entry = None
         deadline.set(seconds, label)
 
 
-def _send(conn: PooledConnection, payload: bytes, url: str) -> Coro[None]:
-    """Send the request, noting in ``conn.sent`` whether any of it left."""
+def _send(conn: PooledConnection, payload: bytes, timeouts: Timeout,
+          total_until: float | None, url: str) -> Coro[None]:
+    """Send the request, noting in ``conn.sent`` whether any of it left; the
+    write deadline only runs when the socket cannot take it all at once."""
     sock = conn.sock
     conn.sent = 0
     try:
-        sent = yield from sock.send(payload)
+        if type(sock.sock) is socket.socket:
+            try:
+                sent = sock.sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+        else:
+            sent = yield from sock.send(payload)
         conn.sent = sent
         if sent < len(payload):
+            _phase(conn.deadline, "write", timeouts.write, total_until)
             yield from sock.send_all(memoryview(payload)[sent:])
             conn.sent = len(payload)
     except OSError as exc:
         raise WriteError(f"sending the request failed: {exc}", url) from None
 
 
-def _recv_into_parser(conn: PooledConnection, url: str) -> Coro[int]:
+def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
+             url: str) -> Coro[None]:
+    """Feed the parser the next bytes from the server (or its end of
+    stream). The read deadline, the longest silence allowed, is armed each
+    time the call has to wait."""
     sock = conn.sock
     raw = sock.sock
     while True:
         try:
             data = raw.recv(_RECV_SIZE)
-        except BlockingIOError:
-            yield (READ, sock.fd)
-            continue
-        except ssl.SSLWantReadError:
-            yield (READ, sock.fd)
-            continue
+            break
+        except (BlockingIOError, ssl.SSLWantReadError):
+            trap = (READ, sock.fd)
         except ssl.SSLWantWriteError:
-            yield (WRITE, sock.fd)
-            continue
+            trap = (WRITE, sock.fd)
         except ssl.SSLEOFError:
             data = b""
-        except (ConnectionError, OSError) as exc:
+            break
+        except OSError as exc:
             raise ReadError(f"reading the response failed: {exc}", url) from None
-        if data:
-            conn.received += len(data)
-            conn.parser.feed(data)
-        else:
-            conn.parser.feed_eof()
-        return len(data)
+        _phase(conn.deadline, "read", timeouts.read, total_until)
+        yield trap
+    if data:
+        conn.received += len(data)
+        conn.parser.feed(data)
+    else:
+        conn.parser.feed_eof()
 
 
-def _read_head(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
-               total_until: float | None, url: str) -> Coro[None]:
+def _read_head(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
+               url: str) -> Coro[None]:
     parser = conn.parser
-    _phase(deadline, "read", timeouts.read, total_until)
     while True:
         try:
             if parser.next_head() is not None:
@@ -568,15 +595,12 @@ def _read_head(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
             if not conn.received:  # closed at once: a dead connection, not bad HTTP
                 raise ReadError(exc.message, url) from None
             raise RemoteProtocolError(exc.message, url) from None
-        got = yield from _recv_into_parser(conn, url)
-        if got:
-            _phase(deadline, "read", timeouts.read, total_until)
+        yield from _receive(conn, timeouts, total_until, url)
 
 
-def _read_some_body(conn: PooledConnection, deadline: Deadline, timeouts: Timeout,
-                    total_until: float | None, url: str) -> Coro[tuple[bytes, bool]]:
+def _read_some_body(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
+                    url: str) -> Coro[tuple[bytes, bool]]:
     parser = conn.parser
-    _phase(deadline, "read", timeouts.read, total_until)
     while True:
         try:
             data, done = parser.read_body()
@@ -584,24 +608,24 @@ def _read_some_body(conn: PooledConnection, deadline: Deadline, timeouts: Timeou
             raise RemoteProtocolError(exc.message, url) from None
         if data or done:
             return data, done
-        got = yield from _recv_into_parser(conn, url)
-        if got:
-            _phase(deadline, "read", timeouts.read, total_until)
+        yield from _receive(conn, timeouts, total_until, url)
 
 
-def _read_all(response: ClientResponse, deadline: Deadline, timeouts: Timeout,
+def _read_all(response: ClientResponse, timeouts: Timeout,
               total_until: float | None) -> Coro[None]:
     conn = response._conn
     assert conn is not None
-    parts = []
-    while True:
-        data, done = yield from _read_some_body(conn, deadline, timeouts, total_until,
-                                                response.url)
+    try:
+        data, done = conn.parser.read_body()  # most bodies came with the head
+    except ProtocolError as exc:
+        raise RemoteProtocolError(exc.message, response.url) from None
+    parts = [data] if data else []
+    while not done:
+        data, done = yield from _read_some_body(conn, timeouts, total_until, response.url)
         if data:
             parts.append(data)
-        if done:
-            break
     response._content = parts[0] if len(parts) == 1 else b"".join(parts)
+    conn.deadline.clear()
     response._finish(True)
 
 

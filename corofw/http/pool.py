@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ..kernel.deadline import Deadline
 from ..kernel.task import WaitQueue
 from ..kernel.traps import PARK, Coro
 from .parser import ResponseParser
@@ -26,11 +27,12 @@ class PooledConnection:
     retried (any request if none of it was sent)."""
 
     __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests", "sent",
-                 "received")
+                 "received", "deadline")
 
-    def __init__(self, key: tuple[str, str, int], sock: Any) -> None:
+    def __init__(self, key: tuple[str, str, int], sock: Any, deadline: Deadline) -> None:
         self.key = key
         self.sock = sock
+        self.deadline = deadline  # reused by each exchange: its timer re-arms lazily
         self.parser = ResponseParser()
         self.idle_since = 0.0
         self.reused = False
@@ -58,6 +60,7 @@ class PooledConnection:
         return bool(peeked)
 
     def close(self) -> None:
+        self.deadline.close()
         self.sock.close()
 
 
@@ -82,17 +85,26 @@ class Pool:
         idle = sum(len(v) for v in self._idle.values())
         return f"<Pool {self.total} connections ({idle} idle), {len(self._waiters)} waiting>"
 
+    def take_idle(self, key: tuple[str, str, int], now: float) -> PooledConnection | None:
+        """An idle connection to ``key`` that still looks usable, or None;
+        never waits (the common case of a warm pool costs no coroutine)."""
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if now - conn.idle_since < self.idle_timeout and conn.looks_alive():
+                conn.reused = True
+                return conn
+            self._drop(conn)
+        return None
+
     def acquire(self, key: tuple[str, str, int], now: float) -> Coro[PooledConnection | None]:
         """An idle connection to reuse, or None with a slot reserved for a
-        new one (hand it back with :meth:`release` or :meth:`discard`)."""
+        new one (hand it back with :meth:`release` or :meth:`discard`);
+        waits (FIFO) while the limits allow neither."""
         while True:
-            idle = self._idle.get(key)
-            while idle:
-                conn = idle.pop()
-                if now - conn.idle_since < self.idle_timeout and conn.looks_alive():
-                    conn.reused = True
-                    return conn
-                self._drop(conn)
+            conn = self.take_idle(key, now)
+            if conn is not None:
+                return conn
             count = self._per_host.get(key, 0)
             if count >= self.max_per_host:
                 queue = self._host_waiters.get(key)

@@ -46,6 +46,14 @@ class Deadline:
             self.kernel.cancel_timer(entry)
         self.entry = self.kernel.add_timer(seconds, self._fire, None)
 
+    def retarget(self, task: Task) -> None:
+        """Guard ``task`` from now on (a deadline kept with a resource, such
+        as a pooled connection, serves whichever task uses it)."""
+        if task is not self.task:
+            self.clear()
+            self.task = task
+            self.kernel = task._kernel
+
     def clear(self) -> None:
         """No deadline until the next :meth:`set`."""
         self._drop_stale_cancel()
