@@ -46,9 +46,10 @@ class Service:
     """A server process started for a benchmark and stopped by its PID."""
 
     def __init__(self, name: str, command: list[str], port: int, cpu: int | None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
         self.port = port
+        self.host = host
         self.process = subprocess.Popen(
             pinned(cpu, command), cwd=ROOT, env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=raise_fd_limit)
@@ -61,7 +62,7 @@ class Service:
                 err = self.process.stderr.read().decode(errors="replace")  # type: ignore
                 raise RuntimeError(f"{self.name} exited at start:\n{err}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json as _json
+import re
 import socket
 import ssl
 import threading
@@ -47,6 +48,7 @@ from .headers import Headers
 from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
 from .pool import Pool, PooledConnection
 
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_CACHE_SIZE = 2048
@@ -461,7 +463,7 @@ class Client:
                 content_type = "application/x-www-form-urlencoded"
         elif content is not None:
             body = content.encode() if isinstance(content, str) else bytes(content)
-        if any(c in target for c in " \r\n\t"):
+        if _UNSAFE_TARGET.search(target):
             raise ClientError("the URL contains whitespace or line breaks", target)
         if headers or "host" in self._base_names:
             pairs = _merge_headers(self._base_pairs, headers)
