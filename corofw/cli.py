@@ -95,11 +95,13 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
       help="Most header fields in a request (431 beyond).")
 @_opt("--max-request-line", "MAX_REQUEST_LINE", default=8190, type=click.IntRange(64),
       help="Longest request line in bytes (414 beyond).")
+@_opt("--watchdog", "WATCHDOG", default=0.1, type=click.FloatRange(0),
+      help="Warn when one task step blocks the loop longer than this (seconds; 0: off).")
 def run(app_spec: str, host: str, port: int, workers: int, log_level: str, access_log: bool,
         backlog: int, keep_alive_timeout: float, header_timeout: float, body_timeout: float,
         send_timeout: float, graceful_timeout: float, max_connections: int,
         max_body_size: int, max_header_size: int, max_headers: int,
-        max_request_line: int) -> None:
+        max_request_line: int, watchdog: float) -> None:
     """Serve the router MODULE:ATTR (e.g. apps.hello:routes)."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,7 +111,8 @@ def run(app_spec: str, host: str, port: int, workers: int, log_level: str, acces
     config = ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,
                           header_timeout=header_timeout, body_timeout=body_timeout,
                           send_timeout=send_timeout, graceful_timeout=graceful_timeout,
-                          max_connections=max_connections, access_log=access_log)
+                          max_connections=max_connections, access_log=access_log,
+                          watchdog=watchdog or None)
     try:
         status = run_app(app, host, port, workers, config, backlog)
     except OSError as exc:

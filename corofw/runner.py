@@ -31,7 +31,7 @@ def run_app(app: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 
     config = config or ServerConfig()
     if workers <= 1:
         listener = listen(host, port, backlog)
-        run(_serve_forever(app, listener, config))
+        run(_serve_forever(app, listener, config), watchdog=config.watchdog)
         return 0
     reserved = _reserve_port(host, port)
     try:
@@ -147,7 +147,7 @@ class _Supervisor:
             _stop_with_parent(self.supervisor_pid)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             listener = listen(self.host, self.port, self.backlog, reuse_port=True)
-            run(_serve_forever(self.app, listener, self.config))
+            run(_serve_forever(self.app, listener, self.config), watchdog=self.config.watchdog)
             status = 0
         except BaseException:
             log.exception("worker %d failed", os.getpid())

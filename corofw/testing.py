@@ -59,7 +59,8 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
 
     def target() -> None:
         try:
-            run(serve(app, listener, config, stop=stop_r, on_ready=on_ready))
+            run(serve(app, listener, config, stop=stop_r, on_ready=on_ready),
+                watchdog=config.watchdog if config is not None else 0.1)
         except BaseException as exc:
             info.error = exc
         finally:

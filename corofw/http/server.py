@@ -69,6 +69,7 @@ class ServerConfig:
     graceful_timeout: float = 10.0
     max_connections: int = 10000
     access_log: bool = True
+    watchdog: float | None = 0.1  # blocked-loop warning threshold in seconds; None: off
 
 
 # What a connection is doing; shutting down closes the connections whose
