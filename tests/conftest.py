@@ -96,3 +96,17 @@ def tls_client_context(tls_ca):
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     tls_ca.configure_trust(context)
     return context
+
+
+# Hypothesis: the default profile keeps the property tests fast; the "fuzz"
+# profile (HYPOTHESIS_PROFILE=fuzz, or pytest --hypothesis-profile=fuzz) runs
+# a hundred times more examples with fresh randomness each run.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "fuzz", max_examples=10_000, deadline=None, derandomize=False, print_blob=True)
+    if os.environ.get("HYPOTHESIS_PROFILE"):
+        _hypothesis_settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])

@@ -4,15 +4,20 @@ No sockets here: :meth:`RequestParser.feed` takes whatever bytes arrived and
 :meth:`RequestParser.next_request` returns each complete request, ``None``
 while more bytes are needed, or raises :class:`ProtocolError` carrying the
 status to answer with. After an error the parser is dead: the connection
-must be answered and closed, never parsed further.
+must be answered and closed, never parsed further. Requests that were
+complete before the bad bytes are still returned first, in order.
 
-Strict where leniency has let requests be smuggled past other servers:
-framing headers are matched against explicit byte patterns (never
-``int()``), lines end in CRLF only, header names are tokens with no space
-before the colon, values carry no control bytes, obs-fold is refused, and
-Content-Length with Transfer-Encoding is refused. Parsing is linear: each
-search resumes where the previous one stopped, and lines are found with
-``bytes.find`` and validated by one regular expression per block.
+Strict where leniency has let requests be smuggled past other servers
+(RFC 9112 is the yardstick): framing headers are matched against explicit
+byte patterns (never ``int()`` on raw text), lines end in CRLF only, header
+names are tokens with no space before the colon, values carry no control
+bytes, obs-fold is refused, Content-Length with Transfer-Encoding is
+refused, and the only transfer coding decoded is a final ``chunked``.
+
+Parsing is linear: each search resumes where the previous one stopped, a
+byte that can never appear in a head fails as soon as it arrives, limits are
+enforced before a line or head is complete, and complete lines are validated
+by one regular expression per block.
 """
 
 from __future__ import annotations
@@ -24,24 +29,37 @@ from urllib.parse import unquote_to_bytes
 from .headers import Headers
 from .messages import Request
 
+_TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TCHAR_BYTES = frozenset(_TCHARS)
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
-_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)")
-_FIELD_LINES = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_DIGITS = re.compile(rb"[0-9]+")
 _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
+# request-target: visible ASCII except "#" (a fragment is never sent)
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21\x22\x24-\x7e]+) HTTP/([0-9])\.([0-9])")
+_METHOD_SP = re.compile(_TOKEN + rb" ")
+_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_FIELD_LINES = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
+# bytes no head, chunk line or trailer may hold: controls other than HTAB, and
+# a CR or LF that is not part of a CRLF pair
+_HEAD_BAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]|(?<!\r)\n")
+_DIGITS = re.compile(rb"[0-9]+")
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*" + _TOKEN
-    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)[ \t]*")
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)")
-_KNOWN_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress",
-                            b"identity", b"br", b"zstd"})
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*")
+_CODING = re.compile(
+    rb"[ \t]*(" + _TOKEN + rb")((?:[ \t]*;[ \t]*" + _TOKEN
+    + rb"[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))*)[ \t]*")
+_HOST_NAME = rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})+)"
+_HOST = re.compile(_HOST_NAME + rb"(?::[0-9]*)?")
+_AUTHORITY_FORM = re.compile(_HOST_NAME + rb":[0-9]+")
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?]*)(.*)")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _METHODS = {m.encode(): m for m in
             ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")}
+_NOT_IN_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _MAX_CHUNK_LINE = 4096
 _MAX_SIZE_DIGITS = 16
+_MAX_CONTENT_LENGTH = (1 << 63) - 1
 
 
 class ProtocolError(Exception):
@@ -56,7 +74,11 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class Limits:
     """Size limits of an incoming message; exceeding one is answered with
-    414 (request line), 431 (header block or count) or 413 (body)."""
+    414 (request line), 431 (header block or count) or 413 (body).
+
+    ``max_request_line`` counts the request line without its CRLF,
+    ``max_header_bytes`` the field lines with their CRLFs (not the request
+    line, not the final empty line), ``max_body_bytes`` the decoded body."""
 
     max_request_line: int = 8190
     max_header_bytes: int = 32768
@@ -68,13 +90,11 @@ DEFAULT_LIMITS = Limits()
 
 
 def parse_fields(block: bytes, max_fields: int) -> list[tuple[bytes, bytes]]:
-    """Split a validated block of ``name: value\\r\\n`` lines into pairs of
-    (lower-case name, value without surrounding whitespace)."""
+    """Split a block of ``name: value\\r\\n`` lines into pairs of (lower-case
+    name, value without surrounding whitespace); ProtocolError if any line
+    is not a valid field line or there are more than ``max_fields``."""
     if not _FIELD_LINES.fullmatch(block):
-        for line in block.split(b"\r\n"):
-            if line[:1] in (b" ", b"\t"):
-                raise ProtocolError(400, "obsolete line folding is not accepted")
-        raise ProtocolError(400, "malformed header line")
+        raise ProtocolError(400, _field_error(block))
     lines = block.split(b"\r\n")
     lines.pop()
     if len(lines) > max_fields:
@@ -86,32 +106,59 @@ def parse_fields(block: bytes, max_fields: int) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+def _field_error(block: bytes) -> str:
+    """Why a block failed to match ``_FIELD_LINES`` (the error path only)."""
+    for line in block.split(b"\r\n"):
+        if not line or _FIELD_LINES.fullmatch(line + b"\r\n"):
+            continue
+        if line[:1] in (b" ", b"\t"):
+            return "obsolete line folding is not accepted"
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            return "header line without a colon"
+        if name[-1:] in (b" ", b"\t"):
+            return "whitespace between header name and colon"
+        if not re.fullmatch(_TOKEN, name):
+            return "invalid header name"
+        return "invalid character in header value"
+    return "malformed header line"
+
+
 def content_length(values: list[bytes]) -> int:
     """The one length that every Content-Length value (comma lists
-    included) agrees on; anything else is a framing error."""
+    included) states, as identical strings of at most 19 digits below
+    2**63; anything else is a framing error (400)."""
     lengths = set()
     for value in values:
         for item in value.split(b","):
             item = item.strip(b" \t")
             if not _DIGITS.fullmatch(item):
                 raise ProtocolError(400, "invalid Content-Length")
-            if len(item) > 18:
-                raise ProtocolError(413, "Content-Length too large")
-            lengths.add(int(item))
+            lengths.add(item)
     if len(lengths) != 1:
         raise ProtocolError(400, "conflicting Content-Length values")
-    return lengths.pop()
+    digits = lengths.pop()
+    if len(digits) > 19 or int(digits) > _MAX_CONTENT_LENGTH:
+        raise ProtocolError(400, "Content-Length out of range")
+    return int(digits)
 
 
-def transfer_codings(values: list[bytes]) -> list[bytes]:
+def transfer_codings(values: list[bytes]) -> list[tuple[bytes, bool]]:
+    """The transfer codings in order, as (lower-case name, has parameters).
+    Empty list elements are skipped (RFC 9110 §5.6.1) but a field line
+    without any coding, like any bad syntax, is a framing error (400)."""
     codings = []
     for value in values:
+        count = len(codings)
         for item in value.split(b","):
-            item = item.strip(b" \t").lower()
-            if item:
-                codings.append(item.split(b";", 1)[0].strip(b" \t"))
-    if not codings:
-        raise ProtocolError(400, "empty Transfer-Encoding")
+            if not item.strip(b" \t"):
+                continue
+            match = _CODING.fullmatch(item)
+            if match is None:
+                raise ProtocolError(400, "invalid Transfer-Encoding")
+            codings.append((match.group(1).lower(), bool(match.group(2))))
+        if len(codings) == count:
+            raise ProtocolError(400, "empty Transfer-Encoding")
     return codings
 
 
@@ -120,15 +167,20 @@ def connection_tokens(values: list[bytes]) -> set[bytes]:
 
 
 class _MessageParser:
-    """The buffer and body framing shared by requests and responses."""
+    """The buffer, head scanning and body framing shared by requests and
+    responses. ``_pos`` is where unconsumed bytes start, ``_scan`` where the
+    next search resumes, ``_line_len`` the length of the start line once
+    its CRLF has arrived (-1 before)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._buf = bytearray()
         self._pos = 0
         self._scan = 0
+        self._line_len = -1
         self._head: object | None = None
         self._dead = False
+        self._error: tuple[int, str] | None = None
         self._body_left = 0
         self._chunked = False
         self._chunks: list[bytes] = []
@@ -136,10 +188,12 @@ class _MessageParser:
         self._in_trailer = False
 
     def feed(self, data: bytes) -> None:
-        """Append bytes received from the peer."""
+        """Append bytes received from the peer (ignored once dead)."""
+        if self._dead:
+            return
         if self._pos:
             del self._buf[:self._pos]
-            self._scan -= self._pos
+            self._scan = max(0, self._scan - self._pos)
             self._pos = 0
         self._buf += data
 
@@ -150,23 +204,78 @@ class _MessageParser:
 
     def _fail(self, status: int, message: str) -> ProtocolError:
         self._dead = True
+        self._error = (status, message)
         return ProtocolError(status, message)
 
-    def _find_head_end(self, start: int, limit: int, status: int, what: str) -> int:
-        """Index of the CRLFCRLF ending the head, or -1 if incomplete."""
+    def _check_dead(self) -> None:
+        if self._error is not None:
+            status, message = self._error
+            raise ProtocolError(status, message)
+
+    # -- the head ---------------------------------------------------------------
+
+    def _scan_head(self) -> tuple[int, int] | None:
+        """Find the head starting at ``_pos``: ``(line_end, end)``, the
+        indexes of the CRLF ending the start line and of the CRLFCRLF ending
+        the head (equal when there are no fields), or None while incomplete.
+        The start line is validated by :meth:`_check_line` as soon as its
+        CRLF arrives; bad bytes and oversized lines or heads fail at once."""
         buf = self._buf
-        scan = max(self._scan, start)
+        pos = self._pos
+        scan = max(self._scan, pos)
+        line_limit = self.limits.max_request_line
+        if self._line_len < 0:
+            lf = buf.find(b"\n", scan)
+            if lf < 0:
+                if _HEAD_BAD.search(buf, scan):
+                    raise self._fail(400, "invalid byte in the start line")
+                if len(buf) - pos - 1 > line_limit:
+                    raise self._line_too_long()
+                self._scan = max(pos, len(buf) - 1)
+                return None
+            if lf == pos or buf[lf - 1] != 13:
+                raise self._fail(400, "the start line must end with CRLF")
+            if lf - 1 - pos > line_limit:
+                raise self._line_too_long()
+            self._check_line(bytes(buf[pos:lf - 1]))
+            self._line_len = lf - 1 - pos
+            scan = lf - 1
+        line_end = pos + self._line_len
+        scan = max(scan, line_end)
+        limit = self.limits.max_header_bytes
         end = buf.find(b"\r\n\r\n", scan)
-        if end >= 0:
-            return end
-        if _BARE_LF.search(buf, scan):
-            raise self._fail(400, "header lines must end with CRLF")
-        if len(buf) - start > limit:
-            raise self._fail(status, f"{what} too large")
-        self._scan = max(start, len(buf) - 3)
-        return -1
+        if end < 0:
+            if _HEAD_BAD.search(buf, scan):
+                raise self._fail(400, "header lines must end with CRLF and hold no control bytes")
+            if len(buf) - line_end - 3 > limit:
+                raise self._fail(431, "header section too large")
+            self._scan = max(line_end, len(buf) - 3)
+            return None
+        if end - line_end > limit:
+            raise self._fail(431, "header section too large")
+        return line_end, end
+
+    def _consume_head(self, end: int) -> None:
+        self._pos = end + 4
+        self._scan = self._pos
+        self._line_len = -1
+
+    def _check_line(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def _line_too_long(self) -> ProtocolError:
+        return self._fail(414, "start line too long")
+
+    def _parse_fields(self, block: bytes, what: str = "") -> list[tuple[bytes, bytes]]:
+        try:
+            return parse_fields(block, self.limits.max_headers)
+        except ProtocolError as exc:
+            raise self._fail(exc.status, what + exc.message)
+
+    # -- the body ---------------------------------------------------------------
 
     def _frame_body(self, fields_te: list[bytes], fields_cl: list[bytes]) -> None:
+        """Set up reading the body that the framing headers announce."""
         self._chunked = False
         self._body_left = 0
         self._chunks = []
@@ -175,16 +284,22 @@ class _MessageParser:
         if fields_te:
             if fields_cl:
                 raise self._fail(400, "both Content-Length and Transfer-Encoding")
-            codings = transfer_codings(fields_te)
-            if codings[-1] != b"chunked":
-                unknown = [c for c in codings if c not in _KNOWN_CODINGS and c != b"chunked"]
-                if unknown:
-                    raise self._fail(501, f"unsupported transfer coding {unknown[0].decode()!r}")
-                raise self._fail(400, "chunked must be the final transfer coding")
-            if len(codings) > 1:
-                if codings.count(b"chunked") > 1:
+            try:
+                codings = transfer_codings(fields_te)
+            except ProtocolError as exc:
+                raise self._fail(exc.status, exc.message)
+            names = [name for name, _ in codings]
+            if b"chunked" in names:
+                if names.count(b"chunked") > 1:
                     raise self._fail(400, "chunked applied more than once")
-                raise self._fail(501, "only the chunked transfer coding is supported")
+                if names[-1] != b"chunked":
+                    raise self._fail(400, "chunked must be the final transfer coding")
+                if codings[-1][1]:
+                    raise self._fail(400, "the chunked coding takes no parameters")
+                if len(names) > 1:
+                    raise self._fail(501, f"unsupported transfer coding {names[0].decode()!r}")
+            else:
+                raise self._fail(501, f"unsupported transfer coding {names[0].decode()!r}")
             self._chunked = True
         elif fields_cl:
             try:
@@ -203,50 +318,42 @@ class _MessageParser:
         if len(self._buf) - pos < need:
             return None
         self._pos = pos + need
+        self._scan = self._pos
         return bytes(self._buf[pos:pos + need]) if need else b""
 
     def _read_chunked(self) -> bool:
         """Consume complete chunks into ``_chunks``; True once the last chunk
         and the trailer section have arrived."""
         buf = self._buf
-        limit = self.limits.max_body_bytes
         while True:
             pos = self._pos
             if self._in_trailer:
-                if buf[pos:pos + 2] == b"\r\n":
-                    self._pos = pos + 2
-                    return True
-                end = buf.find(b"\r\n\r\n", max(pos, self._scan))
-                if end < 0:
-                    if _BARE_LF.search(buf, pos):
-                        raise self._fail(400, "trailer lines must end with CRLF")
-                    if len(buf) - pos > self.limits.max_header_bytes:
-                        raise self._fail(431, "trailer section too large")
-                    self._scan = max(pos, len(buf) - 3)
-                    return False
-                try:
-                    parse_fields(bytes(buf[pos:end + 2]), self.limits.max_headers)
-                except ProtocolError as exc:
-                    raise self._fail(exc.status, "invalid trailer: " + exc.message)
-                self._pos = end + 4
-                return True
+                return self._read_trailer()
             if self._body_left:
                 need = self._body_left
-                if len(buf) - pos < need + 2:
-                    return False
-                if buf[pos + need:pos + need + 2] != b"\r\n":
+                have = len(buf) - pos
+                if have > need and buf[pos + need] != 13 \
+                        or have > need + 1 and buf[pos + need + 1] != 10:
                     raise self._fail(400, "chunk data not followed by CRLF")
+                if have < need + 2:
+                    return False
                 self._chunks.append(bytes(buf[pos:pos + need]))
-                self._pos = pos + need + 2
+                self._pos = self._scan = pos + need + 2
                 self._body_left = 0
                 continue
-            lf = buf.find(b"\n", pos)
+            scan = max(pos, self._scan)
+            lf = buf.find(b"\n", scan)
             if lf < 0:
+                if _HEAD_BAD.search(buf, scan):
+                    raise self._fail(400, "invalid byte in a chunk size line")
                 if len(buf) - pos > _MAX_CHUNK_LINE:
                     raise self._fail(400, "chunk size line too long")
+                self._scan = max(pos, len(buf) - 1)
                 return False
             if lf == pos or buf[lf - 1] != 13:
                 raise self._fail(400, "chunk size line must end with CRLF")
+            if lf - pos > _MAX_CHUNK_LINE:
+                raise self._fail(400, "chunk size line too long")
             match = _CHUNK_LINE.fullmatch(bytes(buf[pos:lf - 1]))
             if match is None:
                 raise self._fail(400, "invalid chunk size line")
@@ -255,22 +362,53 @@ class _MessageParser:
                 raise self._fail(400, "chunk size too large")
             size = int(digits, 16)
             self._body_size += size
-            if self._body_size > limit:
+            if self._body_size > self.limits.max_body_bytes:
                 raise self._fail(413, "body larger than the server accepts")
-            self._pos = lf + 1
+            self._pos = self._scan = lf + 1
             if size == 0:
                 self._in_trailer = True
-                self._scan = self._pos
             else:
                 self._body_left = size
 
+    def _read_trailer(self) -> bool:
+        buf = self._buf
+        pos = self._pos
+        if buf[pos:pos + 2] == b"\r\n":
+            self._pos = self._scan = pos + 2
+            return True
+        scan = max(pos, self._scan)
+        end = buf.find(b"\r\n\r\n", scan)
+        if end < 0:
+            if _HEAD_BAD.search(buf, scan):
+                raise self._fail(400, "trailer lines must end with CRLF and hold no control bytes")
+            if len(buf) - pos - 1 > self.limits.max_header_bytes:
+                raise self._fail(431, "trailer section too large")
+            self._scan = max(pos, len(buf) - 3)
+            return False
+        if end + 2 - pos > self.limits.max_header_bytes:
+            raise self._fail(431, "trailer section too large")
+        for name, _ in self._parse_fields(bytes(buf[pos:end + 2]), "invalid trailer: "):
+            if name in _NOT_IN_TRAILERS:
+                raise self._fail(400, f"{name.decode()} is not allowed in a trailer")
+        self._pos = self._scan = end + 4
+        return True
+
 
 class RequestParser(_MessageParser):
-    """Parses the requests a client sends on one connection, in order."""
+    """Parses the requests a client sends on one connection, in order.
+
+    Each :class:`Request` has ``target`` exactly as sent; ``path`` is its
+    path percent-decoded as UTF-8 (``%2F`` becomes ``/`` like any escape,
+    so a handler that must tell them apart reads ``target``), or the path of
+    an absolute-form target (whose authority then replaces Host, RFC 9112
+    §3.2.2); invalid escapes, invalid UTF-8 and escaped control characters
+    are refused (400). ``query_string`` is the raw text after ``?``.
+    Trailer fields are validated and dropped."""
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, client: object = None) -> None:
         super().__init__(limits)
         self.client = client
+        self._line: tuple[bytes, bytes, bool] = (b"", b"", False)
         self.expect_continue = False
         """True while the current request's head asked for 100-continue and
         its body has not arrived: the server should send ``100 Continue``."""
@@ -278,7 +416,7 @@ class RequestParser(_MessageParser):
     def next_request(self) -> Request | None:
         """The next complete request, or None until more bytes arrive."""
         if self._dead:
-            raise ProtocolError(400, "the connection already failed")
+            self._check_dead()
         request = self._head
         if request is None:
             request = self._parse_head()
@@ -296,49 +434,46 @@ class RequestParser(_MessageParser):
 
     def _parse_head(self) -> Request | None:
         buf = self._buf
-        pos = self._pos
-        while buf.startswith(b"\r\n", pos):  # tolerate blank lines between requests
-            pos += 2
-        self._pos = pos
-        lf = buf.find(b"\n", pos)
-        if lf < 0:
-            if len(buf) - pos > self.limits.max_request_line:
-                raise self._fail(414, "request line too long")
+        if self._line_len < 0:
+            pos = self._pos
+            while buf.startswith(b"\r\n", pos):  # RFC 9112 §2.2: ignore empty lines first
+                pos += 2
+            self._pos = pos
+            if pos < len(buf) and buf[pos] not in _TCHAR_BYTES \
+                    and not (buf[pos] == 13 and pos + 1 == len(buf)):
+                raise self._fail(400, "malformed request line")
+        bounds = self._scan_head()
+        if bounds is None:
             return None
-        if lf - pos > self.limits.max_request_line + 1:
-            raise self._fail(414, "request line too long")
-        if lf == pos or buf[lf - 1] != 13:
-            raise self._fail(400, "request line must end with CRLF")
-        line_end = lf - 1
-        end = self._find_head_end(line_end, self.limits.max_header_bytes, 431, "header section")
-        if end < 0:
-            return None
-        match = _REQUEST_LINE.fullmatch(bytes(buf[pos:line_end]))
+        line_end, end = bounds
+        fields = self._parse_fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
+        self._pos = self._scan = end + 4
+        self._line_len = -1
+        method_b, target_b, http10 = self._line
+        return self._build(method_b, target_b, http10, fields)
+
+    def _check_line(self, line: bytes) -> None:
+        match = _REQUEST_LINE.fullmatch(line)
         if match is None:
             raise self._fail(400, "malformed request line")
         method_b, target_b, major, minor = match.groups()
         if major != b"1":
             raise self._fail(505, "only HTTP/1.x is supported")
-        http10 = minor == b"0"
-        fields = self._fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
-        self._pos = end + 4
-        self._scan = self._pos
-        return self._build(method_b, target_b, http10, fields)
+        self._line = (method_b, target_b, minor == b"0")
 
-    def _fields(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        try:
-            return parse_fields(block, self.limits.max_headers)
-        except ProtocolError as exc:
-            raise self._fail(exc.status, exc.message)
+    def _line_too_long(self) -> ProtocolError:
+        if _METHOD_SP.match(self._buf, self._pos, self._pos + self.limits.max_request_line):
+            return self._fail(414, "request line too long")
+        return self._fail(400, "malformed request line (method too long)")
 
     def _build(self, method_b: bytes, target_b: bytes, http10: bool,
                fields: list[tuple[bytes, bytes]]) -> Request:
         te: list[bytes] = []
         cl: list[bytes] = []
         conn: list[bytes] = []
+        expect: list[bytes] = []
         hosts = 0
         host = b""
-        expect = None
         for name, value in fields:
             if name == b"content-length":
                 cl.append(value)
@@ -350,7 +485,7 @@ class RequestParser(_MessageParser):
             elif name == b"connection":
                 conn.append(value)
             elif name == b"expect":
-                expect = value
+                expect.append(value)
         if hosts > 1:
             raise self._fail(400, "more than one Host header")
         if hosts == 0 and not http10:
@@ -359,22 +494,25 @@ class RequestParser(_MessageParser):
             raise self._fail(400, "invalid Host header")
         if te and http10:
             raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-        self._frame_body(te, cl)
         method = _METHODS.get(method_b) or method_b.decode("ascii")
-        path, query = self._split_target(method, target_b)
+        path, query, authority = self._split_target(method, target_b)
+        if authority is not None:  # RFC 9112 §3.2.2: the target's authority wins
+            fields = [(n, v) for n, v in fields if n != b"host"] + [(b"host", authority)]
+        self._frame_body(te, cl)
         tokens = connection_tokens(conn) if conn else ()
         if http10:
-            keep_alive = b"keep-alive" in tokens
+            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
         else:
             keep_alive = b"close" not in tokens
         self.expect_continue = False
-        if expect is not None and not http10:
-            if expect.lower() != b"100-continue":
+        if expect and not http10:
+            members = connection_tokens(expect) - {b""}
+            if members - {b"100-continue"}:
                 raise self._fail(417, "unsupported expectation")
-            self.expect_continue = True
+            self.expect_continue = bool(members)
         request = Request.__new__(Request)
         request.method = method
-        request.target = target_b.decode("latin-1")
+        request.target = target_b.decode("ascii")
         request.path = path
         request.query_string = query
         request.version = "HTTP/1.0" if http10 else "HTTP/1.1"
@@ -388,30 +526,42 @@ class RequestParser(_MessageParser):
         request._state = None
         return request
 
-    def _split_target(self, method: str, target: bytes) -> tuple[str, str]:
+    def _split_target(self, method: str, target: bytes) -> tuple[str, str, bytes | None]:
+        """(path, raw query, authority of an absolute-form target or None)."""
+        authority = None
+        if method == "CONNECT":
+            if not _AUTHORITY_FORM.fullmatch(target):
+                raise self._fail(400, "CONNECT needs a host:port target")
+            return target.decode("ascii"), "", None
         if target[:1] == b"/":
             raw = target
         elif target == b"*":
             if method != "OPTIONS":
                 raise self._fail(400, "the * target is only valid with OPTIONS")
-            return "*", ""
-        elif method == "CONNECT":
-            if not _HOST.fullmatch(target):
-                raise self._fail(400, "invalid CONNECT target")
-            return target.decode("latin-1"), ""
+            return "*", "", None
         else:
             match = _ABSOLUTE.fullmatch(target)
             if match is None:
                 raise self._fail(400, "invalid request target")
-            raw = match.group(3) or b"/"
-            if raw[:1] == b"?":
+            scheme, authority, raw = match.groups()
+            if scheme.lower() not in (b"http", b"https") or not _HOST.fullmatch(authority):
+                raise self._fail(400, "invalid absolute request target")
+            if raw[:1] != b"/":
                 raw = b"/" + raw
         raw_path, _, query = raw.partition(b"?")
-        if b"%" in raw_path or not raw_path.isascii():
-            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        if b"%" in raw_path:
+            if _BAD_ESCAPE.search(raw_path):
+                raise self._fail(400, "invalid percent-escape in the path")
+            decoded = unquote_to_bytes(raw_path)
+            if _CONTROL.search(decoded):
+                raise self._fail(400, "control character in the path")
+            try:
+                path = decoded.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self._fail(400, "the path is not valid UTF-8")
         else:
             path = raw_path.decode("ascii")
-        return path, query.decode("latin-1")
+        return path, query.decode("ascii"), authority
 
 
 DEFAULT_RESPONSE_LIMITS = Limits(max_request_line=8190, max_header_bytes=65536,
@@ -443,6 +593,7 @@ class ResponseParser(_MessageParser):
         self._until_close = False
         self._no_body = False
         self._eof = False
+        self._status_line: tuple[bool, int, str] = (False, 0, "")
         self.head: ResponseHead | None = None
 
     def start(self, method: str) -> None:
@@ -458,8 +609,12 @@ class ResponseParser(_MessageParser):
     def received_anything(self) -> bool:
         return self.head is not None or self.buffered > 0
 
+    def _fail(self, status: int, message: str) -> ProtocolError:
+        return super()._fail(502, message)
+
     def next_head(self) -> ResponseHead | None:
         """The final (non-1xx) response head, or None until it arrives."""
+        self._check_dead()
         while True:
             head = self._parse_head()
             if head is None:
@@ -473,36 +628,29 @@ class ResponseParser(_MessageParser):
             self.head = head
             return head
 
-    def _parse_head(self) -> ResponseHead | None:
-        buf = self._buf
-        pos = self._pos
-        lf = buf.find(b"\n", pos)
-        if lf < 0:
-            if len(buf) - pos > self.limits.max_request_line:
-                raise self._fail(502, "status line too long")
-            return None
-        if lf == pos or buf[lf - 1] != 13:
-            raise self._fail(502, "status line must end with CRLF")
-        line_end = lf - 1
-        end = self._find_head_end(line_end, self.limits.max_header_bytes, 502, "response head")
-        if end < 0:
-            return None
-        line = bytes(buf[pos:line_end])
-        match = _STATUS_LINE.fullmatch(line) or _STATUS_LINE.fullmatch(line + b" ")
+    def _check_line(self, line: bytes) -> None:
+        match = _STATUS_LINE.fullmatch(line)
         if match is None:
             raise self._fail(502, f"malformed status line {line[:80]!r}")
         major, minor, code, reason = match.groups()
         if major != b"1":
             raise self._fail(502, "only HTTP/1.x responses are supported")
-        block = bytes(buf[line_end + 2:end + 2]) if end > line_end else b""
-        try:
-            fields = parse_fields(block, self.limits.max_headers) if block else []
-        except ProtocolError as exc:
-            raise self._fail(502, exc.message)
-        self._pos = end + 4
-        self._scan = self._pos
-        status = int(code)
-        http10 = minor == b"0"
+        if code[:1] == b"0":
+            raise self._fail(502, f"invalid status code {code.decode()}")
+        self._status_line = (minor == b"0", int(code), (reason or b"").decode("latin-1").strip())
+
+    def _line_too_long(self) -> ProtocolError:
+        return self._fail(502, "status line too long")
+
+    def _parse_head(self) -> ResponseHead | None:
+        bounds = self._scan_head()
+        if bounds is None:
+            return None
+        line_end, end = bounds
+        buf = self._buf
+        fields = self._parse_fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
+        self._consume_head(end)
+        http10, status, reason = self._status_line
         te: list[bytes] = []
         cl: list[bytes] = []
         conn: list[bytes] = []
@@ -514,31 +662,32 @@ class ResponseParser(_MessageParser):
             elif name == b"connection":
                 conn.append(value)
         tokens = connection_tokens(conn) if conn else ()
-        keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
+        if http10:
+            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+        else:
+            keep_alive = b"close" not in tokens
         self._no_body = self._method == "HEAD" or status < 200 or status in (204, 304)
         self._until_close = False
         if self._no_body:
             self._frame_body([], [])
         else:
-            try:
-                self._frame_body(te, cl)
-            except ProtocolError as exc:
-                raise self._fail(502, exc.message)
+            self._frame_body(te, cl)
             if not te and not cl:
                 self._until_close = True
                 keep_alive = False
-        return ResponseHead(status, reason.decode("latin-1").strip(),
-                            "HTTP/1.0" if http10 else "HTTP/1.1", fields, keep_alive)
+        return ResponseHead(status, reason, "HTTP/1.0" if http10 else "HTTP/1.1",
+                            fields, keep_alive)
 
     def read_body(self) -> tuple[bytes, bool]:
         """The body bytes available now, and whether the body is complete."""
+        self._check_dead()
         if self._no_body:
             return b"", True
         buf = self._buf
         pos = self._pos
         if self._until_close:
             data = bytes(buf[pos:])
-            self._pos = len(buf)
+            self._pos = self._scan = len(buf)
             return data, self._eof
         if self._chunked:
             done = self._read_chunked()
@@ -547,7 +696,7 @@ class ResponseParser(_MessageParser):
         else:
             take = min(self._body_left, len(buf) - pos)
             data = bytes(buf[pos:pos + take])
-            self._pos = pos + take
+            self._pos = self._scan = pos + take
             self._body_left -= take
             done = self._body_left == 0
         if not done and self._eof:
