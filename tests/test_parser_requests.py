@@ -982,3 +982,51 @@ def test_buffered_counts_unconsumed_bytes():
     assert parser.buffered == 12
     assert parser.next_request() is None
     assert parser.buffered == 12
+
+
+# -- remembered heads --------------------------------------------------------------
+
+REPEATED = [
+    b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET http://h:8/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /%E2%82%AC HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+]
+
+
+def describe(request):
+    return (request.method, request.target, request.path, request.query_string,
+            request.version, request.headers.items(), request.body, request.keep_alive)
+
+
+@pytest.mark.parametrize("raw", REPEATED)
+def test_a_head_seen_before_parses_exactly_as_the_first_time(raw):
+    first = RequestParser()
+    first.feed(raw)
+    expected = describe(first.next_request())
+    for pieces in (1, 3, len(raw)):
+        parser = RequestParser()
+        for start in range(0, len(raw), pieces):
+            parser.feed(raw[start:start + pieces])
+            if start + pieces < len(raw):
+                assert parser.next_request() is None
+        assert describe(parser.next_request()) == expected
+    pipelined = RequestParser()
+    pipelined.feed(raw * 3)
+    assert [describe(pipelined.next_request()) for _ in range(3)] == [expected] * 3
+    assert pipelined.next_request() is None
+
+
+def test_a_remembered_head_still_meets_the_body_limit():
+    raw = b"POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
+    roomy = RequestParser()
+    roomy.feed(raw)
+    assert roomy.next_request().body == b"0123456789"
+    tight = RequestParser(Limits(max_body_bytes=5))
+    tight.feed(raw)
+    with pytest.raises(ProtocolError) as info:
+        tight.next_request()
+    assert info.value.status == 413

@@ -60,6 +60,16 @@ _NOT_IN_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _MAX_CHUNK_LINE = 4096
 _MAX_SIZE_DIGITS = 16
 _MAX_CONTENT_LENGTH = (1 << 63) - 1
+_CACHED_HEAD_MAX = 2048  # heads up to this size are remembered, per Limits
+_CACHED_HEADS = 512
+_head_caches: dict[Limits, dict[bytes, tuple]] = {}
+
+
+def _head_cache(limits: Limits) -> dict[bytes, tuple]:
+    cache = _head_caches.get(limits)
+    if cache is None:
+        cache = _head_caches[limits] = {}
+    return cache
 
 
 class ProtocolError(Exception):
@@ -409,6 +419,7 @@ class RequestParser(_MessageParser):
         super().__init__(limits)
         self.client = client
         self._line: tuple[bytes, bytes, bool] = (b"", b"", False)
+        self._framing: tuple[list[bytes], list[bytes]] = ([], [])
         self.expect_continue = False
         """True while the current request's head asked for 100-continue and
         its body has not arrived: the server should send ``100 Continue``."""
@@ -442,15 +453,61 @@ class RequestParser(_MessageParser):
             if pos < len(buf) and buf[pos] not in _TCHAR_BYTES \
                     and not (buf[pos] == 13 and pos + 1 == len(buf)):
                 raise self._fail(400, "malformed request line")
+            cached = self._cached_head()
+            if cached is not None:
+                return cached
         bounds = self._scan_head()
         if bounds is None:
             return None
         line_end, end = bounds
         fields = self._parse_fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
+        head = bytes(buf[self._pos:end]) if end - self._pos <= _CACHED_HEAD_MAX else None
         self._pos = self._scan = end + 4
         self._line_len = -1
         method_b, target_b, http10 = self._line
-        return self._build(method_b, target_b, http10, fields)
+        request = self._build(method_b, target_b, http10, fields)
+        if head is not None:
+            cache = _head_cache(self.limits)
+            if len(cache) >= _CACHED_HEADS:
+                cache.clear()
+            cache[head] = (request.method, request.target, request.path, request.query_string,
+                           request.version, request.headers._raw, request.keep_alive,
+                           self.expect_continue, self._framing)
+        return request
+
+    def _cached_head(self) -> Request | None:
+        """The request for a head seen before, byte for byte (clients send
+        the same few heads again and again): everything the full parse
+        checked and derived is reused, so only the body framing is set up
+        again. None when the head is incomplete or new."""
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
+        if end < 0:
+            return None
+        entry = _head_cache(self.limits).get(bytes(buf[pos:end]))
+        if entry is None:
+            return None
+        (method, target, path, query, version, fields, keep_alive, expect_continue,
+         framing) = entry
+        self._frame_body(*framing)
+        self._pos = self._scan = end + 4
+        self.expect_continue = expect_continue
+        request = Request.__new__(Request)
+        request.method = method
+        request.target = target
+        request.path = path
+        request.query_string = query
+        request.version = version
+        request.headers = Headers.from_raw(fields)
+        request.body = None  # type: ignore[assignment]
+        request.client = self.client
+        request.keep_alive = keep_alive
+        request.path_params = {}
+        request.route = None
+        request._query = None
+        request._state = None
+        return request
 
     def _check_line(self, line: bytes) -> None:
         match = _REQUEST_LINE.fullmatch(line)
@@ -499,6 +556,7 @@ class RequestParser(_MessageParser):
         if authority is not None:  # RFC 9112 §3.2.2: the target's authority wins
             fields = [(n, v) for n, v in fields if n != b"host"] + [(b"host", authority)]
         self._frame_body(te, cl)
+        self._framing = (te, cl)
         tokens = connection_tokens(conn) if conn else ()
         if http10:
             keep_alive = b"keep-alive" in tokens and b"close" not in tokens
