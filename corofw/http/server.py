@@ -172,7 +172,15 @@ class Server:
         try:
             deadline.set(config.keep_alive_timeout, "keep-alive idle")
             keep_alive = True
+            answered = False  # a response just went out for everything received
             while keep_alive:
+                if answered:
+                    # The client most likely waits for that response before it
+                    # sends more: wait first, saving a recv that would fail.
+                    # (epoll is level-triggered, so bytes already here wake us.)
+                    answered = False
+                    unyielded = 0
+                    yield read_trap
                 try:
                     data = recv(_RECV_SIZE)
                 except BlockingIOError:
@@ -220,18 +228,18 @@ class Server:
                         deadline.clear()
                         response = yield from _drive_app(response, request)
                     keep_alive = request.keep_alive and not self.closing
-                    data = _simple_response(response, request, keep_alive)
-                    if data is None:
+                    wire = _simple_response(response, request, keep_alive)
+                    if wire is None:
                         conn.phase = _BUSY
                         keep_alive = yield from self._respond(conn, request, response, keep_alive)
                     else:
                         try:
-                            sent = send(data)
+                            sent = send(wire)
                         except BlockingIOError:
                             sent = 0
-                        if sent != len(data):
+                        if sent != len(wire):
                             conn.phase = _BUSY
-                            yield from self._send_rest(conn, data, sent)
+                            yield from self._send_rest(conn, wire, sent)
                         self.requests_served += 1
                         if config.access_log:
                             self._log_access(conn, request, response.status, len(response.body))
@@ -244,6 +252,7 @@ class Server:
                     else:
                         conn.phase = _IDLE
                         deadline.set(config.keep_alive_timeout, "keep-alive idle")
+                        answered = len(data) < _RECV_SIZE
             if linger:
                 yield from self._linger(conn)
         except Cancelled as exc:
