@@ -589,6 +589,11 @@ def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | Non
 def _read_head(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
                url: str) -> Coro[None]:
     parser = conn.parser
+    if not parser.buffered and type(conn.sock.sock) is socket.socket:
+        # The request has just left: nothing can have come back yet, so wait
+        # first instead of a recv that would fail (TLS may buffer: not there).
+        _phase(conn.deadline, "read", timeouts.read, total_until)
+        yield (READ, conn.sock.fd)
     while True:
         try:
             if parser.next_head() is not None:
