@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: install test lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean
 
@@ -51,6 +52,19 @@ nginx:
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,docs]'
+	touch $@
+
+# The API reference, from the docstrings, as HTML in docs/api/ (open docs/api/index.html).
+# Every module is named: pdoc alone would follow only the packages' __all__.
+API_MODULES = $(shell find corofw -name '*.py' ! -name '__main__.py' | \
+	sed -e 's|/__init__\.py$$||' -e 's|\.py$$||' -e 's|/|.|g' | sort)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/api
+	$(BIN)/pdoc --docformat restructuredtext --output-directory docs/api $(API_MODULES)
 
 FUZZ_SECONDS ?= 120
 fuzz: $(STAMP)

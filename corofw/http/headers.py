@@ -59,10 +59,13 @@ class Headers:
         return index
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The first value of ``name`` (any case), or ``default``."""
         values = self._lookup().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` (any case), in order; ``[]`` if absent.
+        ``getall`` is the same method."""
         return list(self._lookup().get(name.lower(), ()))
 
     getall = get_all
@@ -94,12 +97,15 @@ class Headers:
         return f"Headers({self._pairs()!r})"
 
     def items(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` pair in order, repeated names included."""
         return list(self._pairs())
 
     def keys(self) -> list[str]:
+        """Every name in order, once per value, as it was given."""
         return [name for name, _ in self._pairs()]
 
     def values(self) -> list[str]:
+        """Every value in order."""
         return [value for _, value in self._pairs()]
 
     def add(self, name: str, value: str) -> None:
@@ -123,15 +129,20 @@ class Headers:
         self._index = None
 
     def setdefault(self, name: str, value: str) -> str:
+        """The first value of ``name``; if there is none, add ``value`` and
+        return it."""
         if name in self:
             return self[name]
         self.add(name, value)
         return value
 
     def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        """Set each name in ``other``, replacing its values here (as
+        ``headers[name] = value`` does)."""
         pairs = other.items() if isinstance(other, (Mapping, Headers)) else other
         for name, value in pairs:
             self[name] = value
 
     def copy(self) -> Headers:
+        """An independent copy."""
         return Headers(self._pairs())

@@ -20,12 +20,15 @@ class QueryParams:
         self._pairs = parse_qsl(query_string, keep_blank_values=True)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The first value of ``name``, or ``default``."""
         for key, value in self._pairs:
             if key == name:
                 return value
         return default
 
     def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order; ``[]`` if absent. ``getall``
+        is the same method."""
         return [value for key, value in self._pairs if key == name]
 
     getall = get_all
@@ -46,6 +49,7 @@ class QueryParams:
         return len(self._pairs)
 
     def items(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` pair in order, repeated names included."""
         return list(self._pairs)
 
     def __repr__(self) -> str:
@@ -99,16 +103,20 @@ class Request:
 
     @property
     def state(self) -> dict[str, Any]:
+        """A dict for this request's own data (set by middleware, read by
+        handlers), created on first use."""
         if self._state is None:
             self._state = {}
         return self._state
 
     @property
     def host(self) -> str | None:
+        """The Host header, or None."""
         return self.headers.get("host")
 
     @property
     def content_type(self) -> str | None:
+        """The Content-Type header, or None."""
         return self.headers.get("content-type")
 
     @property
@@ -169,14 +177,18 @@ class Response:
 
     @classmethod
     def text(cls, text: str, status: int = 200, headers: Any = None) -> Response:
+        """``text`` as UTF-8, ``text/plain``."""
         return cls(text.encode(), status, headers, "text/plain; charset=utf-8")
 
     @classmethod
     def html(cls, html: str, status: int = 200, headers: Any = None) -> Response:
+        """``html`` as UTF-8, ``text/html``."""
         return cls(html.encode(), status, headers, "text/html; charset=utf-8")
 
     @classmethod
     def redirect(cls, location: str, status: int = 307) -> Response:
+        """An empty response sending the client to ``location``; 307 keeps
+        the method and body, pass 301, 302, 303 or 308 for the others."""
         return cls(b"", status, [("location", location)])
 
     def set_header(self, name: str, value: str) -> None:
@@ -223,6 +235,9 @@ class HTTPError(Exception):
         self.headers = headers
 
     def to_response(self) -> Response:
+        """The response the router sends for this error: JSON for a
+        dict/list ``detail``, else ``detail`` (or the status's reason
+        phrase) as a line of text."""
         from .status import reason_phrase
 
         if isinstance(self.detail, (dict, list)):

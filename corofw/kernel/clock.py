@@ -28,5 +28,7 @@ class VirtualClock:
         self._now += seconds
 
     def jump_to(self, when: float) -> None:
+        """Set the clock to ``when`` if that is later; the kernel calls this
+        to skip to the next timer."""
         if when > self._now:
             self._now = when

@@ -609,6 +609,8 @@ class Kernel:
         return self.timers.add(self.clock() + delay, callback, arg)
 
     def cancel_timer(self, entry: list[Any]) -> None:
+        """Call off a timer from :meth:`add_timer`; O(1), and harmless if it
+        has already fired or been cancelled."""
         self.timers.cancel(entry)
 
     # -- threads -----------------------------------------------------------

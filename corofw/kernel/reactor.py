@@ -31,9 +31,11 @@ class EpollReactor:
         self.poll = self._epoll.poll
 
     def fileno(self) -> int:
+        """The epoll instance's own fd."""
         return self._epoll.fileno()
 
     def close(self) -> None:
+        """Close the epoll instance."""
         self._epoll.close()
 
 
@@ -51,24 +53,29 @@ class SelectorReactor:
         self._selector = selector or selectors.DefaultSelector()
 
     def register(self, fd: int, mask: int) -> None:
+        """Start watching ``fd`` for the directions in ``mask``."""
         try:
             self._selector.register(fd, self._events(mask))
         except KeyError:
             raise FileExistsError(f"fd {fd} is already registered") from None
 
     def modify(self, fd: int, mask: int) -> None:
+        """Change the directions watched on a registered ``fd``."""
         try:
             self._selector.modify(fd, self._events(mask))
         except KeyError:
             raise FileNotFoundError(f"fd {fd} is not registered") from None
 
     def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``."""
         try:
             self._selector.unregister(fd)
         except KeyError:
             raise FileNotFoundError(f"fd {fd} is not registered") from None
 
     def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        """Wait up to ``timeout`` seconds (forever if negative) and return
+        the ready ``(fd, mask)`` pairs."""
         ready = self._selector.select(None if timeout < 0 else timeout)
         out = []
         for key, events in ready:
@@ -81,9 +88,11 @@ class SelectorReactor:
         return out
 
     def fileno(self) -> int:
+        """-1: a selector has no fd of its own to expose."""
         return -1
 
     def close(self) -> None:
+        """Close the underlying selector."""
         self._selector.close()
 
     @staticmethod

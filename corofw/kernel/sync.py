@@ -27,6 +27,7 @@ class Event:
         return f"<Event {'set' if self._flag else 'unset'}>"
 
     def is_set(self) -> bool:
+        """True while the flag is set."""
         return self._flag
 
     def set(self) -> None:
@@ -35,9 +36,11 @@ class Event:
         self._waiters.wake_all()
 
     def clear(self) -> None:
+        """Reset the flag; later :meth:`wait` calls park again."""
         self._flag = False
 
     def wait(self) -> Coro[None]:
+        """Wait until the flag is set (return at once if it already is)."""
         if not self._flag:
             yield (PARK, self._waiters)
 
@@ -57,9 +60,11 @@ class Semaphore:
 
     @property
     def value(self) -> int:
+        """The number of free permits."""
         return self._value
 
     def locked(self) -> bool:
+        """True when no permit is free: :meth:`acquire` would wait."""
         return self._value == 0
 
     def acquire(self) -> Coro[Semaphore]:
@@ -72,6 +77,8 @@ class Semaphore:
         return self
 
     def release(self) -> None:
+        """Give a permit back: to the oldest waiter if there is one, else to
+        the pool. Never waits."""
         if self._waiters:
             self._waiters.wake_one()
         else:
@@ -96,6 +103,9 @@ class Lock(Semaphore):
         return f"<Lock owner={owner!r} waiters={len(self._waiters)}>"
 
     def acquire(self) -> Coro[Lock]:
+        """Wait until the lock is free and take it; return self, so
+        ``with (yield from lock.acquire()):`` releases it at the end of the
+        block. Raises ``RuntimeError`` if this task already holds it."""
         task = yield (CURRENT,)
         if self._owner is task:
             raise RuntimeError("this task already holds the lock (Lock is not reentrant)")
@@ -104,6 +114,8 @@ class Lock(Semaphore):
         return self
 
     def release(self) -> None:
+        """Release the lock, handing it to the oldest waiter if any. Raises
+        ``RuntimeError`` if it is not held."""
         if self._owner is None:
             raise RuntimeError("release() of a lock that is not held")
         self._owner = None
@@ -135,31 +147,40 @@ class Queue:
         return len(self._items)
 
     def qsize(self) -> int:
+        """The number of items in the queue."""
         return len(self._items)
 
     def empty(self) -> bool:
+        """True when the queue holds no item."""
         return not self._items
 
     def full(self) -> bool:
+        """True when the queue is bounded and holds ``maxsize`` items."""
         return 0 < self.maxsize <= len(self._items)
 
     def put(self, item: Any) -> Coro[None]:
+        """Add ``item``, waiting while the queue is full."""
         while self.full():
             yield (PARK, self._putters)
         self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
+        """Add ``item`` without waiting; raise :class:`QueueFull` if the
+        queue is full."""
         if self.full():
             raise QueueFull("the queue is full")
         self._items.append(item)
         self._getters.wake_one()
 
     def get(self) -> Coro[Any]:
+        """Remove and return the oldest item, waiting while there is none."""
         while not self._items:
             yield (PARK, self._getters)
         return self.get_nowait()
 
     def get_nowait(self) -> Any:
+        """Remove and return the oldest item without waiting; raise
+        :class:`QueueEmpty` if there is none."""
         if not self._items:
             raise QueueEmpty("the queue is empty")
         item = self._items.popleft()

@@ -67,6 +67,7 @@ class WaitQueue(deque):
         return task
 
     def wake_all(self, value: Any = None) -> None:
+        """Wake every waiter with ``value``, oldest first."""
         while self:
             task = self.popleft()
             task._kernel._wake(task, value)
@@ -129,6 +130,7 @@ class Task:
 
     @property
     def done(self) -> bool:
+        """True once the task has finished, whatever the outcome."""
         return self.state is DONE
 
     @property

@@ -35,6 +35,8 @@ class TimeoutScope:
         return f"{self.label}({self.seconds:g} s)"
 
     def close(self) -> None:
+        """Leave the scope: drop its timer and any cancellation of its own
+        that was not delivered yet."""
         task = self.task
         task._kernel.cancel_timer(self.entry)
         pending = task._cancel_pending

@@ -29,11 +29,15 @@ class Timers:
         return len(self.heap) - self._dead
 
     def add(self, deadline: float, callback: Callable[[Any], None], arg: Any) -> list[Any]:
+        """Schedule ``callback(arg)`` at ``deadline``; return the entry, the
+        handle for :meth:`cancel`."""
         entry = [deadline, next(self._seq), callback, arg]
         heapq.heappush(self.heap, entry)
         return entry
 
     def cancel(self, entry: list[Any]) -> None:
+        """Mark ``entry`` dead (it stays in the heap until it surfaces or the
+        heap is compacted); a fired or cancelled entry is left alone."""
         if entry[2] is None:
             return
         entry[2] = None

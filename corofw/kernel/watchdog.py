@@ -36,6 +36,7 @@ class Watchdog:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching and join the thread."""
         self._stop.set()
         self._thread.join()
 

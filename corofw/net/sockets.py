@@ -34,6 +34,8 @@ class Socket:
         return f"<corofw Socket fd={self.fd}>"
 
     def fileno(self) -> int:
+        """The fd (-1 once closed); lets a Socket be passed to
+        ``read_wait``/``write_wait``."""
         return self.fd
 
     def __enter__(self) -> Socket:
@@ -52,6 +54,8 @@ class Socket:
             yield (READ, self.fd)  # outside the except block: no exception kept alive
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
+        """Read into ``buffer`` (up to ``nbytes``, or its size when 0) and
+        return the number of bytes read; 0 at end of stream."""
         while True:
             try:
                 return self.sock.recv_into(buffer, nbytes)
@@ -142,15 +146,19 @@ class Socket:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has run."""
         return self.fd < 0
 
     def getsockname(self) -> Any:
+        """The local address, as ``socket.getsockname`` gives it."""
         return self.sock.getsockname()
 
     def getpeername(self) -> Any:
+        """The remote address, as ``socket.getpeername`` gives it."""
         return self.sock.getpeername()
 
     def setsockopt(self, *args: Any) -> None:
+        """``socket.setsockopt`` on the underlying socket."""
         self.sock.setsockopt(*args)
 
 

@@ -31,24 +31,33 @@ class TLSSocket(Socket):
             yield trap
 
     def handshake(self) -> Coro[None]:
+        """Run the TLS handshake, waiting on the fd whenever the TLS engine
+        needs the network."""
         yield from self._retry(self.sock.do_handshake)
 
     def recv(self, maxsize: int) -> Coro[bytes]:
+        """Up to ``maxsize`` decrypted bytes; ``b""`` at end of stream (also
+        when the peer closed without a TLS close_notify)."""
         try:
             return (yield from self._retry(self.sock.recv, maxsize))
         except ssl.SSLEOFError:
             return b""  # the peer closed without close_notify: treat as end of stream
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
+        """Decrypt into ``buffer``; return the number of bytes, 0 at end of
+        stream."""
         try:
             return (yield from self._retry(self.sock.recv_into, buffer, nbytes))
         except ssl.SSLEOFError:
             return 0
 
     def send(self, data: Any) -> Coro[int]:
+        """Encrypt and send some of ``data``; return how much was taken."""
         return (yield from self._retry(self.sock.send, data))
 
     def send_all(self, data: Any) -> Coro[None]:
+        """Send all of ``data``, in records of up to 64 KiB, waiting on
+        ``write_wait`` whenever the socket buffer is full."""
         view = memoryview(data).cast("B")
         try:
             sent, total = 0, len(view)
@@ -58,6 +67,8 @@ class TLSSocket(Socket):
             view.release()
 
     def accept(self) -> Coro[Any]:
+        """Not available: accept on the plain listener, then
+        :func:`wrap_server` the connection."""
         raise TypeError("accept() on a TLS connection; accept on the listener, then wrap")
         yield  # pragma: no cover
 

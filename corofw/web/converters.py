@@ -48,9 +48,13 @@ class Converter:
         self.matcher = re.compile(f"(?:{self.regex})", re.DOTALL)
 
     def to_python(self, value: str) -> Any:
+        """The handler's value for the matched text (here: the text
+        itself); raise ``ValueError`` to make the route not match."""
         return value
 
     def to_url(self, value: Any) -> str:
+        """The unencoded path text for ``value`` (here: ``str(value)``);
+        ``url_for`` checks it against ``regex``."""
         return str(value)
 
     def __repr__(self) -> str:

@@ -57,6 +57,7 @@ class PathPattern:
 
     @property
     def param_names(self) -> list[str]:
+        """The names of the pattern's parameters, in order."""
         return [param.name for param in self.params]
 
     def with_prefix(self, prefix: str) -> PathPattern:

@@ -135,15 +135,19 @@ class Router:
         return self.route(path, ("GET",), name)
 
     def post(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        """``@routes.post(path)``: answer POST on ``path``."""
         return self.route(path, ("POST",), name)
 
     def put(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        """``@routes.put(path)``: answer PUT on ``path``."""
         return self.route(path, ("PUT",), name)
 
     def patch(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        """``@routes.patch(path)``: answer PATCH on ``path``."""
         return self.route(path, ("PATCH",), name)
 
     def delete(self, path: str, name: str | None = None) -> Callable[[F], F]:
+        """``@routes.delete(path)``: answer DELETE on ``path``."""
         return self.route(path, ("DELETE",), name)
 
     def mount(self, prefix: str, router: Router, name: str | None = None) -> Router:
