@@ -14,6 +14,7 @@ are in flight at once::
 from __future__ import annotations
 
 import argparse
+import time
 from collections import defaultdict
 
 from bench_util import (
@@ -69,6 +70,8 @@ def run(names: list[str], rounds: int, seconds: float) -> dict[tuple[str, int], 
                 for conns in LEVELS:
                     warm = 2 if conns == 1 else (3 if conns < 1000 else 8)
                     wrk(url, conns, warm, OTHER_CPU, timeout=30)  # open the pools' connections
+                    if conns > 1:
+                        time.sleep(3)  # let the fan-outs the warm-up left behind finish
                     cpu_before, _ = proc_stats(app.pid)
                     result = wrk(url, conns, seconds, OTHER_CPU, timeout=30)
                     cpu_after, peak = proc_stats(app.pid)
@@ -152,7 +155,7 @@ def main() -> None:
     write_section("Fan-out under load", f"""
 - Command: `make bench-fanout` (`.venv/bin/python benchmarks/fanout_bench.py`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
-- Method: the fan-out app (one process) pinned to CPU {APP_CPU}; a fresh corofw backend (1.0 s per call, on a loopback address of its own) and `wrk -t1 -cN -d{seconds:g}s` pinned to CPU {OTHER_CPU}; each level warmed first (2-8 s: at 1,000 the pools open 10,000 connections); {rounds} round(s), apps interleaved, medians shown (errors summed). N concurrent fan-outs mean 10·N backend calls in flight. CPU seconds and peak RSS are the fan-out process's own (from /proc).
+- Method: the fan-out app (one process) pinned to CPU {APP_CPU}; a fresh corofw backend (1.0 s per call, on a loopback address of its own) and `wrk -t1 -cN -d{seconds:g}s` pinned to CPU {OTHER_CPU}; each level warmed first (2-8 s: at 1,000 the pools open 10,000 connections), then 3 s for the warm-up's requests to drain; {rounds} round(s), apps interleaved, medians shown (errors summed). N concurrent fan-outs mean 10·N backend calls in flight. CPU seconds and peak RSS are the fan-out process's own (from /proc).
 
 {report}
 

@@ -9,6 +9,7 @@ SIGINT asks every worker to shut down gracefully before exiting itself.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -45,10 +46,25 @@ def _serve_forever(app: Any, listener: Any, config: ServerConfig) -> Coro[None]:
     host, port = listener.getsockname()[:2]
 
     def ready(server: Any) -> None:
+        _tune_gc()
         log.info("serving on http://%s:%d (pid %d)", _url_host(host), port, os.getpid())
 
     yield from serve(app, listener, config, on_ready=ready)
     log.info("stopped (pid %d)", os.getpid())
+
+
+def _tune_gc() -> None:
+    """Tune the cyclic garbage collector for a server process: everything
+    alive once the server is up (modules, the app, the routes) is frozen out
+    of collections, and the youngest generation is collected every N
+    allocations (50,000 by default) instead of every 700 (COROFW_GC_THRESHOLD, 0 leaves
+    Python's defaults). Requests allocate many short-lived objects that
+    reference counting frees; frequent collections would mostly rescan the
+    same long-lived connections."""
+    threshold = int(os.environ.get("COROFW_GC_THRESHOLD", "50000"))
+    if threshold:
+        gc.freeze()
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
 def _url_host(host: str) -> str:

@@ -138,6 +138,10 @@ def content_length(values: list[bytes]) -> int:
     """The one length that every Content-Length value (comma lists
     included) states, as identical strings of at most 19 digits below
     2**63; anything else is a framing error (400)."""
+    if len(values) == 1:
+        value = values[0]
+        if value.isdigit() and len(value) <= 18:  # bytes.isdigit: ASCII digits only
+            return int(value)
     lengths = set()
     for value in values:
         for item in value.split(b","):
