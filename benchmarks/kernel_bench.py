@@ -72,6 +72,13 @@ perf = time.perf_counter
 # -- helpers run inside the child ------------------------------------------
 
 
+def run_corofw(coro: corofw.Coro[float]) -> float:
+    """``corofw.run`` with its default blocked-loop watchdog, unless
+    COROFW_BENCH_WATCHDOG=0 (to measure what the watchdog costs)."""
+    off = os.environ.get("COROFW_BENCH_WATCHDOG") == "0"
+    return corofw.run(coro, watchdog=None if off else 0.1)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -145,7 +152,7 @@ def pingpong_corofw(n: int) -> dict:
         yield from task.join()
         return perf() - start
 
-    return pingpong_result(n, corofw.run(main()))
+    return pingpong_result(n, run_corofw(main()))
 
 
 def pingpong_corofw_raw(n: int) -> dict:
@@ -169,7 +176,7 @@ def pingpong_corofw_raw(n: int) -> dict:
         yield from task.join()
         return perf() - start
 
-    return pingpong_result(n, corofw.run(main()))
+    return pingpong_result(n, run_corofw(main()))
 
 
 def pingpong_asyncio(n: int) -> dict:
@@ -227,7 +234,7 @@ def spawn_corofw_join(n: int) -> dict:
             yield from task.join()
         return perf() - start
 
-    return {"tasks_per_s": n / corofw.run(main())}
+    return {"tasks_per_s": n / run_corofw(main())}
 
 
 def spawn_corofw_gather(n: int) -> dict:
@@ -236,7 +243,7 @@ def spawn_corofw_gather(n: int) -> dict:
         yield from gather(*[noop_corofw() for _ in range(n)])
         return perf() - start
 
-    return {"tasks_per_s": n / corofw.run(main())}
+    return {"tasks_per_s": n / run_corofw(main())}
 
 
 def spawn_asyncio_gather(n: int) -> dict:
@@ -300,7 +307,7 @@ def sleep_corofw(n: int) -> dict:
         yield from gather(*[sleeper(d) for d in sleep_delays(n)])
         return (yield from current_time()) - start
 
-    return sleep_result(corofw.run(main()), lateness)
+    return sleep_result(run_corofw(main()), lateness)
 
 
 def sleep_asyncio(n: int) -> dict:
@@ -372,7 +379,7 @@ def fanout_corofw(n: int) -> dict:
             yield from task.join()
         return perf() - start
 
-    return fanout_result(n, corofw.run(main()))
+    return fanout_result(n, run_corofw(main()))
 
 
 def fanout_asyncio(n: int) -> dict:
@@ -452,7 +459,7 @@ def idle_corofw(n: int) -> dict:
             task.cancel()
         return delta
 
-    return idle_result(len(pairs), corofw.run(main()))
+    return idle_result(len(pairs), run_corofw(main()))
 
 
 def idle_asyncio(n: int) -> dict:

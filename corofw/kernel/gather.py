@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import GeneratorType
 from typing import Any
 
-from .task import Cancelled, Task, WaitQueue
+from .task import Cancelled, SmallWaitQueue, Task
 from .traps import CURRENT, PARK, Coro
 
 
@@ -25,7 +25,7 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
     children = [kernel.spawn(coro, names[i] if names else None, parent)
                 for i, coro in enumerate(coros)]
     finished: list[Task] = []
-    waiter = WaitQueue("gather")
+    waiter = SmallWaitQueue("gather")
 
     def on_done(task: Task) -> None:
         finished.append(task)

@@ -260,7 +260,7 @@ class Kernel:
 
     def spawn(self, coro: Any, name: str | None = None, parent: Task | None = None) -> Task:
         """Create a task for ``coro`` and make it ready (kernel-side spawn)."""
-        if not isinstance(coro, GeneratorType):
+        if type(coro) is not GeneratorType and not isinstance(coro, GeneratorType):
             hint = " (call the generator function)" if callable(coro) else ""
             raise TypeError(f"spawn() needs a generator object{hint}, got {coro!r}")
         task = Task(self, coro, name, parent, self.clock())
@@ -588,7 +588,13 @@ class Kernel:
         self._ready.append(task)
 
     def _trap_spawn(self, task: Task, trap: tuple) -> Task:
-        return self.spawn(trap[1], trap[2], task)
+        coro = trap[1]
+        if type(coro) is not GeneratorType:
+            return self.spawn(coro, trap[2], task)  # raises the TypeError
+        child = Task(self, coro, trap[2], task, self.clock())
+        self.tasks.add(child)
+        self._ready.append(child)
+        return child
 
     def _trap_park(self, task: Task, trap: tuple) -> Any:
         trap[1].append(task)
