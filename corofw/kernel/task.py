@@ -85,6 +85,7 @@ class SmallWaitQueue(list):
         self.owner = owner
 
     def wake_one(self, value: Any = None) -> Task | None:
+        """Wake the oldest waiter with ``value``; return it (or None)."""
         if not self:
             return None
         task = self.pop(0)
@@ -92,6 +93,7 @@ class SmallWaitQueue(list):
         return task
 
     def wake_all(self, value: Any = None) -> None:
+        """Wake every waiter with ``value``, oldest first."""
         waiters = self[:]
         self.clear()
         for task in waiters:
