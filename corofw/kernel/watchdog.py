@@ -2,7 +2,7 @@
 
 A coroutine that calls ``time.sleep`` or a blocking library stops every
 other task: nothing else runs until it yields. The watchdog is a small
-thread that looks at the kernel every ``threshold / 4`` seconds; when it
+thread that looks at the kernel every ``threshold / 2`` seconds; when it
 finds the same task still running in the same loop tick for longer than
 ``threshold``, it logs a warning with the task's name and the stack of the
 kernel thread as it is right now, so the blocking line is named.
@@ -42,7 +42,7 @@ class Watchdog:
 
     def _watch(self) -> None:
         kernel = self.kernel
-        interval = self.threshold / 4
+        interval = self.threshold / 2
         seen: tuple[int, Any] | None = None
         since = 0.0
         warned: tuple[int, Any] | None = None
