@@ -72,6 +72,27 @@ def _head_cache(limits: Limits) -> dict[bytes, tuple]:
     return cache
 
 
+def _new_request(method: str, target: str, path: str, query: str, version: str,
+                 fields: list[tuple[bytes, bytes]], keep_alive: bool, client: object) -> Request:
+    """A Request straight from parsed parts (no re-parsing of the target);
+    its body is None until the parser has it."""
+    request = Request.__new__(Request)
+    request.method = method
+    request.target = target
+    request.path = path
+    request.query_string = query
+    request.version = version
+    request.headers = Headers.from_raw(fields)
+    request.body = None  # type: ignore[assignment]
+    request.client = client
+    request.keep_alive = keep_alive
+    request.path_params = {}
+    request.route = None
+    request._query = None
+    request._state = None
+    return request
+
+
 class ProtocolError(Exception):
     """The peer broke HTTP/1.1; answer with ``status`` and close."""
 
@@ -492,26 +513,10 @@ class RequestParser(_MessageParser):
         entry = _head_cache(self.limits).get(bytes(buf[pos:end]))
         if entry is None:
             return None
-        (method, target, path, query, version, fields, keep_alive, expect_continue,
-         framing) = entry
-        self._frame_body(*framing)
+        self._frame_body(*entry[8])
         self._pos = self._scan = end + 4
-        self.expect_continue = expect_continue
-        request = Request.__new__(Request)
-        request.method = method
-        request.target = target
-        request.path = path
-        request.query_string = query
-        request.version = version
-        request.headers = Headers.from_raw(fields)
-        request.body = None  # type: ignore[assignment]
-        request.client = self.client
-        request.keep_alive = keep_alive
-        request.path_params = {}
-        request.route = None
-        request._query = None
-        request._state = None
-        return request
+        self.expect_continue = entry[7]
+        return _new_request(*entry[:7], self.client)
 
     def _check_line(self, line: bytes) -> None:
         match = _REQUEST_LINE.fullmatch(line)
@@ -572,21 +577,9 @@ class RequestParser(_MessageParser):
             if members - {b"100-continue"}:
                 raise self._fail(417, "unsupported expectation")
             self.expect_continue = bool(members)
-        request = Request.__new__(Request)
-        request.method = method
-        request.target = target_b.decode("ascii")
-        request.path = path
-        request.query_string = query
-        request.version = "HTTP/1.0" if http10 else "HTTP/1.1"
-        request.headers = Headers.from_raw(fields)
-        request.body = None  # type: ignore[assignment]
-        request.client = self.client
-        request.keep_alive = keep_alive
-        request.path_params = {}
-        request.route = None
-        request._query = None
-        request._state = None
-        return request
+        return _new_request(method, target_b.decode("ascii"), path, query,
+                            "HTTP/1.0" if http10 else "HTTP/1.1", fields, keep_alive,
+                            self.client)
 
     def _split_target(self, method: str, target: bytes) -> tuple[str, str, bytes | None]:
         """(path, raw query, authority of an absolute-form target or None)."""

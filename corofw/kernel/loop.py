@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from types import GeneratorType
 from typing import Any
 
@@ -48,6 +49,7 @@ log = logging.getLogger("corofw.kernel")
 
 _PARKED = object()
 _MAX_POLL = 86400.0  # epoll and select overflow on far-away deadlines (sleep(inf))
+_DIRECTIONS = (READABLE, WRITABLE)
 _READ_EVENTS = READABLE | ERROR_MASK
 _WRITE_EVENTS = WRITABLE | ERROR_MASK
 _local = threading.local()
@@ -175,8 +177,8 @@ class Kernel:
         self.reactor.register(self._wake_fd, READABLE)
         self._autojump = getattr(self.clock, "autojump_threshold", None)
         self._handlers: dict[traps.Op, Callable[[Task, tuple], Any]] = {
-            traps.READ: self._trap_read,
-            traps.WRITE: self._trap_write,
+            traps.READ: partial(self._trap_fd, 0),
+            traps.WRITE: partial(self._trap_fd, 1),
             traps.SLEEP: self._trap_sleep,
             traps.SPAWN: self._trap_spawn,
             traps.CURRENT: lambda task, trap: task,
@@ -185,8 +187,8 @@ class Kernel:
             traps.CLOCK: lambda task, trap: self.clock(),
         }
         self._undoers: dict[traps.Op, Callable[[Task, tuple], None]] = {
-            traps.READ: self._undo_read,
-            traps.WRITE: self._undo_write,
+            traps.READ: partial(self._undo_fd, 0),
+            traps.WRITE: partial(self._undo_fd, 1),
             traps.SLEEP: lambda task, trap: self.timers.cancel(trap[1]),
             traps.PARK: self._undo_park,
             traps.THREAD: self._undo_thread,
@@ -501,52 +503,33 @@ class Kernel:
 
     # -- traps ---------------------------------------------------------------
 
-    def _trap_read(self, task: Task, trap: tuple) -> Any:
+    def _trap_fd(self, slot: int, task: Task, trap: tuple) -> Any:
+        """Park ``task`` until the fd of ``trap`` is ready in one direction:
+        slot 0 reads (EPOLLIN), slot 1 writes (EPOLLOUT). At most one task
+        waits per direction; the fd's mask only grows when it must."""
         fd = trap[1]
         if type(fd) is not int:
             fd = fd.fileno()
-            trap = (traps.READ, fd)
+            trap = (trap[0], fd)
         state = self._fds.get(fd)
         if state is None:
             state = self._fds[fd] = [None, None, 0]
-        elif state[0] is not None:
-            raise BusyResourceError(f"another task is already waiting to read fd {fd}")
+        elif state[slot] is not None:
+            raise BusyResourceError(
+                f"another task is already waiting to {('read', 'write')[slot]} fd {fd}")
+        direction = _DIRECTIONS[slot]
         mask = state[2]
-        if not mask & READABLE:
-            self._arm(fd, state, mask | READABLE)
-        state[0] = task
+        if not mask & direction:
+            self._arm(fd, state, mask | direction)
+        state[slot] = task
         self._io_waiters += 1
         task._trap = trap
         return _PARKED
 
-    def _trap_write(self, task: Task, trap: tuple) -> Any:
-        fd = trap[1]
-        if type(fd) is not int:
-            fd = fd.fileno()
-            trap = (traps.WRITE, fd)
-        state = self._fds.get(fd)
-        if state is None:
-            state = self._fds[fd] = [None, None, 0]
-        elif state[1] is not None:
-            raise BusyResourceError(f"another task is already waiting to write fd {fd}")
-        mask = state[2]
-        if not mask & WRITABLE:
-            self._arm(fd, state, mask | WRITABLE)
-        state[1] = task
-        self._io_waiters += 1
-        task._trap = trap
-        return _PARKED
-
-    def _undo_read(self, task: Task, trap: tuple) -> None:
+    def _undo_fd(self, slot: int, task: Task, trap: tuple) -> None:
         state = self._fds.get(trap[1])
-        if state is not None and state[0] is task:
-            state[0] = None
-            self._io_waiters -= 1
-
-    def _undo_write(self, task: Task, trap: tuple) -> None:
-        state = self._fds.get(trap[1])
-        if state is not None and state[1] is task:
-            state[1] = None
+        if state is not None and state[slot] is task:
+            state[slot] = None
             self._io_waiters -= 1
 
     def _arm(self, fd: int, state: list[Any], mask: int) -> None:
