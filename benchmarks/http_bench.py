@@ -40,6 +40,7 @@ def commands(port: int) -> dict[str, list[str]]:
         "uvicorn": [PYTHON, "-m", "uvicorn", "benchmarks.peers.asgi_hello:app",
                     "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                     "--no-access-log", "--log-level", "warning"],
+        "trio + h11": [PYTHON, "benchmarks/peers/trio_h11.py", "hello", str(port)],
         "trio (hypercorn)": [PYTHON, "-m", "hypercorn", "--worker-class", "trio",
                              "--bind", f"127.0.0.1:{port}", "benchmarks.peers.asgi_hello:app"],
     }
@@ -78,7 +79,7 @@ def table(names: list[str], results: dict[tuple[str, int], list[dict]]) -> str:
 
 
 def targets(results: dict[tuple[str, int], list[dict]]) -> str:
-    wanted = [("aiohttp", 2.0), ("uvicorn", 1.5), ("trio (hypercorn)", 5.0)]
+    wanted = [("aiohttp", 2.0), ("uvicorn", 1.5), ("trio + h11", 5.0), ("trio (hypercorn)", 5.0)]
     lines = ["| target | connections | ratio | result |", "|---|--:|--:|---|"]
     for conns in CONNECTIONS:
         if ("corofw", conns) not in results:
@@ -114,7 +115,7 @@ def main() -> None:
     write_section("HTTP hello world", f"""
 - Command: `make bench-http` (`.venv/bin/python benchmarks/http_bench.py`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
-- Method: each server is one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; servers interleaved in each of {rounds} rounds; median of the rounds. Peers: aiohttp (`web.run_app`, access log off), uvicorn with uvloop + httptools serving a raw ASGI app, hypercorn's trio worker serving the same ASGI app; corofw serves `apps.hello:routes` through its router with `--no-access-log`.
+- Method: each server is one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; servers interleaved in each of {rounds} rounds; median of the rounds. Peers: aiohttp (`web.run_app`, access log off), uvicorn with uvloop + httptools serving a raw ASGI app, a trio + h11 server (`benchmarks/peers/trio_h11.py`, one task per connection) and hypercorn's trio worker serving the same ASGI app; corofw serves `apps.hello:routes` through its router with `--no-access-log`.
 
 {report}
 
