@@ -116,6 +116,7 @@ class ClientResponse:
 
     @property
     def content(self) -> bytes:
+        """The whole body (for a streamed response, once read)."""
         if self._content is None:
             raise RuntimeError("the body of a streamed response has not been read; "
                                "use `yield from response.read()`")
@@ -123,6 +124,7 @@ class ClientResponse:
 
     @property
     def text(self) -> str:
+        """The body decoded with the Content-Type charset (UTF-8 if none)."""
         charset = None
         for part in (self.headers.get("content-type") or "").split(";")[1:]:
             key, _, value = part.strip().partition("=")
@@ -131,14 +133,17 @@ class ClientResponse:
         return self.content.decode(charset or "utf-8", "replace")
 
     def json(self) -> Any:
+        """The body parsed as JSON."""
         return _json.loads(self.content)
 
     @property
     def is_success(self) -> bool:
+        """True for a 2xx status."""
         return 200 <= self.status_code < 300
 
     @property
     def is_error(self) -> bool:
+        """True for a 4xx or 5xx status."""
         return self.status_code >= 400
 
     def raise_for_status(self) -> ClientResponse:
@@ -242,24 +247,31 @@ class Client:
     # -- the public calls ------------------------------------------------------
 
     def get(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A GET request; see :meth:`request` for the arguments."""
         return self.request("GET", url, **kwargs)
 
     def head(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A HEAD request; see :meth:`request` for the arguments."""
         return self.request("HEAD", url, **kwargs)
 
     def options(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A OPTIONS request; see :meth:`request` for the arguments."""
         return self.request("OPTIONS", url, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A POST request; see :meth:`request` for the arguments."""
         return self.request("POST", url, **kwargs)
 
     def put(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A PUT request; see :meth:`request` for the arguments."""
         return self.request("PUT", url, **kwargs)
 
     def patch(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A PATCH request; see :meth:`request` for the arguments."""
         return self.request("PATCH", url, **kwargs)
 
     def delete(self, url: str, **kwargs: Any) -> Coro[ClientResponse]:
+        """A DELETE request; see :meth:`request` for the arguments."""
         return self.request("DELETE", url, **kwargs)
 
     def request(self, method: str, url: str, *, params: Any = None, headers: Any = None,
@@ -673,20 +685,25 @@ def request(method: str, url: str, **kwargs: Any) -> Coro[ClientResponse]:
 
 
 def get(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """A GET request with the default client."""
     return default_client().request("GET", url, **kwargs)
 
 
 def post(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """A POST request with the default client."""
     return default_client().request("POST", url, **kwargs)
 
 
 def put(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """A PUT request with the default client."""
     return default_client().request("PUT", url, **kwargs)
 
 
 def patch(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """A PATCH request with the default client."""
     return default_client().request("PATCH", url, **kwargs)
 
 
 def delete(url: str, **kwargs: Any) -> Coro[ClientResponse]:
+    """A DELETE request with the default client."""
     return default_client().request("DELETE", url, **kwargs)

@@ -198,6 +198,7 @@ def transfer_codings(values: list[bytes]) -> list[tuple[bytes, bool]]:
 
 
 def connection_tokens(values: list[bytes]) -> set[bytes]:
+    """The lower-case tokens of Connection (or Expect) field values."""
     return {item.strip(b" \t").lower() for value in values for item in value.split(b",")}
 
 
@@ -662,6 +663,7 @@ class ResponseParser(_MessageParser):
 
     @property
     def received_anything(self) -> bool:
+        """Whether any byte of the current response has arrived."""
         return self.head is not None or self.buffered > 0
 
     def _fail(self, status: int, message: str) -> ProtocolError:

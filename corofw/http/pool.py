@@ -60,6 +60,7 @@ class PooledConnection:
         return bool(peeked)
 
     def close(self) -> None:
+        """Close the socket and drop the connection's deadline timer."""
         self.deadline.close()
         self.sock.close()
 
