@@ -103,6 +103,11 @@ def table(names: list[str], results: dict[tuple[str, int], list[dict]],
 
             errors = sum(r["errors"] + r["non2xx"] for r in runs)
             rps = med("rps")
+            if not rps:
+                lines.append(f"| {name} | {conns:,} | 0 (no request finished within a run) "
+                             f"| — | — | {errors:.0f} | {med('cpu'):.1f} | "
+                             f"{med('rss') / 2**20:.0f} | — |")
+                continue
             ratio = f"{base / rps:.2f}×" if base and name != "corofw" and rps else "—"
             lines.append(f"| {name} | {conns:,} | {rps:,.1f} | {med('p50'):,.1f} | "
                          f"{med('p99'):,.1f} | {errors:.0f} | {med('cpu'):.1f} | "
