@@ -89,11 +89,6 @@ class Service:
         self.stop()
 
 
-def server_pid(service: Service) -> int:
-    """The PID of the server itself (the child of ``taskset``, which execs)."""
-    return service.pid
-
-
 def proc_stats(pid: int) -> tuple[float, int]:
     """(CPU seconds used, peak RSS in bytes) of a running process."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

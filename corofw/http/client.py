@@ -313,7 +313,6 @@ class Client:
                 parser = conn.parser
                 parser.limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
                 parser.start(method)
-                conn.requests += 1
                 conn.received = 0
                 try:
                     yield from _send(conn, payload, timeouts, total_until, full_url)

@@ -26,7 +26,7 @@ class PooledConnection:
     that failed before anything came back on a reused connection may be
     retried (any request if none of it was sent)."""
 
-    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "requests", "sent",
+    __slots__ = ("key", "sock", "parser", "idle_since", "reused", "sent",
                  "received", "deadline")
 
     def __init__(self, key: tuple[str, str, int], sock: Any, deadline: Deadline) -> None:
@@ -36,7 +36,6 @@ class PooledConnection:
         self.parser = ResponseParser()
         self.idle_since = 0.0
         self.reused = False
-        self.requests = 0
         self.sent = 0
         self.received = 0
 

@@ -21,7 +21,7 @@ _RECHECK = 0.05
 class Deadline:
     """The deadline of ``task``; ``label`` (e.g. "read") names the phase."""
 
-    __slots__ = ("task", "kernel", "when", "label", "entry", "expired")
+    __slots__ = ("task", "kernel", "when", "label", "entry")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -29,7 +29,6 @@ class Deadline:
         self.when: float | None = None
         self.label = ""
         self.entry: Any = None
-        self.expired = False
 
     def __repr__(self) -> str:
         return f"<Deadline {self.label}>"
@@ -81,5 +80,4 @@ class Deadline:
         if left > 0 or self.task._trap is None:  # moved on, or running right now
             self.entry = self.kernel.add_timer(max(left, _RECHECK), self._fire, None)
             return
-        self.expired = True
         self.kernel._cancel(self.task, Cancelled(f"{self.label} timeout", self))

@@ -100,7 +100,7 @@ class SmallWaitQueue(list):
             task._kernel._wake(task, value)
 
 
-PENDING, RUNNING, DONE = "pending", "running", "done"
+PENDING, DONE = "pending", "done"
 
 
 class Task:

@@ -20,14 +20,13 @@ from .traps import CURRENT, Coro, T
 class TimeoutScope:
     """One active deadline of a task (shown in the task dump)."""
 
-    __slots__ = ("task", "seconds", "deadline", "entry", "expired", "label")
+    __slots__ = ("task", "seconds", "deadline", "entry", "label")
 
     def __init__(self, task: Task, seconds: float, label: str) -> None:
         kernel = task._kernel
         self.task = task
         self.seconds = seconds
         self.deadline = kernel.clock() + seconds
-        self.expired = False
         self.label = label
         self.entry = kernel.add_timer(seconds, _expire, self)
 
@@ -48,7 +47,6 @@ class TimeoutScope:
 
 
 def _expire(scope: TimeoutScope) -> None:
-    scope.expired = True
     reason = f"{scope!r} expired (deadline was t={scope.deadline:.3f} on the kernel clock)"
     scope.task._kernel._cancel(scope.task, Cancelled(reason, scope))
 
