@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from corofw.http.headers import Headers
 from corofw.http.parser import Limits, ProtocolError, ResponseParser
 
 
@@ -261,3 +262,51 @@ def test_the_parser_is_dead_after_an_error():
         parser.next_head()
     with pytest.raises(ProtocolError):
         parser.read_body()
+
+
+# -- remembered heads --------------------------------------------------------------
+
+def test_a_response_head_seen_before_parses_exactly_as_the_first_time():
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+           b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello")
+    first = outcome(raw)
+    for _ in range(3):
+        assert outcome(raw) == first
+    parser = ResponseParser()
+    parser.feed(raw * 3)
+    for _ in range(3):
+        parser.start("GET")
+        head = parser.next_head()
+        assert (head.status, head.fields) == (first[0], first[3])
+        assert parser.read_body() == (b"hello", True)
+    assert not parser.buffered
+
+
+def test_a_remembered_response_head_is_framed_for_each_request_method():
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
+    assert outcome(raw + b"abc")[5:] == (b"abc", True)
+    assert outcome(raw, method="HEAD")[5:] == (b"", True)
+    assert outcome(raw + b"abc")[5:] == (b"abc", True)
+    conflicting = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert outcome(conflicting, method="HEAD")[5:] == (b"", True)
+    fails(conflicting + b"3\r\nabc\r\n0\r\n\r\n")
+
+
+def test_a_remembered_response_head_still_meets_the_limits():
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: 1\r\nX-B: 2\r\n\r\n0123456789"
+    assert outcome(raw)[5] == b"0123456789"
+    for limits in (Limits(max_body_bytes=5), Limits(max_headers=1)):
+        parser = ResponseParser(limits)
+        parser.start("GET")
+        parser.feed(raw)
+        with pytest.raises(ProtocolError):
+            parser.next_head()
+
+
+def test_changing_remembered_response_headers_leaves_the_next_response_alone():
+    raw = b"HTTP/1.1 200 OK\r\nX-Tag: one\r\nContent-Length: 0\r\n\r\n"
+    head, _, _ = response(raw)
+    headers = Headers.from_raw(head.fields)
+    headers["x-tag"] = "changed"
+    again, _, _ = response(raw)
+    assert Headers.from_raw(again.fields)["x-tag"] == "one"

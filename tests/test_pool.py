@@ -22,6 +22,7 @@ from corofw import (
     sleep,
     spawn,
 )
+from corofw.http.pool import TRUSTED_IDLE, PooledConnection
 from corofw.testing import serve_in_thread
 
 app = Router()
@@ -255,3 +256,27 @@ def test_a_failed_call_in_gather_closes_its_siblings_connections(server):
     error, total = drive(go, base_url=server.url)
     assert isinstance(error, ConnectionRefused)
     assert total == 0  # the three cancelled calls closed their connections
+
+
+def test_only_requests_that_could_not_be_retried_peek_at_a_fresh_idle_connection(
+        server, monkeypatch):
+    peeks = []
+    real = PooledConnection.looks_alive
+
+    def counted(conn):
+        peeks.append(conn)
+        return real(conn)
+
+    monkeypatch.setattr(PooledConnection, "looks_alive", counted)
+
+    def go(client):
+        yield from client.get("/slow?delay=0")
+        yield from client.get("/slow?delay=0")  # idle a moment: a GET trusts it
+        trusted = len(peeks)
+        yield from client.post("/slow?delay=0")  # 405, but on the pooled connection
+        after_post = len(peeks)
+        yield from sleep(TRUSTED_IDLE + 0.05)
+        yield from client.get("/slow?delay=0")
+        return trusted, after_post, len(peeks), client.pool.total
+
+    assert drive(go, base_url=server.url) == (0, 1, 2, 1)

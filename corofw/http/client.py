@@ -53,6 +53,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_CACHE_SIZE = 2048
 _RECV_SIZE = 65536
+_encode_json = _json.JSONEncoder(separators=(",", ":")).encode
 # A body read into memory is capped (1 GiB); a streamed one is not.
 _STREAM_LIMITS = dataclasses.replace(DEFAULT_RESPONSE_LIMITS, max_body_bytes=1 << 62)
 
@@ -230,6 +231,7 @@ class Client:
         self._base_headers = _encode_headers(self._base_pairs)
         self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
         self._origins: dict[str, tuple[str, str, int, str]] = {}
+        self._prepared: dict[tuple[str, str, str], tuple[str, tuple[str, str, int], bytes]] = {}
 
     def __repr__(self) -> str:
         return f"<Client {self.pool!r}>"
@@ -283,27 +285,24 @@ class Client:
         WriteError, RemoteProtocolError or a ClientTimeout per phase."""
         method = method.upper()
         timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
-        if "://" in url:
-            full_url = url
-        elif self.base_url:
-            full_url = self.base_url + url
-        else:
-            raise ClientError("a relative URL needs a client with a base_url", url)
-        scheme, host, port, target, authority = self._split(full_url)
-        if params:
-            query = urlencode(params, doseq=True)
-            target += ("&" if "?" in target else "?") + query
-            full_url += ("&" if "?" in full_url else "?") + query
-        payload = self._serialize(method, target, authority, headers, content, data, json)
+        plain = params is headers is content is data is json is None
+        prepared = self._prepared.get((method, self.base_url, url)) if plain else None
+        if prepared is None:
+            prepared = self._prepare(method, url, params, headers, content, data, json)
+            if plain:
+                if len(self._prepared) >= _URL_CACHE_SIZE:
+                    self._prepared.clear()
+                self._prepared[method, self.base_url, url] = prepared
+        full_url, key, payload = prepared
+        retryable = method in _IDEMPOTENT
         task = yield (CURRENT,)
         started = task._kernel.clock()
         total_until = None if timeouts.total is None else started + timeouts.total
-        key = (scheme, host, port)
         waiting: Deadline | None = None  # for the pool and connect phases, made if needed
         deadline: Deadline | None = None
         try:
             for attempt in range(2):
-                conn = self.pool.take_idle(key, started)
+                conn = self.pool.take_idle(key, started, retryable)
                 if conn is None:
                     if waiting is None:
                         waiting = Deadline(task)
@@ -326,7 +325,7 @@ class Client:
                     # fresh one, if the request may be repeated or never left.
                     unanswered = conn.reused and not conn.received
                     unsent = isinstance(exc, WriteError) and not conn.sent
-                    if attempt == 0 and unanswered and (method in _IDEMPOTENT or unsent):
+                    if attempt == 0 and unanswered and (retryable or unsent):
                         continue
                     raise
                 except BaseException:
@@ -419,6 +418,24 @@ class Client:
 
     # -- building the request ----------------------------------------------------
 
+    def _prepare(self, method: str, url: str, params: Any, headers: Any, content: Any,
+                 data: Any, json: Any) -> tuple[str, tuple[str, str, int], bytes]:
+        """``(full URL, pool key, request bytes)``; a plain request (no
+        params, headers or body) is prepared once per method and URL."""
+        if "://" in url:
+            full_url = url
+        elif self.base_url:
+            full_url = self.base_url + url
+        else:
+            raise ClientError("a relative URL needs a client with a base_url", url)
+        scheme, host, port, target, authority = self._split(full_url)
+        if params:
+            query = urlencode(params, doseq=True)
+            target += ("&" if "?" in target else "?") + query
+            full_url += ("&" if "?" in full_url else "?") + query
+        payload = self._serialize(method, target, authority, headers, content, data, json)
+        return full_url, (scheme, host, port), payload
+
     def _split(self, url: str) -> tuple[str, str, int, str, str]:
         """``(scheme, host, port, target, authority)`` of an absolute URL.
         The origin part is parsed once and cached; the target is the rest
@@ -464,7 +481,7 @@ class Client:
         body = b""
         content_type = None
         if json is not None:
-            body = _json.dumps(json, separators=(",", ":")).encode()
+            body = _encode_json(json).encode()
             content_type = "application/json"
         elif data is not None:
             if isinstance(data, (bytes, str)):
@@ -605,6 +622,7 @@ def _read_head(conn: PooledConnection, timeouts: Timeout, total_until: float | N
         # first instead of a recv that would fail (TLS may buffer: not there).
         _phase(conn.deadline, "read", timeouts.read, total_until)
         yield (READ, conn.sock.fd)
+        yield from _receive(conn, timeouts, total_until, url)
     while True:
         try:
             if parser.next_head() is not None:

@@ -9,6 +9,8 @@ from urllib.parse import parse_qsl, unquote
 
 from .headers import Headers
 
+_encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 class QueryParams:
     """Query-string parameters: ``q["a"]`` / ``q.get("a")`` give the first
@@ -17,7 +19,7 @@ class QueryParams:
     __slots__ = ("_pairs",)
 
     def __init__(self, query_string: str = "") -> None:
-        self._pairs = parse_qsl(query_string, keep_blank_values=True)
+        self._pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
 
     def get(self, name: str, default: Any = None) -> Any:
         """The first value of ``name``, or ``default``."""
@@ -172,7 +174,7 @@ class Response:
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
         """``data`` serialised as compact JSON, ``application/json``."""
-        body = _json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _encode_json(data).encode()
         return cls(body, status, headers, "application/json")
 
     @classmethod

@@ -60,16 +60,22 @@ _NOT_IN_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _MAX_CHUNK_LINE = 4096
 _MAX_SIZE_DIGITS = 16
 _MAX_CONTENT_LENGTH = (1 << 63) - 1
-_CACHED_HEAD_MAX = 2048  # heads up to this size are remembered, per Limits
+_CACHED_HEAD_MAX = 2048  # heads up to this size are remembered, per kind and Limits
 _CACHED_HEADS = 512
-_head_caches: dict[Limits, dict[bytes, tuple]] = {}
+_head_caches: dict[tuple[str, Limits], dict[bytes, tuple]] = {}
 
 
-def _head_cache(limits: Limits) -> dict[bytes, tuple]:
-    cache = _head_caches.get(limits)
+def _head_cache(kind: str, limits: Limits) -> dict[bytes, tuple]:
+    cache = _head_caches.get((kind, limits))
     if cache is None:
-        cache = _head_caches[limits] = {}
+        cache = _head_caches[kind, limits] = {}
     return cache
+
+
+def _remember(cache: dict[bytes, tuple], head: bytes, entry: tuple) -> None:
+    if len(cache) >= _CACHED_HEADS:
+        cache.clear()
+    cache[head] = entry
 
 
 def _new_request(method: str, target: str, path: str, query: str, version: str,
@@ -208,6 +214,8 @@ class _MessageParser:
     next search resumes, ``_line_len`` the length of the start line once
     its CRLF has arrived (-1 before)."""
 
+    _kind = ""
+
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._buf = bytearray()
@@ -222,6 +230,8 @@ class _MessageParser:
         self._chunks: list[bytes] = []
         self._body_size = 0
         self._in_trailer = False
+        self._heads_for: Limits | None = None
+        self._heads_cache: dict[bytes, tuple] = {}
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer (ignored once dead)."""
@@ -237,6 +247,14 @@ class _MessageParser:
     def buffered(self) -> int:
         """Bytes received but not yet consumed."""
         return len(self._buf) - self._pos
+
+    def _heads(self) -> dict[bytes, tuple]:
+        """The remembered heads for this kind of message and these limits."""
+        limits = self.limits
+        if self._heads_for is not limits:
+            self._heads_for = limits
+            self._heads_cache = _head_cache(self._kind, limits)
+        return self._heads_cache
 
     def _fail(self, status: int, message: str) -> ProtocolError:
         self._dead = True
@@ -441,6 +459,8 @@ class RequestParser(_MessageParser):
     are refused (400). ``query_string`` is the raw text after ``?``.
     Trailer fields are validated and dropped."""
 
+    _kind = "request"
+
     def __init__(self, limits: Limits = DEFAULT_LIMITS, client: object = None) -> None:
         super().__init__(limits)
         self.client = client
@@ -493,12 +513,10 @@ class RequestParser(_MessageParser):
         method_b, target_b, http10 = self._line
         request = self._build(method_b, target_b, http10, fields)
         if head is not None:
-            cache = _head_cache(self.limits)
-            if len(cache) >= _CACHED_HEADS:
-                cache.clear()
-            cache[head] = (request.method, request.target, request.path, request.query_string,
-                           request.version, request.headers._raw, request.keep_alive,
-                           self.expect_continue, self._framing)
+            _remember(self._heads(), head,
+                      (request.method, request.target, request.path, request.query_string,
+                       request.version, request.headers._raw, request.keep_alive,
+                       self.expect_continue, self._framing))
         return request
 
     def _cached_head(self) -> Request | None:
@@ -511,7 +529,7 @@ class RequestParser(_MessageParser):
         end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
         if end < 0:
             return None
-        entry = _head_cache(self.limits).get(bytes(buf[pos:end]))
+        entry = self._heads().get(bytes(buf[pos:end]))
         if entry is None:
             return None
         self._frame_body(*entry[8])
@@ -643,6 +661,8 @@ class ResponseParser(_MessageParser):
     :class:`RequestParser` parses requests. Errors are
     :class:`ProtocolError` (the status is meaningless here: 502)."""
 
+    _kind = "response"
+
     def __init__(self, limits: Limits = DEFAULT_RESPONSE_LIMITS) -> None:
         super().__init__(limits)
         self._method = "GET"
@@ -673,7 +693,9 @@ class ResponseParser(_MessageParser):
         """The final (non-1xx) response head, or None until it arrives."""
         self._check_dead()
         while True:
-            head = self._parse_head()
+            head = self._cached_head() if self._line_len < 0 else None
+            if head is None:
+                head = self._parse_head()
             if head is None:
                 if self._eof:
                     what = "in the middle of the response head" if self.buffered \
@@ -699,6 +721,21 @@ class ResponseParser(_MessageParser):
     def _line_too_long(self) -> ProtocolError:
         return self._fail(502, "status line too long")
 
+    def _cached_head(self) -> ResponseHead | None:
+        """The head seen before byte for byte (a server repeats the same few
+        heads): the status line and fields checked then are reused, only the
+        body framing is set up again. None when incomplete or new."""
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
+        if end < 0:
+            return None
+        entry = self._heads().get(bytes(buf[pos:end]))
+        if entry is None:
+            return None
+        self._pos = self._scan = end + 4
+        return self._head_from(*entry)
+
     def _parse_head(self) -> ResponseHead | None:
         bounds = self._scan_head()
         if bounds is None:
@@ -706,6 +743,7 @@ class ResponseParser(_MessageParser):
         line_end, end = bounds
         buf = self._buf
         fields = self._parse_fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
+        head = bytes(buf[self._pos:end]) if end - self._pos <= _CACHED_HEAD_MAX else None
         self._consume_head(end)
         http10, status, reason = self._status_line
         te: list[bytes] = []
@@ -723,6 +761,17 @@ class ResponseParser(_MessageParser):
             keep_alive = b"keep-alive" in tokens and b"close" not in tokens
         else:
             keep_alive = b"close" not in tokens
+        entry = (status, reason, http10, fields, te, cl, keep_alive)
+        response = self._head_from(*entry)
+        if head is not None:
+            _remember(self._heads(), head, entry)
+        return response
+
+    def _head_from(self, status: int, reason: str, http10: bool,
+                   fields: list[tuple[bytes, bytes]], te: list[bytes], cl: list[bytes],
+                   keep_alive: bool) -> ResponseHead:
+        """Set up the body framing for a parsed head (it depends on the
+        request's method too) and build the :class:`ResponseHead`."""
         self._no_body = self._method == "HEAD" or status < 200 or status in (204, 304)
         self._until_close = False
         if self._no_body:

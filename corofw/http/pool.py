@@ -18,6 +18,7 @@ from ..kernel.traps import PARK, Coro
 from .parser import ResponseParser
 
 _peek = socket.socket.recv  # the TCP stream itself, also under an ssl.SSLSocket
+TRUSTED_IDLE = 0.5
 
 
 class PooledConnection:
@@ -85,13 +86,23 @@ class Pool:
         idle = sum(len(v) for v in self._idle.values())
         return f"<Pool {self.total} connections ({idle} idle), {len(self._waiters)} waiting>"
 
-    def take_idle(self, key: tuple[str, str, int], now: float) -> PooledConnection | None:
+    def take_idle(self, key: tuple[str, str, int], now: float,
+                  retryable: bool = False) -> PooledConnection | None:
         """An idle connection to ``key`` that still looks usable, or None;
-        never waits (the common case of a warm pool costs no coroutine)."""
+        never waits (the common case of a warm pool costs no coroutine).
+
+        The most recently used connection is taken first. Its liveness is
+        checked with a peek at the socket, except for a ``retryable``
+        request (one the client would repeat on a fresh connection if this
+        one turned out dead) on a connection idle for under
+        ``TRUSTED_IDLE`` seconds: one that was answering a moment ago is
+        almost never closed, and the retry covers the rare case."""
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if now - conn.idle_since < self.idle_timeout and conn.looks_alive():
+            idle_for = now - conn.idle_since
+            if idle_for < self.idle_timeout and (
+                    (retryable and idle_for < TRUSTED_IDLE) or conn.looks_alive()):
                 conn.reused = True
                 return conn
             self._drop(conn)
