@@ -295,7 +295,10 @@ class Client:
                 self._prepared[method, self.base_url, url] = prepared
         full_url, key, payload = prepared
         retryable = method in _IDEMPOTENT
-        task = yield (CURRENT,)
+        kernel = current_kernel()
+        task = kernel.current if kernel is not None else None
+        if task is None:
+            task = yield (CURRENT,)
         started = task._kernel.clock()
         total_until = None if timeouts.total is None else started + timeouts.total
         waiting: Deadline | None = None  # for the pool and connect phases, made if needed
@@ -314,8 +317,7 @@ class Client:
                 parser.start(method)
                 conn.received = 0
                 try:
-                    yield from _send(conn, payload, timeouts, total_until, full_url)
-                    yield from _read_head(conn, timeouts, total_until, full_url)
+                    yield from _exchange(conn, payload, timeouts, total_until, full_url)
                     break
                 except (ReadError, WriteError, RemoteProtocolError) as exc:
                     deadline.clear()
@@ -338,7 +340,16 @@ class Client:
                 deadline.clear()  # reading the body arms it again
             else:
                 try:
-                    yield from _read_all(response, timeouts, total_until)
+                    try:
+                        data, done = parser.read_body()  # most bodies came with the head
+                    except ProtocolError as exc:
+                        raise RemoteProtocolError(exc.message, full_url) from None
+                    if done:
+                        response._content = data
+                        deadline.clear()
+                        response._finish(True)
+                    else:
+                        yield from _read_all(response, timeouts, total_until, data)
                 except BaseException:
                     response.close()
                     raise
@@ -562,27 +573,69 @@ def _phase(deadline: Deadline, label: str, seconds: float | None,
         deadline.set(seconds, label)
 
 
-def _send(conn: PooledConnection, payload: bytes, timeouts: Timeout,
-          total_until: float | None, url: str) -> Coro[None]:
-    """Send the request, noting in ``conn.sent`` whether any of it left; the
-    write deadline only runs when the socket cannot take it all at once."""
+def _exchange(conn: PooledConnection, payload: bytes, timeouts: Timeout,
+              total_until: float | None, url: str) -> Coro[None]:
+    """Send the request and read until the response head has been parsed.
+    ``conn.sent`` and ``conn.received`` count the bytes that went each way
+    (what decides whether a failed request may be retried). The write
+    deadline only runs when the socket cannot take the request at once."""
     sock = conn.sock
+    raw = sock.sock
+    parser = conn.parser
     conn.sent = 0
-    try:
-        if type(sock.sock) is socket.socket:
-            try:
-                sent = sock.sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-        else:
-            sent = yield from sock.send(payload)
+    if type(raw) is socket.socket:
+        try:
+            sent = raw.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise WriteError(f"sending the request failed: {exc}", url) from None
         conn.sent = sent
         if sent < len(payload):
-            _phase(conn.deadline, "write", timeouts.write, total_until)
-            yield from sock.send_all(memoryview(payload)[sent:])
-            conn.sent = len(payload)
+            yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
+        if not parser.buffered:
+            # The request has just left: nothing can have come back yet, so
+            # wait first instead of a recv that would fail.
+            _phase(conn.deadline, "read", timeouts.read, total_until)
+            yield (READ, sock.fd)
+            try:
+                data = raw.recv(_RECV_SIZE)
+            except BlockingIOError:
+                data = None  # woken early: the loop below waits again
+            except OSError as exc:
+                raise ReadError(f"reading the response failed: {exc}", url) from None
+            if data:
+                conn.received += len(data)
+                parser.feed(data)
+            elif data is not None:
+                parser.feed_eof()
+    else:  # TLS: the request is encrypted as it is sent, and replies may be buffered
+        try:
+            sent = yield from sock.send(payload)
+        except OSError as exc:
+            raise WriteError(f"sending the request failed: {exc}", url) from None
+        conn.sent = sent
+        if sent < len(payload):
+            yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
+    while True:
+        try:
+            if parser.next_head() is not None:
+                return
+        except ProtocolError as exc:
+            if not conn.received:  # closed at once: a dead connection, not bad HTTP
+                raise ReadError(exc.message, url) from None
+            raise RemoteProtocolError(exc.message, url) from None
+        yield from _receive(conn, timeouts, total_until, url)
+
+
+def _send_rest(conn: PooledConnection, payload: bytes, sent: int, timeouts: Timeout,
+               total_until: float | None, url: str) -> Coro[None]:
+    _phase(conn.deadline, "write", timeouts.write, total_until)
+    try:
+        yield from conn.sock.send_all(memoryview(payload)[sent:])
     except OSError as exc:
         raise WriteError(f"sending the request failed: {exc}", url) from None
+    conn.sent = len(payload)
 
 
 def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
@@ -614,26 +667,6 @@ def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | Non
         conn.parser.feed_eof()
 
 
-def _read_head(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
-               url: str) -> Coro[None]:
-    parser = conn.parser
-    if not parser.buffered and type(conn.sock.sock) is socket.socket:
-        # The request has just left: nothing can have come back yet, so wait
-        # first instead of a recv that would fail (TLS may buffer: not there).
-        _phase(conn.deadline, "read", timeouts.read, total_until)
-        yield (READ, conn.sock.fd)
-        yield from _receive(conn, timeouts, total_until, url)
-    while True:
-        try:
-            if parser.next_head() is not None:
-                return
-        except ProtocolError as exc:
-            if not conn.received:  # closed at once: a dead connection, not bad HTTP
-                raise ReadError(exc.message, url) from None
-            raise RemoteProtocolError(exc.message, url) from None
-        yield from _receive(conn, timeouts, total_until, url)
-
-
 def _read_some_body(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
                     url: str) -> Coro[tuple[bytes, bool]]:
     parser = conn.parser
@@ -647,20 +680,18 @@ def _read_some_body(conn: PooledConnection, timeouts: Timeout, total_until: floa
         yield from _receive(conn, timeouts, total_until, url)
 
 
-def _read_all(response: ClientResponse, timeouts: Timeout,
-              total_until: float | None) -> Coro[None]:
+def _read_all(response: ClientResponse, timeouts: Timeout, total_until: float | None,
+              data: bytes) -> Coro[None]:
+    """Read the rest of a body whose start (``data``) came with the head."""
     conn = response._conn
     assert conn is not None
-    try:
-        data, done = conn.parser.read_body()  # most bodies came with the head
-    except ProtocolError as exc:
-        raise RemoteProtocolError(exc.message, response.url) from None
     parts = [data] if data else []
+    done = False
     while not done:
         data, done = yield from _read_some_body(conn, timeouts, total_until, response.url)
         if data:
             parts.append(data)
-    response._content = parts[0] if len(parts) == 1 else b"".join(parts)
+    response._content = b"".join(parts)
     conn.deadline.clear()
     response._finish(True)
 

@@ -29,7 +29,8 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
 
     def on_done(task: Task) -> None:
         finished.append(task)
-        waiter.wake_one()
+        if task._error is not None or len(finished) == len(children):
+            waiter.wake_one()  # only what the caller acts on: a failure, or the end
 
     for child in children:
         child.add_done_callback(on_done)
