@@ -78,20 +78,16 @@ def _remember(cache: dict[bytes, tuple], head: bytes, entry: tuple) -> None:
     cache[head] = entry
 
 
-def _new_request(method: str, target: str, path: str, query: str, version: str,
-                 fields: list[tuple[bytes, bytes]], keep_alive: bool, client: object) -> Request:
-    """A Request straight from parsed parts (no re-parsing of the target);
-    its body is None until the parser has it."""
+def _new_request(parts: tuple, client: object) -> Request:
+    """A Request straight from parsed ``parts`` (method, target, path,
+    query string, version, wire fields, keep-alive), with no re-parsing of
+    the target; its body is None until the parser has it."""
     request = Request.__new__(Request)
-    request.method = method
-    request.target = target
-    request.path = path
-    request.query_string = query
-    request.version = version
+    (request.method, request.target, request.path, request.query_string, request.version,
+     fields, request.keep_alive) = parts
     request.headers = Headers.from_raw(fields)
     request.body = None  # type: ignore[assignment]
     request.client = client
-    request.keep_alive = keep_alive
     request.path_params = {}
     request.route = None
     request._query = None
@@ -476,9 +472,13 @@ class RequestParser(_MessageParser):
             self._check_dead()
         request = self._head
         if request is None:
-            request = self._parse_head()
+            if self._pos == len(self._buf):
+                return None  # nothing buffered: the common case after each request
+            request = self._cached_head() if self._line_len < 0 else None
             if request is None:
-                return None
+                request = self._parse_head()
+                if request is None:
+                    return None
         if request.body is None:  # type: ignore[attr-defined]
             body = self._read_body()
             if body is None:
@@ -499,9 +499,6 @@ class RequestParser(_MessageParser):
             if pos < len(buf) and buf[pos] not in _TCHAR_BYTES \
                     and not (buf[pos] == 13 and pos + 1 == len(buf)):
                 raise self._fail(400, "malformed request line")
-            cached = self._cached_head()
-            if cached is not None:
-                return cached
         bounds = self._scan_head()
         if bounds is None:
             return None
@@ -513,17 +510,19 @@ class RequestParser(_MessageParser):
         method_b, target_b, http10 = self._line
         request = self._build(method_b, target_b, http10, fields)
         if head is not None:
-            _remember(self._heads(), head,
-                      (request.method, request.target, request.path, request.query_string,
-                       request.version, request.headers._raw, request.keep_alive,
-                       self.expect_continue, self._framing))
+            parts = (request.method, request.target, request.path, request.query_string,
+                     request.version, request.headers._raw, request.keep_alive)
+            framing = self._framing if self._framing != ([], []) else None
+            _remember(self._heads(), head, (parts, self.expect_continue, framing))
         return request
 
     def _cached_head(self) -> Request | None:
         """The request for a head seen before, byte for byte (clients send
         the same few heads again and again): everything the full parse
         checked and derived is reused, so only the body framing is set up
-        again. None when the head is incomplete or new."""
+        again (a request without one gets its empty body at once). None when
+        the head is incomplete or new; a head after blank lines is always
+        new (the full parse skips them)."""
         buf = self._buf
         pos = self._pos
         end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
@@ -532,10 +531,15 @@ class RequestParser(_MessageParser):
         entry = self._heads().get(bytes(buf[pos:end]))
         if entry is None:
             return None
-        self._frame_body(*entry[8])
         self._pos = self._scan = end + 4
-        self.expect_continue = entry[7]
-        return _new_request(*entry[:7], self.client)
+        request = _new_request(entry[0], self.client)
+        framing = entry[2]
+        if framing is None:
+            request.body = b""
+        else:
+            self._frame_body(*framing)
+            self.expect_continue = entry[1]
+        return request
 
     def _check_line(self, line: bytes) -> None:
         match = _REQUEST_LINE.fullmatch(line)
@@ -596,8 +600,8 @@ class RequestParser(_MessageParser):
             if members - {b"100-continue"}:
                 raise self._fail(417, "unsupported expectation")
             self.expect_continue = bool(members)
-        return _new_request(method, target_b.decode("ascii"), path, query,
-                            "HTTP/1.0" if http10 else "HTTP/1.1", fields, keep_alive,
+        return _new_request((method, target_b.decode("ascii"), path, query,
+                             "HTTP/1.0" if http10 else "HTTP/1.1", fields, keep_alive),
                             self.client)
 
     def _split_target(self, method: str, target: bytes) -> tuple[str, str, bytes | None]:
