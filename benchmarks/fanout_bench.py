@@ -33,6 +33,9 @@ from bench_util import (
 
 APP_CPU, OTHER_CPU = 0, 1
 LEVELS = (1, 100, 1000)
+# wrk opens all its connections at once: at 1,000 the first fan-outs (and their
+# 10,000 backend calls) arrive in phase; 30 s keeps that wave a few percent of a run.
+SECONDS = {1: 12.0, 100: 12.0, 1000: 30.0}
 
 
 def commands(port: int) -> dict[str, list[str]]:
@@ -46,7 +49,8 @@ def commands(port: int) -> dict[str, list[str]]:
     }
 
 
-def run(names: list[str], rounds: int, seconds: float) -> dict[tuple[str, int], list[dict]]:
+def run(names: list[str], rounds: int,
+        seconds: dict[int, float]) -> dict[tuple[str, int], list[dict]]:
     """Each app gets a backend of its own on a loopback address of its own:
     the 10,000 connections a previous app closed linger in TIME_WAIT for a
     minute, and would otherwise make the next app's connects to the same
@@ -73,7 +77,7 @@ def run(names: list[str], rounds: int, seconds: float) -> dict[tuple[str, int], 
                     if conns > 1:
                         time.sleep(3)  # let the fan-outs the warm-up left behind finish
                     cpu_before, _ = proc_stats(app.pid)
-                    result = wrk(url, conns, seconds, OTHER_CPU, timeout=30)
+                    result = wrk(url, conns, seconds[conns], OTHER_CPU, timeout=30)
                     cpu_after, peak = proc_stats(app.pid)
                     result["cpu"] = cpu_after - cpu_before
                     result["rss"] = peak
@@ -88,10 +92,10 @@ def run(names: list[str], rounds: int, seconds: float) -> dict[tuple[str, int], 
 
 
 def table(names: list[str], results: dict[tuple[str, int], list[dict]],
-          seconds: float) -> str:
-    lines = ["| app | concurrent fan-outs | req/s | p50 ms | p99 ms | errors | "
-             f"CPU s per {seconds:g} s | peak RSS MiB | corofw ÷ app (req/s) |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+          seconds: dict[int, float]) -> str:
+    lines = ["| app | concurrent fan-outs | run s | req/s | p50 ms | p99 ms | errors | "
+             "CPU s per run | peak RSS MiB | corofw ÷ app (req/s) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for conns in LEVELS:
         base = median([r["rps"] for r in results[("corofw", conns)]]) \
             if ("corofw", conns) in results else None
@@ -104,12 +108,14 @@ def table(names: list[str], results: dict[tuple[str, int], list[dict]],
             errors = sum(r["errors"] + r["non2xx"] for r in runs)
             rps = med("rps")
             if not rps:
-                lines.append(f"| {name} | {conns:,} | 0 (no request finished within a run) "
+                lines.append(f"| {name} | {conns:,} | {seconds[conns]:g} "
+                             f"| 0 (no request finished within a run) "
                              f"| — | — | {errors:.0f} | {med('cpu'):.1f} | "
                              f"{med('rss') / 2**20:.0f} | — |")
                 continue
             ratio = f"{base / rps:.2f}×" if base and name != "corofw" and rps else "—"
-            lines.append(f"| {name} | {conns:,} | {rps:,.1f} | {med('p50'):,.1f} | "
+            lines.append(f"| {name} | {conns:,} | {seconds[conns]:g} | {rps:,.1f} | "
+                         f"{med('p50'):,.1f} | "
                          f"{med('p99'):,.1f} | {errors:.0f} | {med('cpu'):.1f} | "
                          f"{med('rss') / 2**20:.0f} | {ratio} |")
     return "\n".join(lines)
@@ -150,7 +156,10 @@ def main() -> None:
     if args.only:
         names = [n for n in names if n.split()[0] in args.only.split(",")]
     rounds = args.rounds or (1 if args.quick else 3)
-    seconds = args.seconds or (5.0 if args.quick else 12.0)
+    if args.seconds or args.quick:
+        seconds = dict.fromkeys(LEVELS, args.seconds or 5.0)
+    else:
+        seconds = SECONDS
     before = load_average()
     results = run(names, rounds, seconds)
     report = table(names, results, seconds)
@@ -160,7 +169,7 @@ def main() -> None:
     write_section("Fan-out under load", f"""
 - Command: `make bench-fanout` (`.venv/bin/python benchmarks/fanout_bench.py`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
-- Method: the fan-out app (one process) pinned to CPU {APP_CPU}; a fresh corofw backend (1.0 s per call, on a loopback address of its own) and `wrk -t1 -cN -d{seconds:g}s` pinned to CPU {OTHER_CPU}; each level warmed first (2-8 s: at 1,000 the pools open 10,000 connections), then 3 s for the warm-up's requests to drain; {rounds} round(s), apps interleaved, medians shown (errors summed). N concurrent fan-outs mean 10·N backend calls in flight. CPU seconds and peak RSS are the fan-out process's own (from /proc).
+- Method: the fan-out app (one process) pinned to CPU {APP_CPU}; a fresh corofw backend (1.0 s per call, on a loopback address of its own) and `wrk -t1 -cN` pinned to CPU {OTHER_CPU} for 12 s at 1 and 100 connections and 30 s at 1,000 (wrk opens its connections all at once, which puts the first 1,000 fan-outs, and their 10,000 backend calls, in phase; over 30 s that start-up wave is a few percent of the requests); each level warmed first (2-8 s: at 1,000 the pools open 10,000 connections), then 3 s for the warm-up's requests to drain; {rounds} round(s), apps interleaved, medians shown (errors summed). N concurrent fan-outs mean 10·N backend calls in flight. CPU seconds and peak RSS are the fan-out process's own (from /proc).
 
 {report}
 
