@@ -252,6 +252,20 @@ class _MessageParser:
             self._heads_cache = _head_cache(self._kind, limits)
         return self._heads_cache
 
+    def _remembered(self) -> tuple | None:
+        """What was remembered of the head at the start of the buffer, seen
+        before byte for byte, with that head consumed; None (and nothing
+        consumed) when the head is incomplete or new."""
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
+        if end < 0:
+            return None
+        entry = self._heads().get(bytes(buf[pos:end]))
+        if entry is not None:
+            self._pos = self._scan = end + 4
+        return entry
+
     def _fail(self, status: int, message: str) -> ProtocolError:
         self._dead = True
         self._error = (status, message)
@@ -523,15 +537,9 @@ class RequestParser(_MessageParser):
         again (a request without one gets its empty body at once). None when
         the head is incomplete or new; a head after blank lines is always
         new (the full parse skips them)."""
-        buf = self._buf
-        pos = self._pos
-        end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
-        if end < 0:
-            return None
-        entry = self._heads().get(bytes(buf[pos:end]))
+        entry = self._remembered()
         if entry is None:
             return None
-        self._pos = self._scan = end + 4
         request = _new_request(entry[0], self.client)
         framing = entry[2]
         if framing is None:
@@ -729,16 +737,8 @@ class ResponseParser(_MessageParser):
         """The head seen before byte for byte (a server repeats the same few
         heads): the status line and fields checked then are reused, only the
         body framing is set up again. None when incomplete or new."""
-        buf = self._buf
-        pos = self._pos
-        end = buf.find(b"\r\n\r\n", pos, pos + _CACHED_HEAD_MAX + 4)
-        if end < 0:
-            return None
-        entry = self._heads().get(bytes(buf[pos:end]))
-        if entry is None:
-            return None
-        self._pos = self._scan = end + 4
-        return self._head_from(*entry)
+        entry = self._remembered()
+        return None if entry is None else self._head_from(*entry)
 
     def _parse_head(self) -> ResponseHead | None:
         bounds = self._scan_head()
