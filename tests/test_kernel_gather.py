@@ -16,6 +16,7 @@ from corofw import (
     spawn,
     timeout_after,
 )
+from corofw.kernel.traps import PARK
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -43,6 +44,28 @@ def test_gather_returns_results_in_order():
         return results, (yield from now())
 
     assert vrun(main()) == (["a", "b", "c"], 3.0)
+
+
+def test_the_caller_is_woken_once_when_every_child_succeeds():
+    waits = []
+
+    def counted(gen):
+        """Drive ``gen``, noting each trap it yields (the kernel's answer
+        goes back to it unchanged)."""
+        value = None
+        while True:
+            try:
+                trap = gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            waits.append(trap[0])
+            value = yield trap
+
+    def main():
+        return (yield from counted(gather(after(3, "a"), after(1, "b"), after(2, "c"))))
+
+    assert vrun(main()) == ["a", "b", "c"]
+    assert waits.count(PARK) == 1
 
 
 def test_gather_of_nothing():
