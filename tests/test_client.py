@@ -353,6 +353,27 @@ def test_sequential_requests_reuse_one_connection(server):
     assert len(ports) == 1 and total == 1
 
 
+def test_repeated_requests_follow_a_changed_base_url(server):
+    second_app = Router()
+
+    @second_app.get("/echo")
+    def second(request):
+        return {"server": "second", "path": request.path}
+
+    def go(client):
+        first = yield from client.get("/echo")
+        client.base_url = other.url
+        again = yield from client.get("/echo")
+        with_params = yield from client.get("/echo", params={"a": "1"})
+        return first.json()["path"], again.json(), with_params.json()
+
+    with serve_in_thread(second_app) as other:
+        first, again, with_params = drive(go, base_url=server.url)
+        wait_until_idle(other)
+    assert first == "/echo"
+    assert again == with_params == {"server": "second", "path": "/echo"}
+
+
 def test_concurrent_requests_then_reuse(server):
     def go(client):
         first = yield from gather(*(client.get("/slow?delay=0.05") for _ in range(5)))
