@@ -103,6 +103,11 @@ def slow(request):
     return {"port": request.client[1]}
 
 
+@app.get("/encoded/{codec}")
+def encoded(request, codec):
+    return Response('{"caf\u00e9": [1, "\u2603"]}'.encode(codec), content_type="application/json")
+
+
 @pytest.fixture(scope="module")
 def running_server():
     with serve_in_thread(app) as running:
@@ -180,6 +185,14 @@ def test_json_data_and_content_bodies(server, method):
     assert as_bytes["body"] == "\x00raw\xff"
     assert as_text["body"] == "text"
     assert dict(empty["headers"])["content-length"] == "0" and empty["body"] == ""
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_json_bodies_in_every_encoding_json_detects(server, codec):
+    def go(client):
+        return (yield from client.get(server.url + f"/encoded/{codec}"))
+
+    assert drive(go).json() == {"caf\u00e9": [1, "\u2603"]}
 
 
 def test_helpers_for_every_method(server):

@@ -54,6 +54,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_CACHE_SIZE = 2048
 _RECV_SIZE = 65536
 _encode_json = _json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = _json.JSONDecoder().decode
 # A body read into memory is capped (1 GiB); a streamed one is not.
 _STREAM_LIMITS = dataclasses.replace(DEFAULT_RESPONSE_LIMITS, max_body_bytes=1 << 62)
 
@@ -134,8 +135,12 @@ class ClientResponse:
         return self.content.decode(charset or "utf-8", "replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON."""
-        return _json.loads(self.content)
+        """The body parsed as JSON (UTF-8, or UTF-16/32 as ``json.loads``
+        detects them)."""
+        content = self.content
+        if b"\x00" in content[:4] or content[:3] == b"\xef\xbb\xbf":
+            return _json.loads(content)  # UTF-16/32, or a UTF-8 BOM: let json detect it
+        return _decode_json(content.decode("utf-8", "surrogatepass"))
 
     @property
     def is_success(self) -> bool:
