@@ -125,7 +125,11 @@ def test_hello_app():
 
         assert client.get(server.url + "/nowhere").status_code == 404
         assert client.delete(server.url + "/").status_code == 405
-        assert server.server.requests_served == 5
+        served = server.server
+        deadline = time.monotonic() + 2.0  # counted just after the send, in the server's thread
+        while served.requests_served < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert served.requests_served == 5
 
 
 def test_chunked_request_body():
