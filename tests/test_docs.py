@@ -78,3 +78,18 @@ def test_every_public_name_imports_from_corofw():
 
     for name in corofw.__all__:
         assert getattr(corofw, name) is not None, name
+
+
+FRAME = re.compile(r"^\s+((?:corofw|apps)/[\w/]+\.py):(\d+) in \w+: (.+)$", re.M)
+
+
+def test_quoted_task_dump_frames_match_the_source():
+    wrong = []
+    for page in PAGES:
+        for path, line, text in FRAME.findall(page.read_text()):
+            source = (ROOT / path).read_text().splitlines()
+            actual = source[int(line) - 1].strip() if int(line) <= len(source) else ""
+            if actual != text.strip():
+                wrong.append(f"{page.relative_to(ROOT)}: {path}:{line} quotes {text.strip()!r}, "
+                             f"the line is {actual!r}")
+    assert not wrong, "\n".join(wrong)

@@ -587,41 +587,32 @@ def _exchange(conn: PooledConnection, payload: bytes, timeouts: Timeout,
     sock = conn.sock
     raw = sock.sock
     parser = conn.parser
+    plain = type(raw) is socket.socket  # TLS encrypts as it sends, and may buffer replies
     conn.sent = 0
-    if type(raw) is socket.socket:
-        try:
-            sent = raw.send(payload)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise WriteError(f"sending the request failed: {exc}", url) from None
-        conn.sent = sent
-        if sent < len(payload):
-            yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
-        if not parser.buffered:
-            # The request has just left: nothing can have come back yet, so
-            # wait first instead of a recv that would fail.
-            _phase(conn.deadline, "read", timeouts.read, total_until)
-            yield (READ, sock.fd)
+    try:
+        if plain:
             try:
-                data = raw.recv(_RECV_SIZE)
+                sent = raw.send(payload)
             except BlockingIOError:
-                data = None  # woken early: the loop below waits again
-            except OSError as exc:
-                raise ReadError(f"reading the response failed: {exc}", url) from None
-            if data:
-                conn.received += len(data)
-                parser.feed(data)
-            elif data is not None:
-                parser.feed_eof()
-    else:  # TLS: the request is encrypted as it is sent, and replies may be buffered
-        try:
+                sent = 0
+        else:
             sent = yield from sock.send(payload)
+    except OSError as exc:
+        raise WriteError(f"sending the request failed: {exc}", url) from None
+    conn.sent = sent
+    if sent < len(payload):
+        yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
+    if plain and not parser.buffered:
+        # The request has just left: nothing can have come back yet, so wait
+        # first instead of a recv that would fail.
+        _phase(conn.deadline, "read", timeouts.read, total_until)
+        yield (READ, sock.fd)
+        try:
+            _deliver(conn, raw.recv(_RECV_SIZE))
+        except BlockingIOError:
+            pass  # woken early: the loop below waits again
         except OSError as exc:
-            raise WriteError(f"sending the request failed: {exc}", url) from None
-        conn.sent = sent
-        if sent < len(payload):
-            yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
+            raise ReadError(f"reading the response failed: {exc}", url) from None
     while True:
         try:
             if parser.next_head() is not None:
@@ -665,6 +656,12 @@ def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | Non
             raise ReadError(f"reading the response failed: {exc}", url) from None
         _phase(conn.deadline, "read", timeouts.read, total_until)
         yield trap
+    _deliver(conn, data)
+
+
+def _deliver(conn: PooledConnection, data: bytes) -> None:
+    """Hand the parser what a recv returned: bytes, or ``b""`` for the end
+    of the stream."""
     if data:
         conn.received += len(data)
         conn.parser.feed(data)

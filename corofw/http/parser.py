@@ -475,7 +475,7 @@ class RequestParser(_MessageParser):
         super().__init__(limits)
         self.client = client
         self._line: tuple[bytes, bytes, bool] = (b"", b"", False)
-        self._framing: tuple[list[bytes], list[bytes]] = ([], [])
+        self._framing: tuple[list[bytes], list[bytes]] | None = None  # None: no body
         self.expect_continue = False
         """True while the current request's head asked for 100-continue and
         its body has not arrived: the server should send ``100 Continue``."""
@@ -519,15 +519,13 @@ class RequestParser(_MessageParser):
         line_end, end = bounds
         fields = self._parse_fields(bytes(buf[line_end + 2:end + 2])) if end > line_end else []
         head = bytes(buf[self._pos:end]) if end - self._pos <= _CACHED_HEAD_MAX else None
-        self._pos = self._scan = end + 4
-        self._line_len = -1
+        self._consume_head(end)
         method_b, target_b, http10 = self._line
         request = self._build(method_b, target_b, http10, fields)
         if head is not None:
             parts = (request.method, request.target, request.path, request.query_string,
                      request.version, request.headers._raw, request.keep_alive)
-            framing = self._framing if self._framing != ([], []) else None
-            _remember(self._heads(), head, (parts, self.expect_continue, framing))
+            _remember(self._heads(), head, (parts, self.expect_continue, self._framing))
         return request
 
     def _cached_head(self) -> Request | None:
@@ -596,7 +594,7 @@ class RequestParser(_MessageParser):
         if authority is not None:  # RFC 9112 §3.2.2: the target's authority wins
             fields = [(n, v) for n, v in fields if n != b"host"] + [(b"host", authority)]
         self._frame_body(te, cl)
-        self._framing = (te, cl)
+        self._framing = (te, cl) if te or cl else None
         tokens = connection_tokens(conn) if conn else ()
         if http10:
             keep_alive = b"keep-alive" in tokens and b"close" not in tokens
