@@ -482,3 +482,45 @@ def test_a_pipelining_client_does_not_starve_a_fresh_one():
         finally:
             stop.set()
             flooder.join()
+
+
+# -- streams from plain handlers ----------------------------------------------------------
+
+def countdown_app() -> Router:
+    """The guide's /countdown: a plain (non-generator) handler returning a stream
+    that takes longer than every request-reading timeout of the server below."""
+    app = Router()
+
+    @app.route("/countdown", methods=["GET", "POST"])
+    def countdown(request):
+        def body():
+            for n in (3, 2, 1):
+                yield f"{n}\n"
+                yield from sleep(0.25)
+            yield "liftoff\n"
+        return StreamingResponse(body(), content_type="text/plain")
+
+    return app
+
+
+READING_TIMEOUTS = ServerConfig(keep_alive_timeout=0.2, header_timeout=0.2, body_timeout=0.2,
+                                send_timeout=5.0, access_log=False)
+
+
+@pytest.mark.parametrize("pieces", [
+    [get("/countdown")],  # in one piece: the keep-alive timer was running
+    [b"GET /countdown HTTP/1.1\r\n", b"Host: t\r\n\r\n"],  # the header timer
+    [b"POST /countdown HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab", b"cd"],  # body
+], ids=["idle", "head", "body"])
+def test_stream_from_plain_handler_outlives_request_timers(pieces):
+    with serve_in_thread(countdown_app(), READING_TIMEOUTS) as server, \
+            RawClient(server.port) as raw:
+        for piece in pieces:
+            raw.send(piece)
+            time.sleep(0.05)
+        response = raw.response()
+        assert response.status == 200
+        assert response.chunked
+        assert response.body == b"3\n2\n1\nliftoff\n"  # whole, with its last chunk
+        assert raw.buf == b""  # and no 408 after it
+        assert raw.request("GET", "/countdown").body == b"3\n2\n1\nliftoff\n"

@@ -76,6 +76,7 @@ class ServerConfig:
 # phase is in _CLOSABLE at once (no request of theirs has reached the app).
 _IDLE, _HEAD, _BODY, _BUSY, _LINGER = "idle", "head", "body", "busy", "linger"
 _CLOSABLE = frozenset({_IDLE, _HEAD, _LINGER})
+_READING = frozenset({_HEAD, _BODY})  # a 408 may still be sent: no response has begun
 
 
 class _Connection:
@@ -230,7 +231,10 @@ class Server:
                     keep_alive = request.keep_alive and not self.closing
                     wire = _simple_response(response, request, keep_alive)
                     if wire is None:
+                        # the request is read: its timers stop; a stream has no total
+                        # limit, only the send timeout while the client does not read
                         conn.phase = _BUSY
+                        deadline.clear()
                         keep_alive = yield from self._respond(conn, request, response, keep_alive)
                     else:
                         try:
@@ -258,7 +262,7 @@ class Server:
         except Cancelled as exc:
             if exc.scope is not deadline:
                 raise
-            if deadline.label in ("request header", "request body"):
+            if conn.phase in _READING and deadline.label in ("request header", "request body"):
                 self._try_send(sock, error_response(408, "request timeout"))
             log.debug("%s: %s, closing", task.name, exc.reason)
         except OSError as exc:
