@@ -169,6 +169,32 @@ def test_slow_requests_overlap():
         assert time.monotonic() - started < 3.0  # 8 x 0.5 s one after another would be 4 s
 
 
+def test_router_accepts_tells_which_requests_a_route_takes():
+    """What the server asks before it sends ``100 Continue``."""
+    from corofw.http.parser import RequestParser
+
+    app = Router()
+    app.post("/upload")(lambda request: "ok")
+    app.put("/items/{item_id:int}")(lambda request, item_id: "ok")
+    api = Router()
+    api.post("/files/{name}")(lambda request, name: "ok")
+    app.mount("/api", api)
+
+    def head(method: str, path: str):
+        parser = RequestParser()
+        parser.feed(f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n".encode())
+        assert parser.next_request() is None
+        return parser.awaiting_body
+
+    assert app.accepts(head("POST", "/upload"))
+    assert app.accepts(head("PUT", "/items/7"))
+    assert app.accepts(head("POST", "/api/files/a.txt"))
+    assert not app.accepts(head("POST", "/nowhere"))
+    assert not app.accepts(head("PUT", "/upload"))  # 405
+    assert not app.accepts(head("PUT", "/items/seven"))  # the converter refuses it
+    assert not app.accepts(head("GET", "/api/files/a.txt"))
+
+
 # -- handler errors ---------------------------------------------------------------------
 
 def test_handler_exception_is_500_logged_and_server_keeps_serving(app, caplog):

@@ -294,6 +294,23 @@ def test_slow_but_timely_body_is_accepted(impatient):
         assert raw.response().body == b"abcdef"
 
 
+def test_body_timeout_is_reset_by_progress(impatient):
+    """--body-timeout is an idle timeout (nginx's client_body_timeout): a slow
+    upload that keeps sending is not cut off, however long it takes in all."""
+    with RawClient(impatient.port) as raw:
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n")
+        for piece in (b"ab", b"cd", b"ef", b"gh"):  # 1 s in all, 0.25 s between pieces
+            time.sleep(0.25)
+            raw.send(piece)
+        assert raw.response().body == b"abcdefgh"
+    with RawClient(impatient.port) as raw:  # chunked, the same
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"2\r\nab\r\n", b"2\r\ncd\r\n", b"2\r\nef\r\n", b"0\r\n\r\n"):
+            time.sleep(0.25)
+            raw.send(piece)
+        assert raw.response().body == b"abcdef"
+
+
 def test_idle_timeout_does_not_send_408(impatient):
     with RawClient(impatient.port) as raw:
         assert raw.request("GET", "/").status == 200
@@ -324,6 +341,22 @@ def test_expect_100_continue_refused_body_gets_final_status_only(client):
     response = client.response()
     assert response.status == 413
     assert client.is_closed()
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("POST", "/nowhere", 404),
+    ("PUT", "/echo", 405),
+])
+def test_no_100_continue_for_a_request_no_route_takes(client, method, path, status):
+    """The final status goes out at once, never after an invitation to send
+    a body that nobody would read."""
+    client.send(f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                f"Expect: 100-continue\r\n\r\n".encode())
+    head = client.interim()  # the first thing sent back
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"\r\nconnection: close\r\n" in head.lower()
+    client.send(b"hello")  # a client may send the body anyway: it is read and dropped
+    assert b"HTTP/1.1" not in client.read_until_close()  # nothing more is answered
 
 
 def test_no_100_continue_when_body_already_sent(client):

@@ -480,6 +480,12 @@ class RequestParser(_MessageParser):
         """True while the current request's head asked for 100-continue and
         its body has not arrived: the server should send ``100 Continue``."""
 
+    @property
+    def awaiting_body(self) -> Request | None:
+        """The request whose head has been parsed while its body has not all
+        arrived yet (its ``body`` is None meanwhile); None otherwise."""
+        return self._head  # type: ignore[return-value]
+
     def next_request(self) -> Request | None:
         """The next complete request, or None until more bytes arrive."""
         if self._dead:

@@ -92,13 +92,19 @@ class _Connection:
 
 class Server:
     """Serves ``app`` (anything with ``handle(request)``, such as a
-    :class:`~corofw.web.Router`) on listening sockets."""
+    :class:`~corofw.web.Router`) on listening sockets.
+
+    An app may also have ``accepts(request) -> bool``, asked with the head
+    of a request that expects ``100 Continue``: when it says False, the
+    request is answered at once (``handle`` gets it with an empty body) and
+    the connection closes, without inviting the client to send its body."""
 
     def __init__(self, app: Any, config: ServerConfig | None = None) -> None:
         if not callable(getattr(app, "handle", None)):
             raise TypeError(f"cannot serve a {type(app).__name__}: the app must have a "
                             f"handle(request) method, as a corofw Router does")
         self.app = app
+        self._app_accepts = getattr(app, "accepts", None)
         self.config = config or ServerConfig()
         self.connections: set[_Connection] = set()
         self.closing = False
@@ -207,13 +213,24 @@ class Server:
                         if conn.phase is _IDLE and parser.buffered:  # a request has begun
                             conn.phase = _HEAD
                             deadline.set(config.header_timeout, "request header")
-                        if parser._head is not None and conn.phase is not _BODY:
-                            conn.phase = _BODY
-                            deadline.set(config.body_timeout, "request body")
-                            if parser.expect_continue and not sent_continue:
-                                sent_continue = True
-                                yield from self._send(conn, CONTINUE)
-                        break
+                        pending = parser.awaiting_body
+                        if pending is None:
+                            break
+                        # an idle timeout: every piece of the body restarts it
+                        conn.phase = _BODY
+                        deadline.set(config.body_timeout, "request body")
+                        if not parser.expect_continue or sent_continue:
+                            break
+                        if self._accepts(pending):
+                            sent_continue = True
+                            yield from self._send(conn, CONTINUE)
+                            break
+                        # refused at its head (no such route): the final answer goes
+                        # out without 100 Continue and without reading the body
+                        request = pending
+                        request.body = b""
+                        request.keep_alive = False
+                        linger = True
                     sent_continue = False
                     unyielded += 1
                     if unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
@@ -276,6 +293,18 @@ class Server:
             self._slot_free.set()
             if not self.connections:
                 self._all_closed.set()
+
+    def _accepts(self, request: Request) -> bool:
+        """Whether the app would take ``request`` (head only), asked before
+        ``100 Continue`` through the app's optional ``accepts(request)``."""
+        accepts = self._app_accepts
+        if accepts is None:
+            return True
+        try:
+            return bool(accepts(request))
+        except Exception:
+            log.exception("error in accepts() for %s %s", request.method, request.target)
+            return True
 
     def _linger(self, conn: _Connection) -> Coro[None]:
         """Close after an error response without resetting the connection:

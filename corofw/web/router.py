@@ -282,6 +282,20 @@ class Router:
                 return target.call(request)
         return table.resolve(request, candidates)
 
+    def accepts(self, request: Request) -> bool:
+        """Whether a route takes ``request``'s method and path (its handler
+        would run). The server asks before it answers ``Expect:
+        100-continue``, so a request nothing would take gets its 404 or 405
+        without being invited to send its body."""
+        table = self._table
+        if table is None:
+            table = self._compiled()
+        method, path = request.method, request.path
+        if method in table.static.get(path, ()):
+            return True
+        return any(method in entry.methods and entry.pattern.match(path) is not None
+                   for entry in table.dynamic)
+
     # -- internals --------------------------------------------------------------
 
     def _compiled(self) -> RouteTable:
