@@ -34,7 +34,7 @@ class TestServer:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.server: Server | None = None
         self.error: BaseException | None = None
 

@@ -82,6 +82,14 @@ def make_app() -> Router:
             raise ValueError("stream broke")
         return StreamingResponse(body())
 
+    @app.get("/endless-stream")
+    def endless_stream(request):
+        def body():
+            while True:
+                yield b"x" * 4096
+                yield from sleep(0.001)
+        return StreamingResponse(body())
+
     @app.get("/big/{size:int}")
     def big(request, size):
         return Response(bytes(range(256)) * (size // 256))
@@ -291,6 +299,47 @@ def test_access_log_one_line_per_request(app, caplog):
     assert '"GET /nowhere?x=1 HTTP/1.1" 404' in lines[1]
     assert '"GET /boom HTTP/1.1" 500' in lines[2]
     assert lines[0].startswith("127.0.0.1:")
+
+
+def test_access_log_includes_failed_responses(app, caplog):
+    caplog.set_level(logging.INFO, logger="corofw.access")
+    with serve_in_thread(app, config(access_log=True)) as server:
+        with httpx.Client() as client:
+            assert client.get(server.url + "/bad-header").status_code == 500
+            assert client.get(server.url + "/stream").text == "part0;part1;part2;"
+        with RawClient(server.port) as raw:
+            raw.send(get("/broken-stream"))
+            raw.read_until_close()
+        with RawClient(server.port) as raw:
+            raw.send(get("/endless-stream"))
+            raw.read_head()
+        deadline = time.monotonic() + 5  # the server notices the client has gone
+        while "endless" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
+    assert len(lines) == 4, lines
+    assert lines[0].endswith('"GET /bad-header HTTP/1.1" 500 22 (invalid response)')
+    assert lines[1].endswith('"GET /stream HTTP/1.1" 200 18')  # body bytes of a stream
+    assert lines[2].endswith('"GET /broken-stream HTTP/1.1" 200 7 '
+                             '(incomplete: the stream raised ValueError)')
+    assert '"GET /endless-stream HTTP/1.1" 200 ' in lines[3]
+    assert lines[3].endswith(")") and "(incomplete: connection lost" in lines[3]
+
+
+def test_access_log_brackets_ipv6_clients(app, caplog):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    caplog.set_level(logging.INFO, logger="corofw.access")
+    with serve_in_thread(app, config(access_log=True), host="::1") as server:
+        assert server.url == f"http://[::1]:{server.port}"
+        assert httpx.get(server.url + "/").text == "index"
+    lines = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
+    assert lines[0].startswith("[::1]:")
+    assert '"GET / HTTP/1.1" 200 5' in lines[0]
 
 
 def test_no_access_log_when_disabled(app, caplog):

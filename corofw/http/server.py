@@ -343,7 +343,7 @@ class Server:
                 raise ValueError(f"status {status!r} cannot be a final response")
             if streaming:
                 keep_alive = keep_alive and not http10
-                length: int | str = "-"
+                length = 0
                 head = response_head(status, response.content_type, response.headers,
                                      None, keep_alive, http10)
             else:
@@ -357,30 +357,46 @@ class Server:
             log.error("invalid response to %s %s: %s", request.method, request.target, exc)
             if streaming:
                 _close_body(response.body)
-            yield from self._send(conn, error_response(500, "Internal Server Error"))
+            error = error_response(500, "Internal Server Error")
+            yield from self._send(conn, error)
+            if self.config.access_log:
+                self._log_access(conn, request, 500, len(error.partition(b"\r\n\r\n")[2]),
+                                 "invalid response")
             return False
         if streaming:
-            yield from self._send(conn, head)
             if body_allowed(status, request.method):
-                if not (yield from self._stream(conn, response.body, http10, request)):
-                    return False
+                completed = yield from self._stream(conn, head, response.body, http10,
+                                                    request, status)
+                return keep_alive and completed
+            _close_body(response.body)
+        try:
+            if streaming or not body_allowed(status, request.method):
+                yield from self._send(conn, head)
+            elif length < 65536:
+                yield from self._send(conn, head + body)
             else:
-                _close_body(response.body)
-        elif not body_allowed(status, request.method):
-            yield from self._send(conn, head)
-        elif length < 65536:
-            yield from self._send(conn, head + body)
-        else:
-            yield from self._send(conn, head, body)
+                yield from self._send(conn, head, body)
+        except (OSError, Cancelled) as exc:
+            if self.config.access_log:
+                self._log_access(conn, request, status, length, _interrupted(exc))
+            raise
         self.requests_served += 1
         if self.config.access_log:
             self._log_access(conn, request, status, length)
         return keep_alive
 
     @staticmethod
-    def _log_access(conn: _Connection, request: Request, status: int, length: Any) -> None:
-        access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
-                        request.target, request.version, status, length)
+    def _log_access(conn: _Connection, request: Request, status: int, length: Any,
+                    failure: str = "") -> None:
+        """One line per response: client, request line, status, body bytes;
+        a response that failed says what happened (``incomplete: ...``)."""
+        if failure:
+            access_log.info('%s "%s %s %s" %d %s (%s)', _format_client(conn.client),
+                            request.method, request.target, request.version, status, length,
+                            failure)
+        else:
+            access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
+                            request.target, request.version, status, length)
 
     def _send(self, conn: _Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
         """Send ``data``, then ``body`` when it was too large to join to the
@@ -425,14 +441,20 @@ class Server:
                     continue
                 deadline.set(timeout, "send")
 
-    def _stream(self, conn: _Connection, body: Any, http10: bool, request: Request) -> Coro[bool]:
-        """Drive a streaming body: bytes/str it yields are sent as chunks,
-        anything else is a kernel trap, forwarded so the body can wait.
+    def _stream(self, conn: _Connection, head: bytes, body: Any, http10: bool,
+                request: Request, status: int) -> Coro[bool]:
+        """Send ``head``, then drive a streaming body: bytes/str it yields
+        are sent as chunks, anything else is a kernel trap, forwarded so the
+        body can wait.
         Return False if the body failed (the response is then incomplete
-        and the connection must close)."""
+        and the connection must close). The access log line, written here,
+        counts the body bytes sent and says why a stream ended early."""
         send_value: Any = None
         error: BaseException | None = None
+        sent = 0
+        failure = "incomplete: the server stopped"
         try:
+            yield from self._send(conn, head)
             while True:
                 try:
                     if error is None:
@@ -441,15 +463,17 @@ class Server:
                         item, error = body.throw(error), None
                 except StopIteration:
                     break
-                except Exception:
+                except Exception as exc:
                     log.exception("error streaming the response to %s %s",
                                   request.method, request.target)
+                    failure = f"incomplete: the stream raised {type(exc).__name__}"
                     return False
                 send_value = None
                 if isinstance(item, (bytes, bytearray, memoryview, str)):
                     data = item.encode() if isinstance(item, str) else bytes(item)
                     if data:
                         yield from self._send(conn, data if http10 else chunk(data))
+                        sent += len(data)
                     continue
                 try:
                     send_value = yield item
@@ -457,9 +481,16 @@ class Server:
                     error = exc
             if not http10:
                 yield from self._send(conn, LAST_CHUNK)
+            failure = ""
+            self.requests_served += 1
             return True
+        except (OSError, Cancelled) as exc:
+            failure = _interrupted(exc)
+            raise
         finally:
             _close_body(body)
+            if self.config.access_log:
+                self._log_access(conn, request, status, sent, failure)
 
     @staticmethod
     def _try_send(sock: Socket, data: bytes) -> None:
@@ -534,9 +565,18 @@ def _close_body(body: Any) -> None:
 
 
 def _format_client(client: Any) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[::1]:8000``)."""
     if isinstance(client, tuple) and len(client) >= 2:
-        return f"{client[0]}:{client[1]}"
+        host = client[0]
+        return f"[{host}]:{client[1]}" if ":" in host else f"{host}:{client[1]}"
     return str(client)
+
+
+def _interrupted(exc: BaseException) -> str:
+    """What cut a response short, for the access log."""
+    if isinstance(exc, Cancelled):
+        return f"incomplete: {exc.reason}"
+    return f"incomplete: connection lost ({exc.strerror or type(exc).__name__})"
 
 
 def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
