@@ -192,21 +192,41 @@ def test_handler_error_keeps_pipelined_connection(client):
     assert not client.is_closed(timeout=0.1)
 
 
-def test_max_connections_pauses_accepting():
-    config = ServerConfig(max_connections=2, access_log=False)
+def test_max_connections_closes_idle_connections_for_new_clients():
+    """At the limit an idle keep-alive connection gives its slot to a new
+    client at once (as nginx does), instead of the client waiting a whole
+    keep-alive timeout."""
+    config = ServerConfig(max_connections=2, keep_alive_timeout=30.0, access_log=False)
     with serve_in_thread(make_app(), config) as server, \
-            RawClient(server.port) as first, RawClient(server.port) as second, \
-            RawClient(server.port) as third:
+            RawClient(server.port) as first, RawClient(server.port) as second:
         assert first.request("GET", "/").status == 200
         assert second.request("GET", "/").status == 200
-        third.send(get("/"))  # connected (the OS backlog) but not accepted yet
-        third.sock.settimeout(0.3)
-        with pytest.raises(TimeoutError):
-            third.sock.recv(1)
-        third.sock.settimeout(5)
-        first.close()
-        assert third.response().body == b"Hello, World!"
-        assert second.request("GET", "/").status == 200
+        with RawClient(server.port) as third:
+            started = time.monotonic()
+            assert third.request("GET", "/").body == b"Hello, World!"
+            assert time.monotonic() - started < 2.0
+            assert first.is_closed() or second.is_closed()  # an idle one made room
+            assert len(server.server.connections) == 2
+
+
+def test_max_connections_busy_answers_503_at_once():
+    config = ServerConfig(max_connections=2, access_log=False)
+    with serve_in_thread(make_app(), config) as server, \
+            RawClient(server.port) as first, RawClient(server.port) as second:
+        first.send(get("/slow"))
+        second.send(get("/slow"))
+        time.sleep(0.1)  # both in their handler: no connection is idle
+        with RawClient(server.port) as third:
+            started = time.monotonic()
+            response = third.request("GET", "/")
+            assert time.monotonic() - started < 0.25  # not after the slow requests
+            assert response.status == 503
+            assert response.headers["connection"] == "close"
+            assert third.is_closed()
+        assert first.response().body == b"slow"  # the busy ones are not disturbed
+        assert second.response().body == b"slow"
+        with RawClient(server.port) as fourth:  # served again once one is idle
+            assert fourth.request("GET", "/").status == 200
 
 
 # -- HTTP/1.0 ----------------------------------------------------------------------------

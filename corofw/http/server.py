@@ -26,6 +26,7 @@ from ..kernel import (
     Event,
     catch_signals,
     current_task,
+    current_time,
     move_on_after,
     sleep,
     spawn,
@@ -54,6 +55,9 @@ _LINGER_SECONDS = 1.0
 _FAIR_SHARE = 16  # pipelined requests served in a row before letting other tasks run
 _YIELD_TRAP = (SLEEP, 0)
 _LINGER_BYTES = 1 << 24
+_MAX_REFUSING = 64  # clients answered 503 at once at max_connections; beyond, accepting pauses
+_RESCAN_DELAY = 0.01
+_OVERLOADED = error_response(503, "server at its connection limit, try again later")
 
 
 @dataclass
@@ -111,6 +115,8 @@ class Server:
         self.requests_served = 0
         self._listeners: list[Socket] = []
         self._slot_free = Event()
+        self._refusing = 0
+        self._no_idle_until = 0.0
         self._all_closed = Event()
         self._all_closed.set()
 
@@ -124,10 +130,17 @@ class Server:
         cap = self.config.max_connections
         backoff = 0.0
         while not self.closing:
+            full = False
             if len(self.connections) >= cap:
-                self._slot_free.clear()
-                yield from self._slot_free.wait()
-                continue
+                try:
+                    yield (READ, fd)  # make room only once a new client is waiting
+                except ClosedResourceError:
+                    return
+                full = not (yield from self._make_room())
+                if full and self._refusing >= _MAX_REFUSING:
+                    self._slot_free.clear()
+                    yield from self._slot_free.wait()
+                    continue
             try:
                 conn, client = sock.accept()
             except BlockingIOError:
@@ -148,6 +161,9 @@ class Server:
                     continue
                 raise
             backoff = 0.0
+            if full:
+                yield from spawn(self._refuse(Socket(conn), client), "refusing a connection")
+                continue
             if conn.family != socket.AF_UNIX:
                 # no Nagle: a response written in pieces (a head, then a body;
                 # streamed chunks) would otherwise wait on the client's delayed ACK
@@ -159,6 +175,47 @@ class Server:
             self.connections.add(connection)
             self._all_closed.clear()
             connection.task = yield from spawn(self._serve(connection), "connection")
+
+    def _make_room(self) -> Coro[bool]:
+        """At ``max_connections``: close a connection that is doing nothing
+        (idle between requests, or lingering after an error) so that a new
+        client is served, as nginx does; False if every one is busy. A scan
+        that finds none is not repeated for a short while."""
+        now = yield from current_time()
+        if now < self._no_idle_until:
+            return False
+        for conn in self.connections:
+            if (conn.phase is _IDLE or conn.phase is _LINGER) and conn.task is not None:
+                break
+        else:
+            self._no_idle_until = now + _RESCAN_DELAY
+            return False
+        self.connections.discard(conn)  # its slot is free now; the task ends soon
+        conn.phase = _LINGER
+        conn.task.cancel("closed to make room at max_connections")
+        return True
+
+    def _refuse(self, sock: Socket, client: Any) -> Coro[None]:
+        """Answer a client that came while every connection was busy at
+        ``max_connections`` with 503 and close, at once rather than leaving
+        it waiting for a slot. The request is read first (for up to a
+        second) and the close lingers, so that no reset destroys the answer."""
+        self._refusing += 1
+        if self._refusing == 1:
+            log.warning("at max_connections (%d) with no idle connection: answering 503",
+                        self.config.max_connections)
+        try:
+            yield from move_on_after(_LINGER_SECONDS, _readable(sock))
+            self._try_send(sock, _OVERLOADED)
+            log.debug("refused %s: at max_connections", _format_client(client))
+            sock.shutdown(socket.SHUT_WR)
+            yield from move_on_after(_LINGER_SECONDS, _drain(sock))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            self._refusing -= 1
+            self._slot_free.set()
 
     # -- one connection ---------------------------------------------------------
 
@@ -311,21 +368,10 @@ class Server:
         a client still sending the request it was refused for would
         otherwise get a reset that can destroy the response before it is
         read. Stop writing, then read and discard for a little while."""
-        sock = conn.sock
         conn.phase = _LINGER
-        sock.shutdown(socket.SHUT_WR)
+        conn.sock.shutdown(socket.SHUT_WR)
         conn.deadline.set(_LINGER_SECONDS, "lingering close")  # type: ignore[union-attr]
-        recv = sock.sock.recv
-        drained = 0
-        while drained < _LINGER_BYTES:
-            try:
-                data = recv(_RECV_SIZE)
-            except BlockingIOError:
-                yield (READ, sock.fd)
-                continue
-            if not data:
-                break
-            drained += len(data)
+        yield from _drain(conn.sock)
 
     def _respond(self, conn: _Connection, request: Request, response: Any,
                  keep_alive: bool) -> Coro[bool]:
@@ -526,6 +572,25 @@ class Server:
         for conn in list(self.connections):
             if conn.task is not None:
                 conn.task.cancel(reason)
+
+
+def _readable(sock: Socket) -> Coro[None]:
+    yield (READ, sock.fd)
+
+
+def _drain(sock: Socket) -> Coro[None]:
+    """Read and discard until the peer closes (at most ``_LINGER_BYTES``)."""
+    recv = sock.sock.recv
+    drained = 0
+    while drained < _LINGER_BYTES:
+        try:
+            data = recv(_RECV_SIZE)
+        except BlockingIOError:
+            yield (READ, sock.fd)
+            continue
+        if not data:
+            return
+        drained += len(data)
 
 
 def _app_failed(request: Request) -> Response:
