@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
+MATRIX_STAMP := $(VENV)/.installed-matrix
+DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,28 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The suite on every supported CPython found on the machine (noxfile.py);
+# extra pytest arguments: make test-all PYTEST_ARGS='-x tests/test_kernel.py'
+$(MATRIX_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,matrix]'
+	touch $@
+
+test-all: $(MATRIX_STAMP)
+	$(BIN)/nox -- $(PYTEST_ARGS)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy corofw
+
+# The sdist and wheel in dist/, checked as an index would check them.
+$(DIST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,dist]'
+	touch $@
+
+dist: $(DIST_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
@@ -75,4 +99,4 @@ fuzz: $(STAMP)
 		-artifact_prefix=tests/fuzz/crashes/ .fuzz-corpus tests/fuzz/seeds
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .nox .pytest_cache .hypothesis .ruff_cache .mypy_cache build dist
