@@ -137,11 +137,16 @@ class Headers:
         return value
 
     def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
-        """Set each name in ``other``, replacing its values here (as
-        ``headers[name] = value`` does)."""
+        """Replace the values of each name ``other`` has with every value
+        it has for it, in order: ``update([("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2")])`` leaves both cookies (and no older ones).
+        Names ``other`` lacks are kept."""
         pairs = other.items() if isinstance(other, (Mapping, Headers)) else other
-        for name, value in pairs:
-            self[name] = value
+        given = [(str(name), str(value)) for name, value in pairs]
+        replaced = {name.lower() for name, _ in given}
+        self._items = [(k, v) for k, v in self._pairs() if k.lower() not in replaced]
+        self._items.extend(given)
+        self._index = None
 
     def copy(self) -> Headers:
         """An independent copy."""

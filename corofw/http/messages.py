@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json as _json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from .headers import Headers
+from .status import reason_phrase
 
-_encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# NaN and Infinity are not JSON: refused (ValueError) rather than sent as invalid JSON
+_encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                 allow_nan=False).encode
+# what a URL cannot carry as is: a "%" that starts no %XX escape, and any
+# character that is neither unreserved nor reserved (RFC 3986 section 2)
+_NOT_IN_URL = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
 class QueryParams:
@@ -123,12 +130,28 @@ class Request:
 
     @property
     def text(self) -> str:
-        """The body decoded with the charset of Content-Type (UTF-8 if none)."""
-        return self.body.decode(_charset(self.content_type) or "utf-8", "replace")
+        """The body decoded with the charset of Content-Type, or UTF-8 when
+        there is none or it is not a text encoding Python knows
+        (``charset=nope``, ``charset=hex``), as Django and httpx do. Bytes
+        that do not decode become U+FFFD: reading ``text`` never fails."""
+        charset = _charset(self.content_type)
+        if charset is not None:
+            try:
+                return self.body.decode(charset, "replace")
+            except (LookupError, UnicodeError):  # unknown, not text, or strict-only
+                pass
+        return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON (``ValueError`` if it is not JSON)."""
-        return _json.loads(self.body)
+        """The body parsed as JSON. A body that is not JSON raises
+        :class:`MalformedBody`: the client gets a 400 that says what is
+        wrong, and a handler may still catch it as a ``ValueError``."""
+        try:
+            return _json.loads(self.body)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+            raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MalformedBody("request body is not valid JSON: nested too deeply") from None
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -190,8 +213,12 @@ class Response:
     @classmethod
     def redirect(cls, location: str, status: int = 307) -> Response:
         """An empty response sending the client to ``location``; 307 keeps
-        the method and body, pass 301, 302, 303 or 308 for the others."""
-        return cls(b"", status, [("location", location)])
+        the method and body, pass 301, 302, 303 or 308 for the others.
+
+        ``location`` is percent-encoded as UTF-8 where a URL cannot carry
+        it as is (non-ASCII, spaces, control characters, a stray ``%``);
+        ``%XX`` escapes and reserved characters (``/?#&=:@``...) are kept."""
+        return cls(b"", status, [("location", encode_url(location))])
 
     def set_header(self, name: str, value: str) -> None:
         """Replace ``name`` (creating the headers collection on first use)."""
@@ -225,6 +252,21 @@ class StreamingResponse:
     def __repr__(self) -> str:
         return f"<StreamingResponse {self.status}>"
 
+    def set_header(self, name: str, value: str) -> None:
+        """Replace ``name`` (creating the headers collection on first use)."""
+        if self.headers is None:
+            self.headers = Headers()
+        self.headers[name] = value
+
+
+def encode_url(url: str) -> str:
+    """``url`` with each character a URL cannot carry as is percent-encoded
+    as UTF-8; unreserved and reserved characters and valid ``%XX`` escapes
+    are kept, so encoding an encoded URL changes nothing."""
+    if not isinstance(url, str):
+        raise TypeError(f"a URL must be a str, not {type(url).__name__}")
+    return _NOT_IN_URL.sub(lambda found: quote(found.group(), safe=""), url)
+
 
 class HTTPError(Exception):
     """Raise from a handler to answer with ``status`` and a short message
@@ -240,9 +282,16 @@ class HTTPError(Exception):
         """The response the router sends for this error: JSON for a
         dict/list ``detail``, else ``detail`` (or the status's reason
         phrase) as a line of text."""
-        from .status import reason_phrase
-
         if isinstance(self.detail, (dict, list)):
             return Response.json(self.detail, self.status, self.headers)
         text = self.detail if self.detail is not None else reason_phrase(self.status)
         return Response.text(f"{text}\n", self.status, self.headers)
+
+
+class MalformedBody(HTTPError, ValueError):
+    """A request body that is not what the handler read it as (JSON that
+    does not parse): answered 400 with ``detail`` saying why. Also a
+    ``ValueError``, for handlers that catch that around ``request.json()``."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, detail)

@@ -11,6 +11,7 @@ from .status import status_line
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _NO_BODY_STATUS = frozenset({204, 304})
+_SERVER_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 _content_type_lines: dict[str, bytes] = {}
 _date = [0.0, b""]
 
@@ -46,8 +47,25 @@ def response_head(status: int, content_type: str | None, headers: object,
                   length: int | None, keep_alive: bool, http10: bool) -> bytes:
     """The status line and header block. ``length`` None means the body is
     streamed: chunked for HTTP/1.1, delimited by closing for HTTP/1.0.
-    User header names and values are checked, so a value with CR or LF can
-    never inject a header."""
+
+    ``content_type`` is the response's default; a Content-Type among
+    ``headers`` (any case) replaces it, so one is ever sent. Header names
+    and values, ``content_type`` included, are checked: ``ValueError`` for
+    one that is invalid, so a value with CR or LF can never inject a header.
+    Headers the server owns (Content-Length, Transfer-Encoding, Connection,
+    Date) are not taken from ``headers``."""
+    user = b""
+    if headers:
+        lines = []
+        for name, value in headers.items():  # type: ignore[attr-defined]
+            _check_field(name, value)
+            lower = name.lower()
+            if lower in _SERVER_FIELDS:
+                continue
+            if lower == "content-type":
+                content_type = None
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        user = b"".join(lines)
     parts = [status_line(status)]
     if content_type is not None:
         parts.append(_content_type_line(content_type))
@@ -61,13 +79,7 @@ def response_head(status: int, content_type: str | None, headers: object,
         parts.append(b"connection: close\r\n")
     elif http10:
         parts.append(b"connection: keep-alive\r\n")
-    if headers:
-        for name, value in headers.items():  # type: ignore[attr-defined]
-            _check_field(name, value)
-            lower = name.lower()
-            if lower in ("content-length", "transfer-encoding", "connection", "date"):
-                continue
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(user)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -76,16 +88,23 @@ _prefixes: dict[tuple[int, str | None], bytes] = {}
 
 
 def simple_response(status: int, content_type: str | None, body: bytes,
-                    keep_alive: bool) -> bytes:
+                    keep_alive: bool) -> bytes | None:
     """A whole HTTP/1.1 response with no extra headers, as one bytes object
-    (the server's fast path; same bytes as :func:`response_head` + body)."""
-    prefix = _prefixes.get((status, content_type))
-    if prefix is None:
-        prefix = status_line(status)
-        if content_type is not None:
-            prefix += _content_type_line(content_type)
-        if len(_prefixes) < 256:
-            _prefixes[(status, content_type)] = prefix
+    (the server's fast path; same bytes as :func:`response_head` + body).
+
+    None when ``content_type`` is not a valid header value: the caller then
+    takes the general path, whose :func:`response_head` raises the error
+    that the server reports as an invalid response (one path for both)."""
+    try:
+        prefix = _prefixes.get((status, content_type))
+        if prefix is None:
+            prefix = status_line(status)
+            if content_type is not None:
+                prefix += _content_type_line(content_type)
+            if len(_prefixes) < 256:
+                _prefixes[(status, content_type)] = prefix
+    except (ValueError, TypeError):
+        return None
     now = time.time()
     if now >= _date[0]:
         date_line()

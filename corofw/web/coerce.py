@@ -9,6 +9,9 @@ handler returns                        response
 ``dict`` / ``list``                    JSON (``Response.json``)
 ``(body, status)``                     body coerced as above, with that status
 ``(body, status, headers)``            ... and those headers set on it
+                                       (each name they hold replaces the
+                                       body's own; repeated names such as
+                                       Set-Cookie keep every value)
 anything else, ``None`` included       ``TypeError`` naming the handler
 =====================================  ===========================================
 """
@@ -76,13 +79,13 @@ def _from_tuple(result: tuple, source: Any) -> Response | StreamingResponse:
     if rest:
         headers = rest[0]
         try:
-            pairs = Headers(headers).items()
+            given = Headers(headers)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"handler {describe(source)} returned headers of type "
-                            f"{type(headers).__name__}; expected a dict or (name, value) "
-                            f"pairs") from exc
+                            f"{type(headers).__name__}; expected a dict, (name, value) "
+                            f"pairs or Headers") from exc
         if response.headers is None:
-            response.headers = Headers()
-        for name, value in pairs:
-            response.headers[name] = value
+            response.headers = given
+        else:
+            response.headers.update(given)
     return response

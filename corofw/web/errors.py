@@ -4,8 +4,12 @@ Routers are searched from the one that owns the route outward to the root;
 the first router with a matching handler wins. Within one router a status
 handler (``error_handler(404)``) matching an :class:`HTTPError` comes
 before the exception-class handlers, which are looked up along the
-exception's MRO. An unhandled ``HTTPError`` becomes
-``HTTPError.to_response()``; any other unhandled exception propagates.
+exception's MRO. An ``HTTPError`` is offered to status handlers and to
+handlers of ``HTTPError`` and its subclasses (or of another base class it
+has, such as ``ValueError``), never to a catch-all ``Exception`` handler:
+an HTTP error raised on purpose keeps its status, as in Starlette. An
+unhandled ``HTTPError`` becomes ``HTTPError.to_response()``; any other
+unhandled exception propagates.
 An error handler may itself raise a new ``HTTPError``, which becomes its
 ``to_response()`` directly (it is not offered to handlers again).
 """
@@ -21,6 +25,7 @@ from ..http.messages import HTTPError, Request, Response, StreamingResponse
 from .coerce import coerce
 
 Handled = Response | StreamingResponse
+_CATCH_ALL = (Exception, BaseException, object)
 
 
 class ErrorScope:
@@ -33,9 +38,15 @@ class ErrorScope:
         self.routers = tuple(routers)
 
     def find(self, exc: BaseException) -> Any:
-        """The handler for ``exc``, or ``None``."""
-        status = exc.status if isinstance(exc, HTTPError) else None
-        mro = type(exc).__mro__
+        """The handler for ``exc``, or ``None``. An ``HTTPError`` is not
+        offered to handlers of ``Exception`` (or ``BaseException``): a
+        catch-all handler must not turn a deliberate 404 into a 500."""
+        if isinstance(exc, HTTPError):
+            status = exc.status
+            mro = tuple(cls for cls in type(exc).__mro__ if cls not in _CATCH_ALL)
+        else:
+            status = None
+            mro = type(exc).__mro__
         for router in self.routers:
             if status is not None:
                 handler = router._status_handlers.get(status)
@@ -86,13 +97,16 @@ def _finish(gen: Any, handler: Any, exc: Exception) -> Any:
 
 
 def _add_error_headers(response: Handled, exc: Exception) -> Handled:
-    """Headers an HTTPError carries (Allow on a 405...) that the handler's
-    response does not set itself."""
+    """Add the headers an HTTPError carries (Allow on a 405, Set-Cookie...)
+    whose names the handler's response does not set itself, every value
+    of each."""
     extra = getattr(exc, "headers", None) if isinstance(exc, HTTPError) else None
     if extra:
-        if response.headers is None:
-            response.headers = Headers()
+        headers = response.headers
+        if headers is None:
+            headers = response.headers = Headers()
+        own = {name.lower() for name in headers}
         for name, value in Headers(extra).items():
-            if name not in response.headers:
-                response.headers[name] = value
+            if name.lower() not in own:
+                headers.add(name, value)
     return response
