@@ -221,6 +221,47 @@ def test_http_error_and_status_handlers_still_take_http_errors():
         assert (r.status_code, r.text) == (403, "not yours\n")
 
 
+# -- 6. url_for refuses dot segments -------------------------------------------------------
+
+def files_app() -> Router:
+    routes = Router()
+
+    @routes.get("/files/{name}", name="file")
+    def file(request, name):
+        return f"file {name}"
+
+    @routes.get("/files/{path:path}/raw", name="raw")
+    def raw(request, path):
+        return f"raw {path}"
+
+    @routes.get("/admin", name="admin")
+    def admin(request):
+        return "admin"
+
+    return routes
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("file", {"name": ".."}),
+    ("file", {"name": "."}),
+    ("raw", {"path": "../../admin"}),
+    ("raw", {"path": "a/./b"}),
+    ("raw", {"path": "a/.."}),
+])
+def test_url_for_refuses_dot_segments(name, params):
+    routes = files_app()
+    with pytest.raises(ValueError, match="dot segment"):
+        routes.url_for(name, **params)
+
+
+@pytest.mark.parametrize("value", ["...", ".hidden", "a..b", "%2e%2e", "..x"])
+def test_url_for_keeps_values_with_dots_that_are_not_dot_segments(value):
+    routes = files_app()
+    url = routes.url_for("file", name=value)
+    with serve_in_thread(routes, config()) as server, httpx.Client() as client:
+        assert client.get(server.url + url).text == f"file {value}"
+
+
 # -- 7. JSON that is not JSON is refused ------------------------------------------------
 
 def test_nan_in_a_dict_is_a_logged_500_not_invalid_json(caplog):

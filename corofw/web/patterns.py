@@ -83,7 +83,10 @@ class PathPattern:
         Raises ``TypeError`` for missing or unexpected parameters and
         ``ValueError`` for a value the converter cannot turn into text that
         this pattern would match again (a ``str`` value containing '/', a
-        negative ``int``...).
+        negative ``int``...), or that makes a ``.`` or ``..`` path segment:
+        clients resolve those (``/files/..`` is requested as ``/``), and
+        percent-encoding them does not help, since browsers treat ``%2e``
+        as a dot too.
         """
         label = f"route {name!r} ({self.source})" if name else f"pattern {self.source!r}"
         expected = self.param_names
@@ -111,7 +114,20 @@ class PathPattern:
                 raise ValueError(f"{label}: {value!r} is not a valid value for "
                                  f"{{{part.name}:{part.kind}}}{hint}")
             pieces.append(text)
-        return quote("".join(pieces), safe="/")
+        path = "".join(pieces)
+        if "/." in path:
+            _refuse_dot_segments(path, label, params)
+        return quote(path, safe="/")
+
+
+def _refuse_dot_segments(path: str, label: str, params: dict[str, Any]) -> None:
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            dotted = ", ".join(f"{key}={value!r}" for key, value in params.items()
+                               if "." in str(value))
+            raise ValueError(f"{label}: {dotted} would make the path {path!r}, whose "
+                             f"{segment!r} dot segment clients resolve before requesting "
+                             f"it, so the link would lead to another URL")
 
 
 def parse_pattern(source: str) -> PathPattern:
