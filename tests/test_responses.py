@@ -401,3 +401,74 @@ def test_malformed_json_is_still_a_value_error_for_the_handler():
 
     with serve_in_thread(routes, config()) as server, httpx.Client() as client:
         assert client.post(server.url + "/lenient", content=b"{").json() == {"got": None}
+
+
+# -- trailing slashes ----------------------------------------------------------------------
+
+def slash_app(**options) -> Router:
+    routes = Router(**options)
+    api = Router()
+
+    @routes.get("/items")
+    def items(request):
+        return f"items {request.query_string}"
+
+    @routes.post("/items")
+    def add_item(request):
+        return f"added {request.body.decode()}"
+
+    @routes.get("/folders/")
+    def folders(request):
+        return "folders"
+
+    @routes.get("/users/{user_id:int}")
+    def user(request, user_id):
+        return f"user {user_id}"
+
+    @routes.get("//{host}")
+    def odd(request, host):
+        return "odd"
+
+    @api.get("/")
+    def api_index(request):
+        return "api"
+
+    routes.mount("/api", api)
+    return routes
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/items/", "/items"),
+    ("/items/?q=1&r=%C3%A9", "/items?q=1&r=%C3%A9"),
+    ("/folders", "/folders/"),
+    ("/users/7/", "/users/7"),
+    ("/api", "/api/"),
+    ("/items%2F", "/items"),
+    ("http://test/folders?x=%20", "/folders/?x=%20"),
+])
+def test_trailing_slash_is_redirected_with_307(path, location):
+    status, header_list, _ = fetch(slash_app(), path)
+    assert status == 307
+    assert values(header_list, "location") == [location]
+
+
+def test_trailing_slash_redirect_keeps_method_and_body():
+    with serve_in_thread(slash_app(), config()) as server, \
+            httpx.Client(follow_redirects=True) as client:
+        r = client.post(server.url + "/items/", content=b"pen")
+        assert (r.status_code, r.text) == (200, "added pen")
+        assert [h.status_code for h in r.history] == [307]
+        assert client.get(server.url + "/items/?q=1").text == "items q=1"
+
+
+@pytest.mark.parametrize("path", ["/nothing/", "/nothing", "/users/x/", "//evil.example/", "/"])
+def test_no_redirect_when_the_other_form_is_not_routed_either(path):
+    status, header_list, _ = fetch(slash_app(), path)
+    assert status == 404
+    assert values(header_list, "location") == []
+
+
+def test_trailing_slash_redirects_can_be_turned_off():
+    status, header_list, _ = fetch(slash_app(redirect_slashes=False), "/items/")
+    assert status == 404
+    assert values(header_list, "location") == []

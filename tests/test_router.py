@@ -359,6 +359,9 @@ def test_not_found(crud):
     response = call(crud, "GET", "/nowhere")
     assert response.status == 404
     assert response.body == b"Not Found\n"
+    redirect = call(crud, "GET", "/items/")  # the trailing-slash redirect, on by default
+    assert (redirect.status, redirect.headers["location"]) == (307, "/items")
+    crud.redirect_slashes = False
     assert call(crud, "GET", "/items/").status == 404
 
 

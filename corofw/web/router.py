@@ -79,9 +79,17 @@ class Router:
     The server calls :meth:`handle` for every request. Sub-routers are
     attached with :meth:`mount`; everything registered on a router, before
     or after it is mounted, is seen by the routers above it.
+
+    ``redirect_slashes`` (on by default, as in Starlette): a request whose
+    path no route takes, but would with its trailing slash added or
+    removed (``/items/`` for ``/items``), is answered ``307 Temporary
+    Redirect`` to that path, query string kept; 307 makes the client repeat
+    the method and body. The setting of the router that is served counts;
+    a mounted router's own is ignored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, redirect_slashes: bool = True) -> None:
+        self.redirect_slashes = bool(redirect_slashes)
         self._items: list[Route | _Mount] = []
         self._middleware: list[Callable[..., Any]] = []
         self._status_handlers: dict[int, Callable[..., Any]] = {}
@@ -207,7 +215,10 @@ class Router:
         coerced like a handler's. It covers this router's routes and those
         mounted in it, unless a sub-router has its own for the same error.
         Exceptions are matched along their MRO; status handlers receive the
-        ``HTTPError``, including the router's own 404, 405 and 501.
+        ``HTTPError``, including the router's own 404, 405 and 501. An
+        ``HTTPError`` is never given to an ``Exception`` handler: it keeps
+        its status unless a handler is registered for its status, for
+        ``HTTPError`` or for a subclass of it.
         """
         if isinstance(key, int) and not isinstance(key, bool):
             if not 100 <= key <= 999:

@@ -7,13 +7,16 @@ names) share one entry and differ by method. For each method, the entries
 that answer it are joined into one alternation regex, so finding the
 route is one regex call; only 405, OPTIONS, and a converter rejecting a
 value fall back to trying the entries one by one. Everything that is not a
-static hit goes through :meth:`RouteTable.resolve`.
+static hit goes through :meth:`RouteTable.resolve`. A path nothing takes
+is offered the trailing-slash redirect before the 404 (see
+:class:`~corofw.web.router.Router`).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from ..http.messages import HTTPError, Request, Response
 from .chain import Endpoint, Scope
@@ -54,6 +57,12 @@ def _method_not_allowed(allow: str) -> Any:
     def method_not_allowed(request: Request) -> Any:
         raise HTTPError(405, headers={"Allow": allow})
     return method_not_allowed
+
+
+def _redirect(location: str) -> Any:
+    def redirect(request: Request) -> Response:
+        return Response.redirect(location, 307)
+    return redirect
 
 
 def _options(allow: str) -> Any:
@@ -196,11 +205,45 @@ class RouteTable:
             request.route = target.route
             return target.call(request)
         if scope is None:
+            if self.root.router.redirect_slashes:
+                redirect = self._slash_redirect(request)
+                if redirect is not None:
+                    return redirect(request)
             return self._missing(path)(request)
         allow = allow_header(allowed)
         if method == "OPTIONS":
             return scope.endpoint(_options(allow), False)(request)
         return scope.endpoint(_method_not_allowed(allow), False)(request)
+
+    def _slash_redirect(self, request: Request) -> Endpoint | None:
+        """A redirect to the request's path with its trailing slash removed
+        or added, if a route takes that path (for any method); it runs in
+        that route's scope, so its routers' middleware sees it."""
+        path = request.path
+        if path == "/":
+            return None
+        other = path[:-1] if path.endswith("/") else path + "/"
+        target = self._any_target(other)
+        if target is None:
+            return None
+        raw_path, mark, query = request.target.partition("?")
+        if raw_path.startswith("/") and raw_path.endswith("/") == path.endswith("/"):
+            location = raw_path[:-1] if raw_path.endswith("/") else raw_path + "/"
+        else:  # an absolute-form target, or a path ending in %2F
+            location = quote(other, safe="/")
+        if location.startswith(("//", "/\\")):
+            return None  # a client would read it as another host's URL
+        return target.scope.endpoint(_redirect(location + mark + query), False)
+
+    def _any_target(self, path: str) -> Target | None:
+        """A target of some route that takes ``path``, for any method."""
+        slot = self.static.get(path)
+        if slot:
+            return next(iter(slot.values()))
+        for entry in self.dynamic:
+            if entry.pattern.match(path) is not None:
+                return next(iter(entry.methods.values()))
+        return None
 
     def _missing(self, path: str) -> Endpoint:
         scope = self.root
