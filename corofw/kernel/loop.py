@@ -179,6 +179,7 @@ class Kernel:
         self._handlers: dict[traps.Op, Callable[[Task, tuple], Any]] = {
             traps.READ: partial(self._trap_fd, 0),
             traps.WRITE: partial(self._trap_fd, 1),
+            traps.EITHER: self._trap_fd_either,
             traps.SLEEP: self._trap_sleep,
             traps.SPAWN: self._trap_spawn,
             traps.CURRENT: lambda task, trap: task,
@@ -189,6 +190,7 @@ class Kernel:
         self._undoers: dict[traps.Op, Callable[[Task, tuple], None]] = {
             traps.READ: partial(self._undo_fd, 0),
             traps.WRITE: partial(self._undo_fd, 1),
+            traps.EITHER: self._undo_fd_either,
             traps.SLEEP: lambda task, trap: self.timers.cancel(trap[1]),
             traps.PARK: self._undo_park,
             traps.THREAD: self._undo_thread,
@@ -355,6 +357,9 @@ class Kernel:
                         task._trap = None
                         ready.append(task)
                         self._io_waiters -= 1
+                        if state[1] is task:  # a readwrite_wait
+                            state[1] = None
+                            self._io_waiters -= 1
                     elif state[2] & READABLE or mask & ERROR_MASK:
                         self._disarm(fd, state, READABLE)
                 if mask & _WRITE_EVENTS:
@@ -364,6 +369,9 @@ class Kernel:
                         task._trap = None
                         ready.append(task)
                         self._io_waiters -= 1
+                        if state[0] is task:  # a readwrite_wait
+                            state[0] = None
+                            self._io_waiters -= 1
                     elif state[2] & WRITABLE or mask & ERROR_MASK:
                         self._disarm(fd, state, WRITABLE)
             if self._signals:
@@ -532,6 +540,30 @@ class Kernel:
             state[slot] = None
             self._io_waiters -= 1
 
+    def _trap_fd_either(self, task: Task, trap: tuple) -> Any:
+        """Park ``task`` in both slots of an fd until it is readable or
+        writable; whichever event comes first frees both slots."""
+        fd = trap[1]
+        if type(fd) is not int:
+            fd = fd.fileno()
+            trap = (trap[0], fd)
+        state = self._fds.get(fd)
+        if state is None:
+            state = self._fds[fd] = [None, None, 0]
+        elif state[0] is not None or state[1] is not None:
+            raise BusyResourceError(f"another task is already waiting on fd {fd}")
+        both = READABLE | WRITABLE
+        if state[2] & both != both:
+            self._arm(fd, state, state[2] | both)
+        state[0] = state[1] = task
+        self._io_waiters += 2
+        task._trap = trap
+        return _PARKED
+
+    def _undo_fd_either(self, task: Task, trap: tuple) -> None:
+        self._undo_fd(0, task, trap)
+        self._undo_fd(1, task, trap)
+
     def _arm(self, fd: int, state: list[Any], mask: int) -> None:
         reactor = self.reactor
         try:
@@ -567,6 +599,9 @@ class Kernel:
                 self.reactor.unregister(fd)
             except (OSError, ValueError):
                 pass
+        if state[0] is not None and state[0] is state[1]:  # a readwrite_wait
+            state[1] = None
+            self._io_waiters -= 1
         for task in (state[0], state[1]):
             if task is not None:
                 self._io_waiters -= 1

@@ -4,10 +4,11 @@ A trap is a tuple whose first item is one of the operation markers below.
 The kernel looks the marker up, performs the operation, and resumes the
 coroutine with a value (``send``) or an exception (``throw``).
 
-Two traps are public and meant for a plain ``yield``::
+Three traps are public and meant for a plain ``yield``::
 
-    yield read_wait(sock)    # park until sock is readable
-    yield write_wait(sock)   # park until sock is writable
+    yield read_wait(sock)       # park until sock is readable
+    yield write_wait(sock)      # park until sock is writable
+    yield readwrite_wait(sock)  # park until it is either
 
 Everything else is wrapped in a small generator function and used with
 ``yield from`` (``yield from sleep(1)``), so the raw tuples stay private.
@@ -38,6 +39,7 @@ class Op:
 
 READ = Op("read_wait")
 WRITE = Op("write_wait")
+EITHER = Op("readwrite_wait")
 SLEEP = Op("sleep")
 SPAWN = Op("spawn")
 CURRENT = Op("current_task")
@@ -58,6 +60,15 @@ def write_wait(fd: Any) -> tuple:
     """Trap to ``yield``: park until ``fd`` is writable. At most one task may
     wait to write an fd."""
     return (WRITE, fd)
+
+
+def readwrite_wait(fd: Any) -> tuple:
+    """Trap to ``yield``: park until ``fd`` is readable *or* writable,
+    whichever comes first (the caller then tries both). For protocols that
+    must keep reading while a write is stuck, such as libpq flushing a
+    pipeline while the server sends results. The task holds both directions
+    of the fd while it waits."""
+    return (EITHER, fd)
 
 
 def sleep(seconds: float) -> Coro[None]:
