@@ -173,23 +173,30 @@ class Connection:
             size = 2
             if length == 126:
                 size = 4
-            elif length == 127:
-                size = 10
-            masked = second & 0x80
-            if masked:
-                size += 4
-            if avail < size:
-                return None
-            if length == 126:
+                if avail < 4:
+                    return None
                 length = buf[pos + 2] << 8 | buf[pos + 3]
                 if length < 126:
                     raise RemoteProtocolError(_PROTOCOL_ERROR, "frame length not minimally encoded")
             elif length == 127:
+                size = 10
+                if avail < 10:
+                    return None
                 length = int.from_bytes(buf[pos + 2:pos + 10], "big")
                 if length >> 63:
                     raise RemoteProtocolError(_PROTOCOL_ERROR, "frame length over 2**63 - 1")
                 if length < 65536:
                     raise RemoteProtocolError(_PROTOCOL_ERROR, "frame length not minimally encoded")
+            compressed = bool(first & RSV1) if opcode else self._msg_compressed
+            if (not opcode & 0x8 and not compressed
+                    and self._msg_size + length > self.max_message_size):
+                raise RemoteProtocolError(CloseCode.MESSAGE_TOO_BIG,
+                                          f"message over {self.max_message_size} bytes")
+            masked = second & 0x80
+            if masked:
+                size += 4
+                if avail < size:
+                    return None
             key = bytes(buf[pos + size - 4:pos + size]) if masked else None
             start = pos + size
             end = start + length
@@ -198,14 +205,7 @@ class Connection:
                     return None
                 self._pos = end
                 payload = buf[start:end]
-                event = self._control(opcode, apply_mask(payload, key) if key else bytes(payload))
-                if event is not None:
-                    return event
-                continue
-            compressed = bool(first & RSV1) if opcode else self._msg_compressed
-            if not compressed and self._msg_size + length > self.max_message_size:
-                raise RemoteProtocolError(CloseCode.MESSAGE_TOO_BIG,
-                                          f"message over {self.max_message_size} bytes")
+                return self._control(opcode, apply_mask(payload, key) if key else bytes(payload))
             if opcode:
                 if first & FIN and len(buf) >= end and not compressed:
                     self._pos = end
@@ -246,7 +246,7 @@ class Connection:
             raise RemoteProtocolError(_PROTOCOL_ERROR, "new message before the last one "
                                                        "finished")
 
-    def _control(self, opcode: int, payload: bytes) -> Event | None:
+    def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode == OP_PING:
             return Ping(payload)
         if opcode == OP_PONG:
