@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+
+def _finite(seconds: float, what: str) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} must be a finite number of seconds, got {seconds!r}")
+    return float(seconds)
+
 
 class VirtualClock:
     """Pass as ``run(coro, clock=VirtualClock())``.
@@ -15,15 +23,27 @@ class VirtualClock:
     """
 
     def __init__(self, start: float = 0.0, autojump_threshold: float = 0.0) -> None:
-        self._now = float(start)
+        self._now = _finite(start, "the clock's start")
         self.autojump_threshold = autojump_threshold
 
     def __call__(self) -> float:
         return self._now
 
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds to wait for I/O before jumping (finite, not negative)."""
+        return self._autojump_threshold
+
+    @autojump_threshold.setter
+    def autojump_threshold(self, seconds: float) -> None:
+        if _finite(seconds, "autojump_threshold") < 0:
+            raise ValueError("autojump_threshold cannot be negative")
+        self._autojump_threshold = float(seconds)
+
     def advance(self, seconds: float) -> None:
-        """Move the clock forward by ``seconds`` (never backward)."""
-        if seconds < 0:
+        """Move the clock forward by ``seconds`` (never backward; a finite
+        number)."""
+        if _finite(seconds, "advance()") < 0:
             raise ValueError("a clock cannot go backward")
         self._now += seconds
 

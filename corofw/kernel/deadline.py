@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .task import Cancelled, Task
+from .timers import check_duration
 
 _RECHECK = 0.05
 
@@ -34,7 +35,10 @@ class Deadline:
         return f"<Deadline {self.label}>"
 
     def set(self, seconds: float, label: str) -> None:
-        """Expire ``seconds`` from now, in phase ``label``."""
+        """Expire ``seconds`` from now, in phase ``label`` (a negative
+        ``seconds`` has already passed; NaN raises ValueError and leaves the
+        deadline as it was)."""
+        check_duration(seconds, f"Deadline.set({label!r})")
         self._drop_stale_cancel()
         when = self.when = self.kernel.clock() + seconds
         self.label = label

@@ -43,7 +43,7 @@ from .task import (
     DeadlockError,
     Task,
 )
-from .timers import Timers
+from .timers import Timers, check_duration
 
 log = logging.getLogger("corofw.kernel")
 
@@ -143,6 +143,9 @@ class Kernel:
     def __init__(self, clock: Callable[[], float] | None = None, reactor: Any = None,
                  max_threads: int | None = None, handle_signals: bool = True,
                  watchdog: float | None = 0.1) -> None:
+        if watchdog is not None and not 0 <= watchdog < _MAX_POLL:
+            raise ValueError(f"the watchdog threshold must be None or a number of seconds "
+                             f"from 0 (off) to {_MAX_POLL:g}, got {watchdog!r}")
         self.clock: Callable[[], float] = clock or time.monotonic
         self.reactor = reactor or default_reactor()
         self.max_threads = max_threads or min(32, (os.cpu_count() or 1) + 4)
@@ -610,7 +613,8 @@ class Kernel:
 
     def _trap_sleep(self, task: Task, trap: tuple) -> Any:
         seconds = trap[1]
-        if seconds <= 0:
+        if not seconds > 0:
+            check_duration(seconds, "sleep()")
             task._trap = None
             self._ready.append(task)
             return _PARKED
@@ -646,8 +650,10 @@ class Kernel:
 
     def add_timer(self, delay: float, callback: Callable[[Any], None], arg: Any) -> list[Any]:
         """Call ``callback(arg)`` from the loop after ``delay`` seconds; pass
-        the returned entry to :meth:`cancel_timer` to call it off."""
-        return self.timers.add(self.clock() + delay, callback, arg)
+        the returned entry to :meth:`cancel_timer` to call it off. A negative
+        delay is already due, an infinite one never is; NaN raises ValueError."""
+        return self.timers.add(self.clock() + check_duration(delay, "add_timer()"),
+                               callback, arg)
 
     def cancel_timer(self, entry: list[Any]) -> None:
         """Call off a timer from :meth:`add_timer`; O(1), and harmless if it

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .task import Cancelled, Task, TaskTimeout
+from .timers import check_duration
 from .traps import CURRENT, Coro, T
 
 
@@ -54,6 +55,7 @@ def _expire(scope: TimeoutScope) -> None:
 def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
     if not hasattr(coro, "send"):
         raise TypeError(f"{label}() needs a generator object, got {coro!r}")
+    check_duration(seconds, f"{label}()")
     task = yield (CURRENT,)
     scope = TimeoutScope(task, seconds, label)
     if task._scopes is None:
@@ -71,7 +73,9 @@ def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]
 
 def timeout_after(seconds: float, coro: Coro[T]) -> Coro[T]:
     """Run ``coro`` in this task; if it is not done within ``seconds``,
-    cancel it and raise :class:`TaskTimeout`."""
+    cancel it and raise :class:`TaskTimeout`. A negative ``seconds`` has
+    already passed (``coro`` is cancelled at its first wait), ``math.inf``
+    never does, and NaN raises ``ValueError`` before ``coro`` starts."""
     finished, value = yield from _guarded(seconds, coro, "timeout_after")
     if not finished:
         raise TaskTimeout(f"timed out after {seconds:g} s")
@@ -80,6 +84,7 @@ def timeout_after(seconds: float, coro: Coro[T]) -> Coro[T]:
 
 def move_on_after(seconds: float, coro: Coro[T], default: Any = None) -> Coro[Any]:
     """Run ``coro`` in this task; if it is not done within ``seconds``,
-    cancel it and return ``default`` instead."""
+    cancel it and return ``default`` instead (``seconds`` as for
+    :func:`timeout_after`)."""
     finished, value = yield from _guarded(seconds, coro, "move_on_after")
     return value if finished else default

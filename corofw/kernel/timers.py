@@ -14,6 +14,15 @@ from typing import Any
 _COMPACT_MIN = 1024
 
 
+def check_duration(seconds: float, what: str) -> float:
+    """Return ``seconds`` if a timer can use it: any number, where a negative
+    one has already passed and infinity never comes. NaN raises ValueError,
+    since it compares false with everything and would corrupt the heap."""
+    if seconds != seconds:
+        raise ValueError(f"{what}: a duration cannot be NaN")
+    return seconds
+
+
 class Timers:
     """Entries are lists ``[deadline, seq, callback, arg]``; a fired or
     cancelled entry has ``callback`` set to None."""

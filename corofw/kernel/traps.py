@@ -72,8 +72,10 @@ def readwrite_wait(fd: Any) -> tuple:
 
 
 def sleep(seconds: float) -> Coro[None]:
-    """Suspend the calling task for ``seconds``; ``sleep(0)`` just lets every
-    other ready task run once."""
+    """Suspend the calling task for ``seconds``; ``sleep(0)`` (or a negative
+    ``seconds``) just lets every other ready task run once, and
+    ``sleep(math.inf)`` waits until the task is cancelled. NaN raises
+    ``ValueError`` in the caller."""
     yield (SLEEP, seconds)
 
 
