@@ -3,13 +3,15 @@ handlers, url_for and return-value coercion, driven through Router.handle."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from types import GeneratorType
 
 import pytest
 
 from corofw import run, sleep
-from corofw.http.messages import HTTPError, Request, Response, StreamingResponse
+from corofw.http.messages import HTTPError, QueryParams, Request, Response, StreamingResponse
 from corofw.web import Converter, Router, register_converter
 
 
@@ -1419,3 +1421,45 @@ def test_error_handler_raising_a_new_http_error_gives_its_response():
     assert (response.status, response.body) == (400, b"invalid: bad input\n")
     response = call(routes, "GET", "/gen")
     assert (response.status, response.body) == (404, b"no such key\n")
+
+
+
+# -- request.query: a read-only multi-valued mapping ---------------------------
+
+
+def test_query_is_a_read_only_mapping_of_first_values():
+    query = QueryParams("tag=a&q=x%20y&tag=b&empty=&bare&a+b=c%2Bd")
+    assert dict(query) == {"tag": "a", "q": "x y", "empty": "", "bare": "", "a b": "c+d"}
+    assert query.getlist("tag") == query.get_all("tag") == query.getall("tag") == ["a", "b"]
+    assert query.getlist("nope") == []
+    assert len(query) == 5
+    assert list(query) == ["tag", "q", "empty", "bare", "a b"]
+    assert list(query.keys()) == ["tag", "q", "empty", "bare", "a b"]
+    assert list(query.values()) == ["a", "x y", "", "", "c+d"]
+    assert query["tag"] == query.get("tag") == "a"
+    assert query.get("x") is None and query.get("x", "default") == "default"
+    assert "q" in query and "x" not in query and 1 not in query
+    with pytest.raises(KeyError):
+        query["x"]
+    with pytest.raises(TypeError):
+        query["tag"] = "c"  # type: ignore[index]
+    assert query.items() == [("tag", "a"), ("q", "x y"), ("tag", "b"), ("empty", ""),
+                             ("bare", ""), ("a b", "c+d")]
+    assert query == QueryParams("tag=a&q=x+y&tag=b&empty=&bare&a%20b=c%2Bd")
+    assert query != QueryParams("tag=b&q=x+y&tag=a&empty=&bare&a%20b=c%2Bd")
+    assert QueryParams("a=1&b=2") == {"a": "1", "b": "2"}
+    assert isinstance(query, Mapping)
+    assert dict(QueryParams("")) == {} and len(QueryParams()) == 0
+
+
+def test_request_query_reaches_the_handler_as_a_mapping():
+    routes = Router()
+
+    @routes.get("/search")
+    def search(request):
+        return {"dict": dict(request.query), "tags": request.query.getlist("tag"),
+                "len": len(request.query)}
+
+    response = call(routes, "GET", "/search?tag=a&q=1&tag=b")
+    assert json.loads(response.body) == {"dict": {"tag": "a", "q": "1"}, "tags": ["a", "b"],
+                                         "len": 2}

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from .headers import Headers
+from .multidict import MultiDict
 from .status import reason_phrase
 
 # NaN and Infinity are not JSON: refused (ValueError) rather than sent as invalid JSON
@@ -19,50 +20,17 @@ _encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
 _NOT_IN_URL = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
-class QueryParams:
-    """Query-string parameters: ``q["a"]`` / ``q.get("a")`` give the first
-    value, ``q.get_all("a")`` every value, in order."""
+class QueryParams(MultiDict[str]):
+    """Query-string parameters, a read-only :class:`MultiDict`:
+    ``q["a"]`` / ``q.get("a")`` give the first value, ``q.getlist("a")``
+    every value in order, ``dict(q)`` one (the first) value per name.
+    Blank values are kept (``?a=&b`` gives ``a`` and ``b`` as ``""``)."""
 
-    __slots__ = ("_pairs",)
+    __slots__ = ()
 
     def __init__(self, query_string: str = "") -> None:
-        self._pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """The first value of ``name``, or ``default``."""
-        for key, value in self._pairs:
-            if key == name:
-                return value
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in order; ``[]`` if absent. ``getall``
-        is the same method."""
-        return [value for key, value in self._pairs if key == name]
-
-    getall = get_all
-
-    def __getitem__(self, name: str) -> str:
-        for key, value in self._pairs:
-            if key == name:
-                return value
-        raise KeyError(name)
-
-    def __contains__(self, name: object) -> bool:
-        return any(key == name for key, _ in self._pairs)
-
-    def __iter__(self) -> Any:
-        return iter(dict.fromkeys(key for key, _ in self._pairs))
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def items(self) -> list[tuple[str, str]]:
-        """Every ``(name, value)`` pair in order, repeated names included."""
-        return list(self._pairs)
-
-    def __repr__(self) -> str:
-        return f"QueryParams({self._pairs!r})"
+        super().__init__(parse_qsl(query_string, keep_blank_values=True)
+                         if query_string else ())
 
 
 class Request:
