@@ -5,36 +5,36 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+import math
 import os
 import sys
+import traceback
 from typing import Any
 
 import click
 
 from .http.parser import Limits
 from .http.server import ServerConfig
-from .runner import run_app
+from .runner import DEFAULT_GC_THRESHOLD, StartupError, run_app, run_reloading
+
+_IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen importlib")
 
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (the current directory is importable) and
-    return the attribute; raise ``click.ClickException`` with one clear line
-    when that is impossible."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise _SpecError(f"invalid app {spec!r}: expected MODULE:ATTR (e.g. apps.hello:routes)")
+    return the attribute; raise ``click.ClickException`` when that is
+    impossible: one clear line when the module or attribute does not exist,
+    the traceback of the app's own code when importing it fails."""
+    module_name, attr = _split_spec(spec)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name + ".").startswith(exc.name + "."):
-            raise click.ClickException(f"cannot import {module_name!r}: no such module")
-        raise click.ClickException(f"importing {module_name!r} failed: {exc}")
     except Exception as exc:
-        message = " ".join(str(exc).split())
-        raise click.ClickException(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {message}")
+        if isinstance(exc, ModuleNotFoundError) and _is_the_module(exc, module_name):
+            raise click.ClickException(f"cannot import {module_name!r}: no such module")
+        raise click.ClickException(f"importing {module_name!r} failed:\n"
+                                   + _app_traceback(exc).rstrip("\n"))
     app: Any = module
     for part in attr.split("."):
         try:
@@ -48,10 +48,61 @@ def load_app(spec: str) -> Any:
     return app
 
 
+def _split_spec(spec: str) -> tuple[str, str]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise _SpecError(f"invalid app {spec!r}: expected MODULE:ATTR (e.g. apps.hello:routes)")
+    return module_name, attr
+
+
+def _is_the_module(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``exc`` says that ``module_name`` (or a package on its path)
+    does not exist, rather than that the app's code imports something
+    missing: the missing name is ours, and no frame of the app ran."""
+    if not exc.name or not (module_name + ".").startswith(exc.name + "."):
+        return False
+    return not _app_frames(exc.__traceback__)
+
+
+def _app_frames(tb: Any) -> list[Any]:
+    """The frames of ``tb`` outside this module and the import machinery."""
+    return [frame for frame in traceback.extract_tb(tb)
+            if frame.filename != __file__ and not frame.filename.startswith(_IMPORT_MACHINERY)]
+
+
+def _app_traceback(exc: BaseException) -> str:
+    """``exc`` as Python prints it, from the app's first frame on."""
+    lines = ["Traceback (most recent call last):\n"] if _app_frames(exc.__traceback__) else []
+    lines += traceback.StackSummary.from_list(_app_frames(exc.__traceback__)).format()
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
 class _SpecError(click.ClickException):
     """A malformed MODULE:ATTR: a usage error (exit status 2), told in one line."""
 
     exit_code = 2
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds, at least ``minimum`` (or above it)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0, inclusive: bool = True) -> None:
+        self.minimum = minimum
+        self.inclusive = inclusive
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        within = number >= self.minimum if self.inclusive else number > self.minimum
+        if not math.isfinite(number) or not within:
+            bound = f">= {self.minimum:g}" if self.inclusive else f"> {self.minimum:g}"
+            self.fail(f"{value!r} is not a finite number of seconds {bound}", param, ctx)
+        return number
 
 
 @click.group()
@@ -71,22 +122,24 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
 @_opt("--port", "PORT", default=8000, type=click.IntRange(0, 65535), help="Port (0: any free).")
 @_opt("--workers", "WORKERS", default=1, type=click.IntRange(1, 512),
       help="Worker processes sharing the port (SO_REUSEPORT), supervised.")
+@_opt("--reload/--no-reload", "RELOAD", default=False,
+      help="Development: restart the worker when a source file of the app changes.")
 @_opt("--log-level", "LOG_LEVEL", default="info",
       type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @_opt("--access-log/--no-access-log", "ACCESS_LOG", default=True, help="One line per request.")
 @_opt("--backlog", "BACKLOG", default=1024, type=click.IntRange(1))
-@_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=5.0, type=click.FloatRange(0.01),
-      help="Seconds an idle keep-alive connection is kept.")
-@_opt("--header-timeout", "HEADER_TIMEOUT", default=10.0, type=click.FloatRange(0.01),
+@_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=5.0,
+      type=Seconds(0, inclusive=False), help="Seconds an idle keep-alive connection is kept.")
+@_opt("--header-timeout", "HEADER_TIMEOUT", default=10.0, type=Seconds(0, inclusive=False),
       help="Seconds to receive a request's head.")
-@_opt("--body-timeout", "BODY_TIMEOUT", default=30.0, type=click.FloatRange(0.01),
-      help="Seconds to receive a request's body.")
-@_opt("--send-timeout", "SEND_TIMEOUT", default=30.0, type=click.FloatRange(0.01),
+@_opt("--body-timeout", "BODY_TIMEOUT", default=30.0, type=Seconds(0, inclusive=False),
+      help="Seconds a request's body may make no progress (restarted by each piece).")
+@_opt("--send-timeout", "SEND_TIMEOUT", default=30.0, type=Seconds(0, inclusive=False),
       help="Seconds a response may wait for a client that does not read.")
-@_opt("--graceful-timeout", "GRACEFUL_TIMEOUT", default=10.0, type=click.FloatRange(0),
+@_opt("--graceful-timeout", "GRACEFUL_TIMEOUT", default=10.0, type=Seconds(0),
       help="Seconds in-flight requests get to finish on shutdown.")
 @_opt("--max-connections", "MAX_CONNECTIONS", default=10000, type=click.IntRange(1),
-      help="Open connections per process; beyond it accepting pauses.")
+      help="Open connections per process; beyond it idle ones are closed, else 503.")
 @_opt("--max-body-size", "MAX_BODY_SIZE", default=1 << 20, type=click.IntRange(0),
       help="Largest request body in bytes (413 beyond).")
 @_opt("--max-header-size", "MAX_HEADER_SIZE", default=32768, type=click.IntRange(256),
@@ -95,17 +148,20 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
       help="Most header fields in a request (431 beyond).")
 @_opt("--max-request-line", "MAX_REQUEST_LINE", default=8190, type=click.IntRange(64),
       help="Longest request line in bytes (414 beyond).")
-@_opt("--watchdog", "WATCHDOG", default=0.1, type=click.FloatRange(0),
+@_opt("--watchdog", "WATCHDOG", default=0.1, type=Seconds(0),
       help="Warn when one task step blocks the loop longer than this (seconds; 0: off).")
-def run(app_spec: str, host: str, port: int, workers: int, log_level: str, access_log: bool,
-        backlog: int, keep_alive_timeout: float, header_timeout: float, body_timeout: float,
-        send_timeout: float, graceful_timeout: float, max_connections: int,
-        max_body_size: int, max_header_size: int, max_headers: int,
-        max_request_line: int, watchdog: float) -> None:
+@_opt("--gc-threshold", "GC_THRESHOLD", default=DEFAULT_GC_THRESHOLD, type=click.IntRange(0),
+      help="Allocations between collections of the youngest GC generation (0: Python's).")
+def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_level: str,
+        access_log: bool, backlog: int, keep_alive_timeout: float, header_timeout: float,
+        body_timeout: float, send_timeout: float, graceful_timeout: float,
+        max_connections: int, max_body_size: int, max_header_size: int, max_headers: int,
+        max_request_line: int, watchdog: float, gc_threshold: int) -> None:
     """Serve the router MODULE:ATTR (e.g. apps.hello:routes)."""
+    if reload and workers > 1:
+        raise click.UsageError("--reload serves with one worker: leave out --workers")
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = load_app(app_spec)
     limits = Limits(max_request_line=max_request_line, max_header_bytes=max_header_size,
                     max_headers=max_headers, max_body_bytes=max_body_size)
     config = ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,
@@ -114,15 +170,33 @@ def run(app_spec: str, host: str, port: int, workers: int, log_level: str, acces
                           max_connections=max_connections, access_log=access_log,
                           watchdog=watchdog or None)
     try:
-        status = run_app(app, host, port, workers, config, backlog)
+        if reload:
+            _split_spec(app_spec)
+            status = run_reloading(lambda: _load_in_worker(app_spec), host, port, config,
+                                   backlog, gc_threshold)
+        else:
+            app = load_app(app_spec)
+            status = run_app(app, host, port, workers, config, backlog, gc_threshold)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use"
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason.lower()}")
+    except StartupError as exc:
+        raise click.ClickException(str(exc))
     except KeyboardInterrupt:
         status = 0
     sys.exit(status)
+
+
+def _load_in_worker(spec: str) -> Any:
+    """:func:`load_app` in a reloading worker: an error is printed as the
+    command would print it, and the worker ends."""
+    try:
+        return load_app(spec)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from exc
 
 
 if __name__ == "__main__":

@@ -5,6 +5,18 @@ process becomes a supervisor: it forks the workers, each of which binds its
 own listening socket to the same port with ``SO_REUSEPORT`` (the OS spreads
 connections among them), restarts any worker that dies, and on SIGTERM or
 SIGINT asks every worker to shut down gracefully before exiting itself.
+
+The supervisor talks to each worker over a socket pair, never with signals:
+a worker may also have received the stop signal directly (Ctrl-C signals the
+whole process group, as does systemd's control-group kill), and the
+supervisor's request must not count as a second signal, which would cancel
+the requests in flight. Over the same pair a worker reports that it serves,
+or why it could not start: a worker that cannot start makes the supervisor
+give up with that reason instead of restarting workers forever.
+
+:func:`run_reloading` (``corofw run --reload``) is the same supervisor with
+one worker that imports the app itself, reports the source files it loaded,
+and is replaced by a fresh one whenever one of them changes.
 """
 
 from __future__ import annotations
@@ -14,7 +26,10 @@ import logging
 import os
 import signal
 import socket
+import sys
+import sysconfig
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .http.server import ServerConfig, serve
@@ -24,44 +39,126 @@ from .net import listen
 
 log = logging.getLogger("corofw.runner")
 
+DEFAULT_GC_THRESHOLD = 50_000
+_STOP = b"s"  # supervisor -> worker: stop (a second one: hurry)
+_READY = b"R"  # worker -> supervisor lines: serving; E<reason>: could not start;
+_FAILED = b"E"  # F<mtime_ns> <path>: a source file to watch (reload)
+_SOURCE = b"F"
+_QUICK_DEATHS = 5  # workers in a row dying before they serve: give up
+_HURRY_SECONDS = 5.0
+
+# worker(channel, ready): serve in the forked worker until asked to stop on
+# ``channel``; call ``ready()`` once serving
+WorkerTarget = Callable[[socket.socket, Callable[[], None]], None]
+
+
+class StartupError(RuntimeError):
+    """The server could not start (its workers failed before serving);
+    ``str()`` is a one-line reason."""
+
 
 def run_app(app: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-            config: ServerConfig | None = None, backlog: int = 1024) -> int:
+            config: ServerConfig | None = None, backlog: int = 1024,
+            gc_threshold: int | None = None) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; return the exit status (0 after a
-    graceful shutdown). Raises ``OSError`` if the address cannot be bound."""
+    graceful shutdown). Raises ``OSError`` if the address cannot be bound,
+    ``ValueError`` for a bad setting (before any worker starts) and
+    :class:`StartupError` if the workers fail as they start.
+
+    ``gc_threshold``: see :func:`gc_threshold_setting`."""
     config = config or ServerConfig()
+    threshold = gc_threshold_setting(gc_threshold)
     if workers <= 1:
         listener = listen(host, port, backlog)
-        run(_serve_forever(app, listener, config), watchdog=config.watchdog)
+        run(_serve_forever(app, listener, config, threshold), watchdog=config.watchdog)
         return 0
     reserved = _reserve_port(host, port)
     try:
         port = reserved.getsockname()[1]
-        return _Supervisor(app, host, port, workers, config, backlog).run()
+
+        def serve_in_worker(channel: socket.socket, ready: Callable[[], None]) -> None:
+            listener = listen(host, port, backlog, reuse_port=True)
+            run(_serve_forever(app, listener, config, threshold, channel, ready),
+                watchdog=config.watchdog)
+
+        log.info("supervisor %d starting %d workers on http://%s:%d", os.getpid(), workers,
+                 _url_host(host), port)
+        return _Supervisor(serve_in_worker, workers, config).run()
     finally:
         reserved.close()
 
 
-def _serve_forever(app: Any, listener: Any, config: ServerConfig) -> Coro[None]:
+def run_reloading(load: Callable[[], Any], host: str = "127.0.0.1", port: int = 8000,
+                  config: ServerConfig | None = None, backlog: int = 1024,
+                  gc_threshold: int | None = None, interval: float = 0.5) -> int:
+    """Serve the app that ``load()`` returns, for development: ``load`` runs
+    in a fresh worker process (so the app is imported anew each time), and
+    the worker is replaced whenever a source file it loaded changes (mtimes
+    polled every ``interval`` seconds). A worker whose app fails to load
+    waits for the next change. The port is bound here, once, so a restart
+    refuses no connection. Returns 0 after SIGINT/SIGTERM."""
+    config = config or ServerConfig()
+    threshold = gc_threshold_setting(gc_threshold)
+    listener = listen(host, port, backlog)
+
+    def serve_in_worker(channel: socket.socket, ready: Callable[[], None]) -> None:
+        try:
+            app = load()
+        except BaseException as exc:
+            _report_sources(channel, exc)
+            raise
+        _report_sources(channel, None)
+        run(_serve_forever(app, listener, config, threshold, channel, ready),
+            watchdog=config.watchdog)
+
+    bound_host, bound_port = listener.getsockname()[:2]
+    log.info("reloader %d serving on http://%s:%d, restarting on changes", os.getpid(),
+             _url_host(bound_host), bound_port)
+    try:
+        return _Supervisor(serve_in_worker, 1, config, reload_interval=interval).run()
+    finally:
+        listener.close()
+
+
+def gc_threshold_setting(value: int | None = None) -> int:
+    """The garbage collector threshold to serve with: ``value``, else the
+    ``COROFW_GC_THRESHOLD`` environment variable, else 50,000 (0 leaves
+    Python's defaults). Raises ``ValueError`` (a one-line message) for a
+    value that is not a whole number >= 0, before anything starts."""
+    if value is None:
+        text = os.environ.get("COROFW_GC_THRESHOLD", "").strip()
+        if not text:
+            return DEFAULT_GC_THRESHOLD
+        value = int(text) if text.isdigit() and text.isascii() else -1
+        if value < 0:
+            raise ValueError(f"COROFW_GC_THRESHOLD must be a whole number >= 0, not {text!r}")
+    if value < 0:
+        raise ValueError(f"the GC threshold must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def _serve_forever(app: Any, listener: Any, config: ServerConfig, gc_threshold: int,
+                   stop: Any = None, on_ready: Callable[[], None] | None = None) -> Coro[None]:
     host, port = listener.getsockname()[:2]
 
     def ready(server: Any) -> None:
-        _tune_gc()
+        _tune_gc(gc_threshold)
         log.info("serving on http://%s:%d (pid %d)", _url_host(host), port, os.getpid())
+        if on_ready is not None:
+            on_ready()
 
-    yield from serve(app, listener, config, on_ready=ready)
+    yield from serve(app, listener, config, stop=stop, on_ready=ready)
     log.info("stopped (pid %d)", os.getpid())
 
 
-def _tune_gc() -> None:
+def _tune_gc(threshold: int) -> None:
     """Tune the cyclic garbage collector for a server process: everything
     alive once the server is up (modules, the app, the routes) is frozen out
-    of collections, and the youngest generation is collected every N
-    allocations (50,000 by default) instead of every 700 (COROFW_GC_THRESHOLD, 0 leaves
-    Python's defaults). Requests allocate many short-lived objects that
-    reference counting frees; frequent collections would mostly rescan the
-    same long-lived connections."""
-    threshold = int(os.environ.get("COROFW_GC_THRESHOLD", "50000"))
+    of collections, and the youngest generation is collected every
+    ``threshold`` allocations instead of every 700 (0: Python's defaults).
+    Requests allocate many short-lived objects that reference counting
+    frees; frequent collections would mostly rescan the same long-lived
+    connections."""
     if threshold:
         gc.freeze()
         gc.set_threshold(threshold, *gc.get_threshold()[1:])
@@ -98,111 +195,291 @@ class _Stop(Exception):
     pass
 
 
+class _GiveUp(Exception):
+    pass
+
+
+class _Worker:
+    """A forked worker as its supervisor sees it: its pid, when it
+    started, and the socket pair end it talks over."""
+
+    __slots__ = ("pid", "started", "channel", "received")
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self.channel = channel
+        self.received = b""
+
+    def tell(self, message: bytes) -> None:
+        try:
+            self.channel.send(message)
+        except OSError:
+            pass  # it has exited already
+
+    def reports(self) -> list[bytes]:
+        """The complete lines the worker has sent so far (never blocks)."""
+        while True:
+            try:
+                data = self.channel.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            self.received += data
+        return self.received.split(b"\n")[:-1]
+
+    @property
+    def ready(self) -> bool:
+        return _READY in self.reports()
+
+    def failure(self) -> str | None:
+        for line in self.reports():
+            if line.startswith(_FAILED):
+                return line[1:].decode("utf-8", "replace")
+        return None
+
+    def sources(self) -> dict[str, int]:
+        found = {}
+        for line in self.reports():
+            if line.startswith(_SOURCE):
+                mtime, _, path = line[1:].partition(b" ")
+                found[os.fsdecode(path)] = int(mtime)
+        return found
+
+
 class _Supervisor:
-    def __init__(self, app: Any, host: str, port: int, workers: int,
-                 config: ServerConfig, backlog: int) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self.count = workers
+    """Forks ``count`` workers that each run ``target``, replaces those
+    that die, and stops them all on SIGINT/SIGTERM. With
+    ``reload_interval`` it also replaces the worker when a source file it
+    reported changes, and waits for a change when it failed to start."""
+
+    def __init__(self, target: WorkerTarget, count: int, config: ServerConfig,
+                 reload_interval: float | None = None) -> None:
+        self.target = target
+        self.count = count
         self.config = config
-        self.backlog = backlog
-        self.workers: dict[int, float] = {}
-        self.stopping: list[int] | None = None
+        self.reload_interval = reload_interval
+        self.workers: dict[int, _Worker] = {}
+        self.stopping: list[int] | None = None  # signals received since stopping began
         self.supervisor_pid = os.getpid()
+        self.quick_deaths = 0
+        self.sources: dict[str, int] = {}
 
     def run(self) -> int:
         # SIGINT/SIGTERM interrupt the supervising loop with _Stop; once
-        # stopping has begun they only ask _stop_all to hurry.
+        # stopping has begun they are queued for _stop_all, to hurry it.
         def on_signal(signum: int, frame: Any) -> None:
             if self.stopping is None:
                 raise _Stop(signum)
             self.stopping.append(signum)
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        log.info("supervisor %d starting %d workers on http://%s:%d", os.getpid(), self.count,
-                 _url_host(self.host), self.port)
         try:
             try:
                 for _ in range(self.count):
                     self._start_worker()
-                while True:
-                    pid, status = os.waitpid(-1, 0)
-                    self._reap(pid, status)
+                if self.reload_interval is None:
+                    while True:
+                        pid, status = os.waitpid(-1, 0)
+                        self._reap(pid, status)
+                else:
+                    self._reload_on_changes(self.reload_interval)
             except _Stop as stop:
                 self.stopping = []
                 log.info("supervisor received %s: stopping workers",
                          signal.Signals(stop.args[0]).name)
+            except _GiveUp as failure:
+                self.stopping = []
+                self._stop_all()
+                raise StartupError(str(failure)) from None
             except BaseException:
                 self.stopping = []
-                self._stop_all(signal.SIGKILL)
+                self._kill_all()
                 raise
-            return self._stop_all()
+            self._stop_all()
+            return 0
         finally:
             for signum, handler in old.items():
                 signal.signal(signum, handler)
+            for worker in self.workers.values():
+                worker.channel.close()
 
     def _start_worker(self) -> None:
         # Signals stay blocked until the new pid is recorded: a _Stop raised
         # in between would leave a worker nobody stops.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
+            ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:
-                self._worker_main(mask)
-            self.workers[pid] = time.monotonic()
+                ours.close()
+                self._worker_main(mask, theirs)
+            theirs.close()
+            ours.setblocking(False)
+            self.workers[pid] = _Worker(pid, ours)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         log.info("worker %d started", pid)
 
-    def _worker_main(self, mask: Any) -> None:
+    def _worker_main(self, mask: Any, channel: socket.socket) -> None:
         status = 1
+        serving = False
+
+        def ready() -> None:
+            nonlocal serving
+            serving = True
+            channel.send(_READY + b"\n")
+
         try:
+            for worker in self.workers.values():
+                worker.channel.close()  # other workers' channels are not ours
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
             _stop_with_parent(self.supervisor_pid)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            listener = listen(self.host, self.port, self.backlog, reuse_port=True)
-            run(_serve_forever(self.app, listener, self.config), watchdog=self.config.watchdog)
+            self.target(channel, ready)
             status = 0
-        except BaseException:
-            log.exception("worker %d failed", os.getpid())
+        except BaseException as exc:
+            if serving:
+                log.exception("worker %d failed", os.getpid())
+            else:
+                reason = _one_line(exc)
+                log.debug("worker %d could not start", os.getpid(), exc_info=True)
+                try:
+                    channel.sendall(_FAILED + reason.encode("utf-8", "replace") + b"\n")
+                except OSError:
+                    pass
+                status = 3
         finally:
             logging.shutdown()
             os._exit(status)
 
     def _reap(self, pid: int, status: int) -> None:
-        started = self.workers.pop(pid, None)
-        if started is None:
+        worker = self.workers.pop(pid, None)
+        if worker is None:
             return
+        failure = worker.failure()
+        ready = worker.ready
+        worker.channel.close()
+        if failure is not None:
+            raise _GiveUp(f"worker failed to start: {failure}")
+        self.quick_deaths = 0 if ready else self.quick_deaths + 1
+        if self.quick_deaths >= _QUICK_DEATHS:
+            raise _GiveUp(f"{self.quick_deaths} workers in a row exited before serving "
+                          f"(the last: {_describe(status)})")
         log.warning("worker %d exited (%s); starting a new one", pid, _describe(status))
-        if time.monotonic() - started < 1.0:
+        if time.monotonic() - worker.started < 1.0:
             time.sleep(1.0)  # a worker that dies at once would otherwise spin
         self._start_worker()
 
-    def _stop_all(self, signum: int = signal.SIGTERM) -> int:
-        """Signal every worker and reap them all; a worker still alive after
-        the grace period (plus a margin), or when a second SIGINT/SIGTERM
-        arrives meanwhile, is killed."""
-        for pid in self.workers:
-            _kill(pid, signum)
-        deadline = time.monotonic() + self.config.graceful_timeout + 5.0
-        while self.workers and time.monotonic() < deadline and not self.stopping:
-            for pid in list(self.workers):
-                try:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    done, status = pid, 0
+    def _reload_on_changes(self, interval: float) -> None:
+        """Poll the reported sources' mtimes; replace the worker when one
+        changes. A worker that exits is not replaced until a change."""
+        while True:
+            time.sleep(interval)
+            for worker in list(self.workers.values()):
+                self.sources.update(worker.sources())
+                done, status = os.waitpid(worker.pid, os.WNOHANG)
                 if done:
-                    self.workers.pop(pid)
-                    log.info("worker %d stopped (%s)", pid, _describe(status))
+                    self.workers.pop(worker.pid)
+                    what = "exited" if worker.ready else "could not start"
+                    log.error("worker %d %s (%s); waiting for a change", worker.pid, what,
+                              _describe(status))
+                    worker.channel.close()
+            changed = _changed(self.sources)
+            if changed is not None:
+                log.info("%s changed: restarting", changed)
+                self.sources.clear()
+                self.stopping = []
+                self._stop_all()
+                if self.stopping:
+                    raise _Stop(self.stopping[0])
+                self.stopping = None
+                self._start_worker()
+
+    def _stop_all(self) -> None:
+        """Ask every worker to stop, over its channel, and reap them all.
+        A SIGINT/SIGTERM arriving meanwhile asks them again, which cancels
+        their requests in flight; a third kills them. A worker still alive
+        after the grace period plus 5 s (or 5 s after being hurried) is
+        killed."""
+        for worker in self.workers.values():
+            worker.tell(_STOP)
+        deadline = time.monotonic() + self.config.graceful_timeout + _HURRY_SECONDS
+        stopping = self.stopping if self.stopping is not None else []
+        hurried = False
+        while self.workers and time.monotonic() < deadline and len(stopping) < 2:
+            if stopping and not hurried:
+                hurried = True
+                log.warning("supervisor received %s again: cancelling the requests in flight",
+                            signal.Signals(stopping[0]).name)
+                for worker in self.workers.values():
+                    worker.tell(_STOP)
+                deadline = min(deadline, time.monotonic() + _HURRY_SECONDS)
+            for worker in list(self.workers.values()):
+                try:
+                    done, status = os.waitpid(worker.pid, os.WNOHANG)
+                except ChildProcessError:
+                    done, status = worker.pid, 0
+                if done:
+                    self.workers.pop(worker.pid)
+                    worker.channel.close()
+                    log.info("worker %d stopped (%s)", worker.pid, _describe(status))
             time.sleep(0.02)
-        for pid in self.workers:
-            if signum != signal.SIGKILL:
-                log.warning("worker %d has not stopped; killing it", pid)
-            _kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        return 0
+        for worker in self.workers.values():
+            log.warning("worker %d has not stopped; killing it", worker.pid)
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        for worker in self.workers.values():
+            _kill(worker.pid, signal.SIGKILL)
+            os.waitpid(worker.pid, 0)
+            worker.channel.close()
+        self.workers.clear()
+
+
+def _report_sources(channel: socket.socket, error: BaseException | None) -> None:
+    """Tell the supervisor which source files to watch: the app's modules
+    (those not in the standard library or site-packages) and, when loading
+    failed, the files in the error's traceback (a syntax error's too)."""
+    paths = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.endswith(".py"):
+            paths.add(path)
+    while error is not None:
+        if isinstance(error, SyntaxError) and error.filename:
+            paths.add(error.filename)
+        tb = error.__traceback__
+        while tb is not None:
+            paths.add(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    installed = {os.path.realpath(sysconfig.get_paths()[name]) + os.sep
+                 for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    lines = []
+    for path in paths:
+        path = os.path.realpath(path)
+        if path.startswith(tuple(installed)) or "\n" in path:
+            continue
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        lines.append(_SOURCE + b"%d " % mtime + os.fsencode(path) + b"\n")
+    channel.sendall(b"".join(lines))
+
+
+def _changed(sources: dict[str, int]) -> str | None:
+    """The first of ``sources`` whose mtime differs (or that is gone)."""
+    for path, mtime in sources.items():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return path
+        except OSError:
+            return path
+    return None
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -226,10 +503,17 @@ def _kill(pid: int, signum: int) -> None:
         pass
 
 
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-__all__ = ["run_app"]
+__all__ = ["StartupError", "gc_threshold_setting", "run_app", "run_reloading"]

@@ -160,6 +160,29 @@ def test_invalid_environment_value_is_a_clear_error():
     assert "eighty" in result.stderr
 
 
+@pytest.mark.parametrize(("args", "env", "option"), [
+    (["--keep-alive-timeout", "nan"], {}, "--keep-alive-timeout"),
+    (["--header-timeout", "inf"], {}, "--header-timeout"),
+    (["--body-timeout", "-1"], {}, "--body-timeout"),
+    (["--send-timeout", "0"], {}, "--send-timeout"),
+    (["--graceful-timeout", "nan"], {}, "--graceful-timeout"),
+    (["--watchdog", "NaN"], {}, "--watchdog"),
+    ([], {"COROFW_KEEP_ALIVE_TIMEOUT": "nan"}, "--keep-alive-timeout"),
+    ([], {"COROFW_BODY_TIMEOUT": "-inf"}, "--body-timeout"),
+    ([], {"COROFW_GC_THRESHOLD": "lots"}, "--gc-threshold"),
+    (["--workers", "2"], {"COROFW_GC_THRESHOLD": "1e5"}, "--gc-threshold"),
+    (["--max-body-size", "-5"], {}, "--max-body-size"),
+])
+def test_invalid_durations_and_sizes_are_refused_at_start(args, env, option):
+    """Before, NaN passed and the server crashed at its first connection; a
+    bad GC threshold crashed every worker, restarted forever."""
+    result = run_cli("run", "apps.hello:routes", "--port", "0", *args, env=env, timeout=10)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and f"'{option}'" in errors[0], result.stderr
+
+
 # -- errors: one clear line, no traceback ------------------------------------------------
 
 @pytest.mark.parametrize(("spec", "fragments"), [
@@ -176,18 +199,60 @@ def test_bad_app_spec(spec, fragments):
     assert_one_error_line(run_cli("run", spec, "--port", "0"), *fragments)
 
 
+def assert_app_traceback(result, *lines: str) -> None:
+    """An import failure of the app's own code: its traceback from the app's
+    first frame on (no frames of corofw or importlib), exit status 1."""
+    assert result.returncode == 1
+    err = result.stderr
+    assert err.startswith("Error: importing "), err
+    for line in lines:
+        assert line in err, err
+    assert "importlib" not in err and "corofw" not in err
+
+
 def test_module_failing_on_import(tmp_path):
-    (tmp_path / "broken_app.py").write_text("import json\nraise RuntimeError('no\\nway')\n")
+    (tmp_path / "broken_app.py").write_text(
+        "import json\n\ndef setup():\n    raise RuntimeError('no way')\n\nsetup()\n")
     result = run_cli("run", "broken_app:routes", "--port", "0",
                      env={"PYTHONPATH": str(tmp_path)})
-    assert_one_error_line(result, "broken_app", "RuntimeError", "no way")
+    path = tmp_path / "broken_app.py"
+    assert_app_traceback(result, "Error: importing 'broken_app' failed:\n"
+                         "Traceback (most recent call last):\n",
+                         f'File "{path}", line 6, in <module>',
+                         f'File "{path}", line 4, in setup',
+                         "    raise RuntimeError('no way')\n",
+                         "RuntimeError: no way\n")
 
 
 def test_module_with_missing_dependency(tmp_path):
-    (tmp_path / "needy_app.py").write_text("import no_such_dependency\n")
+    """A ModuleNotFoundError from inside the app is the app's failure, not
+    "no such module": the module exists, the traceback says where it failed."""
+    (tmp_path / "needy_app.py").write_text("import json\nimport no_such_dependency\n")
     result = run_cli("run", "needy_app:routes", "--port", "0",
                      env={"PYTHONPATH": str(tmp_path)})
-    assert_one_error_line(result, "needy_app", "no_such_dependency")
+    assert_app_traceback(result, f'File "{tmp_path / "needy_app.py"}", line 2, in <module>',
+                         "ModuleNotFoundError: No module named 'no_such_dependency'")
+    assert "no such module" not in result.stderr
+
+
+def test_module_importing_a_missing_sibling(tmp_path):
+    """The missing module is in the app's own package, but it is not the
+    module asked for: the app's traceback, not "no such module"."""
+    package = tmp_path / "selfish"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("import selfish.gone\n")
+    result = run_cli("run", "selfish.app:routes", "--port", "0",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_app_traceback(result, "line 1, in <module>", "No module named 'selfish.gone'")
+
+
+def test_module_with_syntax_error(tmp_path):
+    (tmp_path / "typo_app.py").write_text("x = 1\ndef f(:\n    pass\n")
+    result = run_cli("run", "typo_app:routes", "--port", "0",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_app_traceback(result, f'File "{tmp_path / "typo_app.py"}", line 2',
+                         "SyntaxError: ")
 
 
 def test_port_in_use():

@@ -14,6 +14,7 @@ from live import RawClient, get
 
 from apps.hello import routes as hello_routes
 from corofw import Event, Response, Router, StreamingResponse, sleep
+from corofw.http.parser import Limits
 from corofw.http.server import ServerConfig
 from corofw.testing import serve_in_thread
 
@@ -201,6 +202,17 @@ def test_router_accepts_tells_which_requests_a_route_takes():
     assert not app.accepts(head("PUT", "/upload"))  # 405
     assert not app.accepts(head("PUT", "/items/seven"))  # the converter refuses it
     assert not app.accepts(head("GET", "/api/files/a.txt"))
+
+
+def test_server_config_refuses_values_it_cannot_run_with():
+    for bad in ({"keep_alive_timeout": float("nan")}, {"send_timeout": 0},
+                {"graceful_timeout": float("inf")}, {"watchdog": -1.0},
+                {"header_timeout": "10"}, {"max_connections": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ServerConfig(**bad)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        Limits(max_body_bytes=-1)
+    assert ServerConfig(graceful_timeout=0, watchdog=None).graceful_timeout == 0
 
 
 # -- handler errors ---------------------------------------------------------------------

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 import httpx
 import pytest
 from live import (
+    PROJECT_ROOT,
     RawClient,
     children,
     free_port,
@@ -173,3 +175,123 @@ def test_workers_exit_when_supervisor_is_killed(supervisor):
     proc.wait()
     wait_for(lambda: not any(pid_alive(pid) for pid in workers), timeout=15,
              what="orphaned workers to exit")
+
+
+# -- one stop, however it arrives ------------------------------------------------------
+
+def start_group(*args: str) -> tuple[subprocess.Popen, int]:
+    """``corofw run --workers 2`` as the leader of a new process group (as a
+    shell runs a command in a terminal, or systemd a service), ready."""
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen([sys.executable, "-m", "corofw", "run", APP, "--port", str(port),
+                             "--workers", "2", "--no-access-log", *args],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: len(children(proc.pid)) == 2 or proc.poll() is not None,
+                 what="workers to start")
+        wait_listening(port, proc)
+        assert len(pids_answering(port, 2)) == 2
+    except BaseException:
+        kill_tree(proc)
+        raise
+    return proc, port
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM],
+                         ids=["ctrl-c in a terminal", "systemd control-group kill"])
+def test_stop_signal_to_the_whole_process_group_is_one_graceful_stop(signum):
+    """Every process gets the signal, the supervisor passes the stop on too:
+    the workers must still take it as one stop, and finish the request."""
+    proc, port = start_group("--graceful-timeout", "10")
+    try:
+        with RawClient(port) as in_flight:
+            in_flight.send(get("/sleep/1.0"))
+            time.sleep(0.2)  # in its handler now
+            os.killpg(proc.pid, signum)  # the group this test created, and only it
+            response = in_flight.response()
+            assert response.status == 200
+            assert response.body == b"slept 1.0\n"
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "again" not in err
+        assert "Traceback" not in err
+    finally:
+        kill_tree(proc)
+
+
+def test_second_interrupt_to_the_process_group_hurries():
+    proc, port = start_group("--graceful-timeout", "10")
+    try:
+        with RawClient(port) as in_flight:
+            in_flight.send(get("/sleep/30"))
+            time.sleep(0.2)
+            started = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert in_flight.read_until_close() == b""  # cancelled, not answered
+        _, err = proc.communicate(timeout=20)
+        assert time.monotonic() - started < 5.0
+        assert proc.returncode == 0
+        assert "received SIGINT again: cancelling the requests in flight" in err
+        assert "killing" not in err  # the workers hurried; none had to be killed
+    finally:
+        kill_tree(proc)
+
+
+def test_second_signal_to_the_supervisor_alone_hurries_the_workers(supervisor):
+    proc, port = supervisor("--graceful-timeout", "10")
+    with RawClient(port) as in_flight:
+        in_flight.send(get("/sleep/30"))
+        time.sleep(0.2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert in_flight.read_until_close() == b""
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - started < 5.0
+    assert proc.returncode == 0
+    assert "asked again to stop: cancelling the requests in flight" in err
+
+
+# -- workers that cannot start ---------------------------------------------------------
+
+WORKER_FAILS = '''
+import os
+
+from corofw import Router
+
+_importer = os.getpid()
+
+
+class WorkerShy(Router):
+    """A router that cannot be served from any process but the one that
+    imported it: every worker fails as it starts."""
+
+    @property
+    def handle(self):
+        if os.getpid() != _importer:
+            raise RuntimeError("not in a worker, please")
+        return Router.handle.__get__(self)
+
+
+routes = WorkerShy()
+'''
+
+
+def test_supervisor_gives_up_when_workers_fail_to_start(tmp_path):
+    """Before, the workers were restarted forever and the port refused
+    connections; now the supervisor stops with the workers' reason."""
+    (tmp_path / "shy_app.py").write_text(WORKER_FAILS)
+    started = time.monotonic()
+    result = run_cli("run", "shy_app:routes", "--port", "0", "--workers", "2",
+                     env={"PYTHONPATH": str(tmp_path)}, timeout=15)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.rstrip().endswith(
+        "Error: worker failed to start: RuntimeError: not in a worker, please")

@@ -118,6 +118,12 @@ class Limits:
     max_headers: int = 100
     max_body_bytes: int = 1 << 20
 
+    def __post_init__(self) -> None:
+        for name in ("max_request_line", "max_header_bytes", "max_headers", "max_body_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+
 
 DEFAULT_LIMITS = Limits()
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -74,6 +76,27 @@ class ServerConfig:
     max_connections: int = 10000
     access_log: bool = True
     watchdog: float | None = 0.1  # blocked-loop warning threshold in seconds; None: off
+
+    def __post_init__(self) -> None:
+        """Refuse values the server cannot run with (NaN, infinity, negative
+        or zero timeouts) here, with a ``ValueError`` naming the setting,
+        rather than at the first connection."""
+        for name in ("keep_alive_timeout", "header_timeout", "body_timeout", "send_timeout"):
+            _check_seconds(name, getattr(self, name), 0.0, inclusive=False)
+        _check_seconds("graceful_timeout", self.graceful_timeout, 0.0, inclusive=True)
+        if self.watchdog is not None:
+            _check_seconds("watchdog", self.watchdog, 0.0, inclusive=True)
+        if type(self.max_connections) is not int or self.max_connections < 1:
+            raise ValueError(f"max_connections must be a whole number >= 1, "
+                             f"not {self.max_connections!r}")
+
+
+def _check_seconds(name: str, value: Any, minimum: float, inclusive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, not {value!r}")
 
 
 # What a connection is doing; shutting down closes the connections whose
@@ -646,44 +669,70 @@ def _interrupted(exc: BaseException) -> str:
 
 def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
           stop: Any = None, on_ready: Any = None) -> Coro[Server]:
-    """Serve ``app`` on ``listener`` until SIGINT/SIGTERM (or until the
-    socket ``stop`` becomes readable), then shut down gracefully.
+    """Serve ``app`` on ``listener`` until asked to stop, then shut down
+    gracefully.
+
+    A stop is asked by SIGINT or SIGTERM, or through ``stop``: a socket or
+    pipe (anything with ``fileno()``) on which each byte received, and its
+    end-of-file, asks once. The first ask of either kind starts the graceful
+    shutdown; a second ask of the same kind (another signal, another byte)
+    cancels the requests in flight. A signal and a byte together are one
+    stop: a supervisor that passes on a signal its worker also received
+    directly (Ctrl-C signals the whole process group, as does systemd's
+    control-group kill) does not hurry it.
 
     ``on_ready(server)`` is called once the server accepts connections.
     """
     server = Server(app, config)
     stopped = Event()
-    watchers = []
     with (yield from catch_signals(signal.SIGINT, signal.SIGTERM)) as signals:
         accept = yield from spawn(server.accept_loop(listener), "accept loop")
-        watchers.append((yield from spawn(_wait_signal(signals, stopped), "signal watcher")))
+        watchers = [(yield from spawn(_watch_signals(signals, stopped, server),
+                                      "signal watcher"))]
         if stop is not None:
-            watchers.append((yield from spawn(_wait_readable(stop, stopped), "stop watcher")))
+            watchers.append((yield from spawn(_watch_stop(stop, stopped, server),
+                                              "stop watcher")))
         if on_ready is not None:
             on_ready(server)
         yield from stopped.wait()
-        watchers.append((yield from spawn(_hurry_on_signal(signals, server), "signal watcher")))
         yield from server.shutdown()
         for task in (accept, *watchers):
             task.cancel("server stopped")
     return server
 
 
-def _wait_signal(signals: Any, stopped: Event) -> Coro[None]:
+def _watch_signals(signals: Any, stopped: Event, server: Server) -> Coro[None]:
     signum = yield from signals.wait()
     log.info("received %s, shutting down", signal.Signals(signum).name)
     stopped.set()
-
-
-def _hurry_on_signal(signals: Any, server: Server) -> Coro[None]:
-    """A second SIGINT/SIGTERM during the grace period: stop now."""
     signum = yield from signals.wait()
     log.warning("received %s again: cancelling the requests in flight",
                 signal.Signals(signum).name)
     server.abort()
 
 
-def _wait_readable(sock: Any, stopped: Event) -> Coro[None]:
-    yield (READ, sock.fileno())
-    stopped.set()
-
+def _watch_stop(stop: Any, stopped: Event, server: Server) -> Coro[None]:
+    fd = stop.fileno()
+    asked = 0
+    while asked < 2:
+        yield (READ, fd)
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:  # the other end is gone: stop, but do not hurry
+            if not stopped.is_set():
+                log.info("stop channel closed, shutting down")
+                stopped.set()
+            return
+        for _ in data:
+            asked += 1
+            if asked == 1:
+                if not stopped.is_set():
+                    log.info("asked to stop, shutting down")
+                stopped.set()
+            elif asked == 2:
+                log.warning("asked again to stop: cancelling the requests in flight")
+                server.abort()
