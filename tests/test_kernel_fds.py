@@ -22,6 +22,7 @@ from corofw import (
     run_in_thread,
     sleep,
     spawn,
+    timeout_after,
     write_wait,
 )
 from corofw.kernel.reactor import EpollReactor, SelectorReactor
@@ -237,3 +238,103 @@ def test_peer_hang_up_wakes_the_reader_and_the_writer(reactor, pair):
         return [(yield from reading.join()), (yield from writing.join())]
 
     assert Kernel(reactor=reactor).run(main()) == ["reader woke", "writer woke"]
+
+
+# -- fd numbers reused behind the kernel's back -----------------------------------
+
+def read_one(sock):
+    yield read_wait(sock)
+    return sock.recv(100)
+
+
+def readme_round():
+    """The README's "kernel in ten lines", closing its sockets afterwards;
+    returns the data and the fd number that was waited on."""
+    a, b = socket.socketpair()
+    try:
+        b.send(b"hello")
+        data = yield from timeout_after(2, read_one(a))
+        return data, a.fileno()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_socket_closed_without_forget_fd_does_not_hang_the_next_one_with_its_number(reactor):
+    def main():
+        first = yield from readme_round()
+        second = yield from readme_round()
+        return first, second
+
+    (data1, fd1), (data2, fd2) = Kernel(reactor=reactor).run(main())
+    assert fd1 == fd2  # the number was reused: the second wait must still register
+    assert data1 == data2 == b"hello"
+
+
+def test_the_readme_program_run_twice_in_separate_kernels():
+    assert run(readme_round()) == run(readme_round())
+
+
+def test_a_socket_kept_open_across_two_runs_is_registered_by_each_kernel(pair):
+    a, b = pair
+
+    def round_trip(payload):
+        b.send(payload)
+        return (yield from timeout_after(2, read_one(a)))
+
+    assert run(round_trip(b"one")) == b"one"
+    assert run(round_trip(b"two")) == b"two"
+
+
+def test_a_waiter_on_a_socket_closed_behind_the_kernels_back_gets_closed_resource_error():
+    def main():
+        old, old_peer = socket.socketpair()
+        fd = old.fileno()
+        stranded = yield from spawn(read_one(old))
+        yield from sleep(0)
+        old.close()  # no forget_fd: epoll drops the fd, the kernel cannot know yet
+        old_peer.close()
+        new, new_peer = socket.socketpair()
+        try:
+            assert new.fileno() == fd
+            new_peer.send(b"fresh")
+            data = yield from timeout_after(2, read_one(new))
+            with pytest.raises(ClosedResourceError):
+                yield from stranded.join()
+            return data
+        finally:
+            new.close()
+            new_peer.close()
+
+    assert run(main()) == b"fresh"
+
+
+def test_one_open_socket_waited_on_as_an_object_and_as_a_number(reactor, pair):
+    a, b = pair
+
+    def main():
+        got = []
+        for target in (a, a.fileno(), a, a.fileno()):
+            b.send(b"x")
+            yield from timeout_after(2, read_wait_on(target))
+            got.append(a.recv(10))
+        return got
+
+    assert Kernel(reactor=reactor).run(main()) == [b"x"] * 4
+
+
+def read_wait_on(target):
+    yield read_wait(target)
+
+
+def test_forget_fd_takes_a_socket_too(pair):
+    a, _ = pair
+
+    def main():
+        task = yield from spawn(read_one(a))
+        yield from sleep(0)
+        forget_fd(a)
+        with pytest.raises(ClosedResourceError):
+            yield from task.join()
+
+    run(main())

@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -60,13 +61,46 @@ def current_kernel() -> Kernel | None:
     return getattr(_local, "kernel", None)
 
 
-def forget_fd(fd: int) -> None:
-    """Tell this thread's kernel that ``fd`` is about to be closed: drop its
-    epoll registration and wake any task waiting on it with
-    :class:`ClosedResourceError`. Safe to call with no kernel running."""
+def forget_fd(fd: Any) -> None:
+    """Tell this thread's kernel that ``fd`` (a number, or an object with
+    ``fileno()`` such as a socket) is about to be closed: drop its epoll
+    registration and wake any task waiting on it with
+    :class:`ClosedResourceError`. Safe to call with no kernel running.
+
+    Call it before closing an fd that tasks wait on by number. For an fd
+    waited on as an object, the kernel notices on its own when the number
+    turns up again with another object, but a task waiting on the closed
+    object is only woken then."""
     kernel = getattr(_local, "kernel", None)
     if kernel is not None:
-        kernel._forget_fd(fd)
+        kernel._forget_fd(fd if type(fd) is int else fd.fileno())
+
+
+def _weak(owner: Any) -> Callable[[], Any]:
+    """A weak reference to the object an fd was waited on through; for an
+    object that cannot have one, a reference that matches nothing, so each
+    wait re-registers the fd (correct, if slower)."""
+    try:
+        return weakref.ref(owner)
+    except TypeError:
+        return _untracked
+
+
+def _untracked() -> Any:
+    return _untracked
+
+
+def _is_closed(owner: Any, fd: int) -> bool:
+    """True if ``owner`` is gone or no longer has ``fd`` as its fileno()."""
+    if owner is None:
+        return True
+    fileno = getattr(owner, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        return fileno() != fd
+    except (OSError, ValueError):
+        return True
 
 
 def _bad_trap(trap: Any) -> TypeError:
@@ -519,15 +553,22 @@ class Kernel:
         slot 0 reads (EPOLLIN), slot 1 writes (EPOLLOUT). At most one task
         waits per direction; the fd's mask only grows when it must."""
         fd = trap[1]
-        if type(fd) is not int:
+        if type(fd) is int:
+            owner = None
+        else:
+            owner = fd
             fd = fd.fileno()
             trap = (trap[0], fd)
         state = self._fds.get(fd)
         if state is None:
-            state = self._fds[fd] = [None, None, 0]
-        elif state[slot] is not None:
-            raise BusyResourceError(
-                f"another task is already waiting to {('read', 'write')[slot]} fd {fd}")
+            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
+        else:
+            ref = state[3]
+            if (None if ref is None else ref()) is not owner:
+                self._rebind(fd, state, owner)
+            if state[slot] is not None:
+                raise BusyResourceError(
+                    f"another task is already waiting to {('read', 'write')[slot]} fd {fd}")
         direction = _DIRECTIONS[slot]
         mask = state[2]
         if not mask & direction:
@@ -547,14 +588,20 @@ class Kernel:
         """Park ``task`` in both slots of an fd until it is readable or
         writable; whichever event comes first frees both slots."""
         fd = trap[1]
+        owner = None
         if type(fd) is not int:
+            owner = fd
             fd = fd.fileno()
             trap = (trap[0], fd)
         state = self._fds.get(fd)
         if state is None:
-            state = self._fds[fd] = [None, None, 0]
-        elif state[0] is not None or state[1] is not None:
-            raise BusyResourceError(f"another task is already waiting on fd {fd}")
+            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
+        else:
+            ref = state[3]
+            if (None if ref is None else ref()) is not owner:
+                self._rebind(fd, state, owner)
+            if state[0] is not None or state[1] is not None:
+                raise BusyResourceError(f"another task is already waiting on fd {fd}")
         both = READABLE | WRITABLE
         if state[2] & both != both:
             self._arm(fd, state, state[2] | both)
@@ -566,6 +613,28 @@ class Kernel:
     def _undo_fd_either(self, task: Task, trap: tuple) -> None:
         self._undo_fd(0, task, trap)
         self._undo_fd(1, task, trap)
+
+    def _rebind(self, fd: int, state: list[Any], owner: Any) -> None:
+        """``fd`` is waited on through another object than last time. The
+        earlier one may have been closed without :func:`forget_fd` (epoll
+        then dropped its registration, and the number was reused): so the
+        kernel believes nothing of the fd's registration, registers it
+        afresh, and a task still waiting on the closed object gets
+        :class:`ClosedResourceError` instead of hanging."""
+        ref = state[3]
+        if ref is not None and _is_closed(ref(), fd):
+            self._close_waiters(fd, state)
+        state[3] = None if owner is None else _weak(owner)
+        if state[2]:
+            try:
+                self.reactor.unregister(fd)
+            except (OSError, ValueError):
+                pass  # already gone with the closed object
+            state[2] = 0
+            live = (READABLE if state[0] is not None else 0) \
+                | (WRITABLE if state[1] is not None else 0)
+            if live:
+                self._arm(fd, state, live)
 
     def _arm(self, fd: int, state: list[Any], mask: int) -> None:
         reactor = self.reactor
@@ -602,12 +671,17 @@ class Kernel:
                 self.reactor.unregister(fd)
             except (OSError, ValueError):
                 pass
-        if state[0] is not None and state[0] is state[1]:  # a readwrite_wait
-            state[1] = None
-            self._io_waiters -= 1
-        for task in (state[0], state[1]):
+        self._close_waiters(fd, state)
+
+    def _close_waiters(self, fd: int, state: list[Any]) -> None:
+        """Wake the tasks waiting on ``fd`` with ClosedResourceError."""
+        reader, writer = state[0], state[1]
+        state[0] = state[1] = None
+        self._io_waiters -= (reader is not None) + (writer is not None)
+        if reader is writer:  # a readwrite_wait holds both slots
+            writer = None
+        for task in (reader, writer):
             if task is not None:
-                self._io_waiters -= 1
                 task._trap = None
                 self._reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
 
