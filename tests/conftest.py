@@ -15,6 +15,8 @@ import pytest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytest_plugins = ["redis_server"]
+
 
 def open_fds() -> set[int]:
     """The fds open in this process right now (Linux: /proc/self/fd)."""

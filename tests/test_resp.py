@@ -302,3 +302,14 @@ def test_encode_command_needs_a_name():
 def test_an_encoded_command_reads_back_as_its_arguments(args):
     (value,) = read_all(PythonReader, [encode_command(args)])
     assert value == [a if isinstance(a, bytes) else str(a).encode() for a in args]
+
+
+@pytest.mark.parametrize("reader_class", READERS)
+def test_has_data_tells_bytes_left_after_a_reply(reader_class):
+    reader = reader_class()
+    reader.feed(b"+OK\r\n")
+    assert reader.gets() == b"OK" and not reader.has_data()
+    reader.feed(b"+OK\r\n:1")
+    assert reader.gets() == b"OK" and reader.has_data()
+    reader.feed(b"\r\n")
+    assert reader.gets() == 1 and not reader.has_data()

@@ -149,6 +149,10 @@ class PythonReader:
             self._pos = 0
         buffer += data
 
+    def has_data(self) -> bool:
+        """True when bytes fed are left over after the last complete reply."""
+        return self._pos < len(self._buffer) or bool(self._stack)
+
     def gets(self) -> Any:
         """The next complete reply, or :data:`NEED_DATA`."""
         if self._failure is not None:
@@ -338,6 +342,10 @@ class HiredisReader:
     def feed(self, data: bytes) -> None:
         """Append bytes received from the server."""
         self._reader.feed(data)
+
+    def has_data(self) -> bool:
+        """True when bytes fed are left over after the last complete reply."""
+        return self._reader.has_data()
 
     def gets(self) -> Any:
         """The next complete reply, or :data:`NEED_DATA`."""
