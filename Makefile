@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,12 +67,22 @@ bench-fanout: $(BENCH_STAMP)
 bench-hardening: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/hardening_bench.py
 
+bench-redis: $(BENCH_STAMP) redis
+	$(BIN)/python benchmarks/redis_bench.py
+
 # nginx for tests/test_nginx.py (skipped without it): Debian's nginx-light.
 nginx:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null)
+
+# redis-server for the Redis tests (skipped without it) and benchmarks/redis_bench.py.
+redis:
+	command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null)
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
