@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
-import os
 import signal
 import socket
-from dataclasses import dataclass, field
 from types import GeneratorType
 from typing import Any
 
@@ -36,8 +33,9 @@ from ..kernel import (
 from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, SLEEP, WRITE, Coro
 from ..net import Socket
+from .config import ServerConfig
 from .messages import Request, Response, StreamingResponse
-from .parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
+from .parser import ProtocolError, RequestParser
 from .serialize import (
     _NO_BODY_STATUS,
     CONTINUE,
@@ -48,6 +46,7 @@ from .serialize import (
     response_head,
     simple_response,
 )
+from .stopping import watch_channel, watch_signals
 
 log = logging.getLogger("corofw.server")
 access_log = logging.getLogger("corofw.access")
@@ -60,43 +59,6 @@ _LINGER_BYTES = 1 << 24
 _MAX_REFUSING = 64  # clients answered 503 at once at max_connections; beyond, accepting pauses
 _RESCAN_DELAY = 0.01
 _OVERLOADED = error_response(503, "server at its connection limit, try again later")
-
-
-@dataclass
-class ServerConfig:
-    """Timeouts (seconds) and limits of a server; every one has a default
-    that suits a server facing the internet behind a proxy."""
-
-    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    keep_alive_timeout: float = 5.0
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    send_timeout: float = 30.0
-    graceful_timeout: float = 10.0
-    max_connections: int = 10000
-    access_log: bool = True
-    watchdog: float | None = 0.1  # blocked-loop warning threshold in seconds; None: off
-
-    def __post_init__(self) -> None:
-        """Refuse values the server cannot run with (NaN, infinity, negative
-        or zero timeouts) here, with a ``ValueError`` naming the setting,
-        rather than at the first connection."""
-        for name in ("keep_alive_timeout", "header_timeout", "body_timeout", "send_timeout"):
-            _check_seconds(name, getattr(self, name), 0.0, inclusive=False)
-        _check_seconds("graceful_timeout", self.graceful_timeout, 0.0, inclusive=True)
-        if self.watchdog is not None:
-            _check_seconds("watchdog", self.watchdog, 0.0, inclusive=True)
-        if type(self.max_connections) is not int or self.max_connections < 1:
-            raise ValueError(f"max_connections must be a whole number >= 1, "
-                             f"not {self.max_connections!r}")
-
-
-def _check_seconds(name: str, value: Any, minimum: float, inclusive: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
-    if not ok:
-        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, not {value!r}")
 
 
 # What a connection is doing; shutting down closes the connections whose
@@ -687,10 +649,10 @@ def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
     stopped = Event()
     with (yield from catch_signals(signal.SIGINT, signal.SIGTERM)) as signals:
         accept = yield from spawn(server.accept_loop(listener), "accept loop")
-        watchers = [(yield from spawn(_watch_signals(signals, stopped, server),
+        watchers = [(yield from spawn(watch_signals(signals, stopped, server.abort),
                                       "signal watcher"))]
         if stop is not None:
-            watchers.append((yield from spawn(_watch_stop(stop, stopped, server),
+            watchers.append((yield from spawn(watch_channel(stop, stopped, server.abort),
                                               "stop watcher")))
         if on_ready is not None:
             on_ready(server)
@@ -699,40 +661,3 @@ def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
         for task in (accept, *watchers):
             task.cancel("server stopped")
     return server
-
-
-def _watch_signals(signals: Any, stopped: Event, server: Server) -> Coro[None]:
-    signum = yield from signals.wait()
-    log.info("received %s, shutting down", signal.Signals(signum).name)
-    stopped.set()
-    signum = yield from signals.wait()
-    log.warning("received %s again: cancelling the requests in flight",
-                signal.Signals(signum).name)
-    server.abort()
-
-
-def _watch_stop(stop: Any, stopped: Event, server: Server) -> Coro[None]:
-    fd = stop.fileno()
-    asked = 0
-    while asked < 2:
-        yield (READ, fd)
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            continue
-        except OSError:
-            data = b""
-        if not data:  # the other end is gone: stop, but do not hurry
-            if not stopped.is_set():
-                log.info("stop channel closed, shutting down")
-                stopped.set()
-            return
-        for _ in data:
-            asked += 1
-            if asked == 1:
-                if not stopped.is_set():
-                    log.info("asked to stop, shutting down")
-                stopped.set()
-            elif asked == 2:
-                log.warning("asked again to stop: cancelling the requests in flight")
-                server.abort()
