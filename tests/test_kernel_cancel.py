@@ -9,6 +9,7 @@ import pytest
 
 from corofw import (
     Cancelled,
+    Deadline,
     Event,
     TaskTimeout,
     VirtualClock,
@@ -377,3 +378,174 @@ def test_timeouts_that_never_fire_do_not_pile_up_in_the_heap():
     biggest, live = vrun(main())
     assert live == 0
     assert biggest < 2500  # dead entries are compacted away, not kept 5000 deep
+
+
+# -- a cancellation outranks timeouts that expire during its clean-up ---------------
+
+def cleanup_outlasting_everything():
+    try:
+        yield from sleep(100)
+    finally:
+        yield from sleep(100)  # a clean-up that waits past every deadline
+
+
+def test_explicit_cancel_outranks_a_timeout_that_expires_during_the_cleanup():
+    def job():
+        try:
+            yield from timeout_after(0.5, cleanup_outlasting_everything())
+        except TaskTimeout:
+            return "the cancel became a timeout"
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0.1)
+        task.cancel("explicit")
+        with pytest.raises(Cancelled, match="explicit"):
+            yield from task.join()
+        return (yield from now())
+
+    assert vrun(main()) == 0.5  # the timeout still cuts the clean-up short
+
+
+def test_explicit_cancel_outranks_a_deadline_that_expires_during_the_cleanup():
+    def job():
+        deadline = Deadline((yield from current_task()))
+        deadline.set(0.5, "read")
+        try:
+            yield from cleanup_outlasting_everything()
+        except Cancelled as exc:
+            if exc.scope is deadline:
+                return "the cancel became a read timeout"
+            raise
+        finally:
+            deadline.close()
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0.1)
+        task.cancel("explicit")
+        with pytest.raises(Cancelled, match="explicit"):
+            yield from task.join()
+        return (yield from now())
+
+    assert vrun(main()) == 0.5
+
+
+def test_explicit_cancel_right_after_a_timeout_fired_is_not_lost():
+    def job():
+        try:
+            yield from timeout_after(1, sleep(10))
+        except TaskTimeout:
+            return "the cancel was lost"
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0)
+        # fires just after the scope's timer, before the task has run again
+        current_kernel().add_timer(1, lambda _: task.cancel("explicit"), None)
+        with pytest.raises(Cancelled, match="explicit"):
+            yield from task.join()
+
+    vrun(main())
+
+
+def test_a_timeout_begun_inside_the_cleanup_still_bounds_it():
+    log = []
+
+    def job():
+        try:
+            yield from sleep(100)
+        except Cancelled:
+            log.append((yield from move_on_after(0.5, sleep(100), default="cleanup bounded")))
+            raise
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0.1)
+        task.cancel("explicit")
+        with pytest.raises(Cancelled, match="explicit"):
+            yield from task.join()
+        return (yield from now())
+
+    assert vrun(main()) == 0.6
+    assert log == ["cleanup bounded"]
+
+
+def test_an_outer_timeout_outranks_an_inner_one_that_expires_during_the_cleanup():
+    def body():
+        return (yield from timeout_after(5, cleanup_outlasting_everything()))
+
+    def main():
+        value = yield from move_on_after(1, body(), default="outer moved on")
+        return value, (yield from now())
+
+    assert vrun(main()) == ("outer moved on", 5.0)
+
+
+# -- a second cancel() -----------------------------------------------------------------
+
+def test_a_second_cancel_interrupts_a_cleanup_that_waits():
+    log = []
+
+    def job():
+        try:
+            yield from sleep(100)
+        finally:
+            log.append("cleanup started")
+            yield from sleep(100)
+            log.append("cleanup finished")
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0.1)
+        task.cancel("first")
+        yield from sleep(0.1)
+        task.cancel("second")
+        with pytest.raises(Cancelled, match="second") as info:
+            yield from task.join()
+        assert isinstance(info.value.__context__, Cancelled)
+        assert info.value.__context__.reason == "first"
+        return (yield from now())
+
+    assert vrun(main()) == pytest.approx(0.2)
+    assert log == ["cleanup started"]
+
+
+def test_cancels_before_the_task_has_seen_the_first_merge_into_one():
+    log = []
+
+    def job():
+        try:
+            yield from sleep(100)
+        finally:
+            yield from sleep(1)  # not interrupted: the second cancel() was merged
+            log.append("cleanup finished")
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0.1)
+        task.cancel("first")
+        task.cancel("second")
+        with pytest.raises(Cancelled, match="first"):
+            yield from task.join()
+        return (yield from now())
+
+    assert vrun(main()) == pytest.approx(1.1)
+    assert log == ["cleanup finished"]
+
+
+def test_an_interrupt_outranks_an_undelivered_cancel():
+    def job():
+        try:
+            yield from sleep(100)
+        except BaseException as exc:
+            return type(exc).__name__
+
+    def main():
+        task = yield from spawn(job())
+        yield from sleep(0)
+        task.cancel("first")
+        current_kernel()._cancel(task, KeyboardInterrupt())
+        return (yield from task.join())
+
+    assert vrun(main()) == "KeyboardInterrupt"

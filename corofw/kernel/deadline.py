@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .task import Cancelled, Task
+from .task import Cancelled, Task, renewed
 from .timers import check_duration
 
 _RECHECK = 0.05
@@ -22,7 +22,7 @@ _RECHECK = 0.05
 class Deadline:
     """The deadline of ``task``; ``label`` (e.g. "read") names the phase."""
 
-    __slots__ = ("task", "kernel", "when", "label", "entry")
+    __slots__ = ("task", "kernel", "when", "label", "entry", "seen")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -30,6 +30,7 @@ class Deadline:
         self.when: float | None = None
         self.label = ""
         self.entry: Any = None
+        self.seen = task._cancel_request
 
     def __repr__(self) -> str:
         return f"<Deadline {self.label}>"
@@ -42,6 +43,7 @@ class Deadline:
         self._drop_stale_cancel()
         when = self.when = self.kernel.clock() + seconds
         self.label = label
+        self.seen = self.task._cancel_request
         entry = self.entry
         if entry is not None:
             if entry[0] <= when:
@@ -56,6 +58,7 @@ class Deadline:
             self.clear()
             self.task = task
             self.kernel = task._kernel
+            self.seen = task._cancel_request
 
     def clear(self) -> None:
         """No deadline until the next :meth:`set`."""
@@ -84,4 +87,7 @@ class Deadline:
         if left > 0 or self.task._trap is None:  # moved on, or running right now
             self.entry = self.kernel.add_timer(max(left, _RECHECK), self._fire, None)
             return
-        self.kernel._cancel(self.task, Cancelled(f"{self.label} timeout", self))
+        # A cancel since the last set() outranks the deadline: deliver it again.
+        request = self.task._cancel_request
+        self.kernel._throw(self.task, Cancelled(f"{self.label} timeout", self)
+                           if request is self.seen else renewed(request))

@@ -479,6 +479,7 @@ class Kernel:
         task._error = error
         task._trap = None
         task._cancel_pending = None
+        task._cancel_request = None
         self.tasks.discard(task)
         if error is not None and not isinstance(error, Exception) \
                 and not isinstance(error, Cancelled) and task is not self.main_task:
@@ -500,8 +501,19 @@ class Kernel:
                     log.exception("done callback %r of %r failed", fn, task)
 
     def _cancel(self, task: Task, exc: BaseException) -> None:
+        """Cancel ``task`` from outside any timeout (``Task.cancel``, an
+        interrupt, shutdown): :meth:`_throw` ``exc``, and remember it, so
+        that a timeout the task entered before and that expires during its
+        clean-up delivers this again instead of a timeout of its own."""
+        if task.state is DONE:
+            return
+        task._cancel_request = exc
+        self._throw(task, exc)
+
+    def _throw(self, task: Task, exc: BaseException) -> None:
         """Throw ``exc`` into ``task`` at its wait point, undoing the wait; if
-        it is running or ready, at its next wait."""
+        it is running or ready, at its next wait. Cancellations the task has
+        not received yet merge: the one that outranks the other is kept."""
         if task.state is DONE:
             return
         trap = task._trap
@@ -509,6 +521,9 @@ class Kernel:
             self._undoers[trap[0]](task, trap)
             task._trap = None
             self._reschedule_error(task, exc)
+        elif isinstance(task._exc, Cancelled):  # ready, with a cancellation not yet thrown
+            if _outranks(exc, task._exc, task):
+                task._exc = exc
         elif task is not self.current and task._exc is None \
                 and inspect.getgeneratorstate(task.coro) == inspect.GEN_CREATED:
             task._exc = exc  # not started yet: it never runs a line

@@ -29,6 +29,15 @@ class Cancelled(BaseException):
         self.scope = scope
 
 
+def renewed(request: BaseException) -> BaseException:
+    """What a timeout delivers instead of its own Cancelled when the task
+    was cancelled otherwise (``request``) after the timeout began: that
+    cancellation again, so it is never turned into a timeout."""
+    if isinstance(request, Cancelled):
+        return Cancelled(request.reason)
+    return request
+
+
 class TaskTimeout(TimeoutError):
     """Raised by :func:`~corofw.timeout_after` when its deadline passes."""
 
@@ -114,7 +123,7 @@ class Task:
     __slots__ = (
         "id", "_name", "coro", "parent", "created", "state", "context",
         "_kernel", "_value", "_exc", "_trap",
-        "_cancel_pending", "_result", "_error", "_joiners", "_watchers",
+        "_cancel_pending", "_cancel_request", "_result", "_error", "_joiners", "_watchers",
         "_scopes", "_retrieved", "__weakref__",
     )
 
@@ -132,6 +141,7 @@ class Task:
         self._exc: BaseException | None = None
         self._trap: tuple | None = None
         self._cancel_pending: Cancelled | None = None
+        self._cancel_request: BaseException | None = None  # the last one not from a timeout
         self._result: Any = None
         self._error: BaseException | None = None
         self._joiners: SmallWaitQueue | None = None

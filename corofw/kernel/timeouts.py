@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .task import Cancelled, Task, TaskTimeout
+from .task import Cancelled, Task, TaskTimeout, renewed
 from .timers import check_duration
 from .traps import CURRENT, Coro, T
 
@@ -21,7 +21,7 @@ from .traps import CURRENT, Coro, T
 class TimeoutScope:
     """One active deadline of a task (shown in the task dump)."""
 
-    __slots__ = ("task", "seconds", "deadline", "entry", "label")
+    __slots__ = ("task", "seconds", "deadline", "entry", "label", "seen", "expired")
 
     def __init__(self, task: Task, seconds: float, label: str) -> None:
         kernel = task._kernel
@@ -29,6 +29,8 @@ class TimeoutScope:
         self.seconds = seconds
         self.deadline = kernel.clock() + seconds
         self.label = label
+        self.seen = task._cancel_request  # a later one outranks this scope
+        self.expired = False
         self.entry = kernel.add_timer(seconds, _expire, self)
 
     def __repr__(self) -> str:
@@ -48,8 +50,30 @@ class TimeoutScope:
 
 
 def _expire(scope: TimeoutScope) -> None:
-    reason = f"{scope!r} expired (deadline was t={scope.deadline:.3f} on the kernel clock)"
-    scope.task._kernel._cancel(scope.task, Cancelled(reason, scope))
+    """Cancel the task for ``scope``, unless a cancellation that outranks
+    it has already reached the task and is still being handled (its
+    clean-up waits): an explicit cancel since the scope began, or an
+    enclosing scope that has expired. That one is delivered again instead,
+    so the clean-up is cut short without being turned into this scope's
+    timeout."""
+    scope.expired = True
+    task = scope.task
+    request = task._cancel_request
+    if request is not scope.seen:
+        exc = renewed(request)
+    else:
+        exc = Cancelled(_reason(scope), scope)
+        for outer in task._scopes or ():
+            if outer is scope:
+                break
+            if outer.expired:
+                exc = Cancelled(_reason(outer), outer)
+                break
+    task._kernel._throw(task, exc)
+
+
+def _reason(scope: TimeoutScope) -> str:
+    return f"{scope!r} expired (deadline was t={scope.deadline:.3f} on the kernel clock)"
 
 
 def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
