@@ -345,3 +345,18 @@ def test_second_signal_during_graceful_shutdown():
         assert served.proc.returncode == 0
         assert "received SIGINT again" in err
         assert in_flight.read_until_close() == b""
+
+
+def test_gc_threshold_setting_is_checked_before_anything_starts(monkeypatch):
+    from corofw.runner import DEFAULT_GC_THRESHOLD, gc_threshold_setting
+
+    monkeypatch.delenv("COROFW_GC_THRESHOLD", raising=False)
+    assert gc_threshold_setting() == DEFAULT_GC_THRESHOLD
+    assert gc_threshold_setting(0) == 0
+    monkeypatch.setenv("COROFW_GC_THRESHOLD", " 1000 ")
+    assert gc_threshold_setting() == 1000
+    assert gc_threshold_setting(7) == 7  # an explicit value wins
+    for bad in ("lots", "-1", "1e5", "١٠٠"):
+        monkeypatch.setenv("COROFW_GC_THRESHOLD", bad)
+        with pytest.raises(ValueError, match="COROFW_GC_THRESHOLD must be a whole number"):
+            gc_threshold_setting()

@@ -277,6 +277,7 @@ class Server:
                     unyielded += 1
                     if unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
                         unyielded = 0
+                        conn.phase = _BUSY  # a request is in hand: not to be closed as idle
                         yield _YIELD_TRAP
                     task.context = request  # what the task dump and watchdog report
                     try:
