@@ -375,3 +375,32 @@ def test_blpop_waits_overlap(redis_url):
             assert 0.19 < elapsed < 1.0  # one after the other would take 2 s
 
     run(main())
+
+
+def test_the_client_works_with_the_pure_python_reader(run_python, redis_url):
+    result = run_python("""
+        import sys
+        sys.modules["hiredis"] = None  # as if it were not installed
+        from corofw import gather, run
+        from corofw.data import resp
+        from corofw.data.redis import Redis
+        assert resp.Reader is resp.PythonReader
+
+        def main():
+            with Redis(sys.argv[1], decode_responses=True) as r:
+                yield from r.hset("h", mapping={"a": "é", "b": 2})
+                assert (yield from r.hgetall("h")) == {"a": "é", "b": "2"}
+                p = r.pipeline()
+                p.set("k", "v").get("k").execute_command("LPUSH", "h", "x")
+                assert (yield from p.execute(raise_on_error=False))[:2] == [True, "v"]
+                values = yield from gather(*[r.get("k") for _ in range(20)])
+                assert values == ["v"] * 20
+                with (yield from r.subscribe("ch")) as sub:
+                    yield from r.publish("ch", "m")
+                    assert (yield from sub.next_message()).data == "m"
+            print("ok")
+
+        run(main())
+    """, redis_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
