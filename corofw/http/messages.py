@@ -5,9 +5,11 @@ from __future__ import annotations
 import json as _json
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
+from .cookies import EPOCH, format_set_cookie, parse_cookie_header
 from .headers import Headers
 from .multidict import MultiDict
 from .status import reason_phrase
@@ -44,8 +46,11 @@ class Request:
     the peer's ``(host, port)``, and ``state`` is a dict for middleware.
     """
 
+    # _cookies is left unset until first read: a request that never looks
+    # at its cookies pays nothing for them
     __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
-                 "client", "keep_alive", "path_params", "route", "_query", "_state")
+                 "client", "keep_alive", "path_params", "route", "_query", "_state",
+                 "_cookies")
 
     def __init__(self, method: str, target: str, path: str | None = None,
                  query_string: str = "", version: str = "HTTP/1.1",
@@ -77,6 +82,22 @@ class Request:
         if self._query is None:
             self._query = QueryParams(self.query_string)
         return self._query
+
+    @property
+    def cookies(self) -> MultiDict[str]:
+        """The cookies the client sent, parsed from the ``Cookie`` header(s)
+        on first use: a read-only :class:`MultiDict` of name to value (the
+        first pair of a repeated name, which browsers send as the most
+        specific; ``getlist`` gives them all). Malformed pairs are left
+        out, never an error (see :mod:`corofw.http.cookies`)."""
+        try:
+            return self._cookies
+        except AttributeError:
+            pass
+        headers = self.headers.get_all("cookie")
+        cookies = MultiDict(parse_cookie_header("; ".join(headers)) if headers else ())
+        self._cookies = cookies
+        return cookies
 
     @property
     def state(self) -> dict[str, Any]:
@@ -132,7 +153,58 @@ def _charset(content_type: str | None) -> str | None:
     return None
 
 
-class Response:
+class _ResponseHeaders:
+    """Header helpers shared by every response type (which have a
+    ``headers`` slot holding a :class:`Headers` or None)."""
+
+    __slots__ = ()
+    headers: Headers | None
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace ``name`` (creating the headers collection on first use)."""
+        if self.headers is None:
+            self.headers = Headers()
+        self.headers[name] = value
+
+    def set_cookie(self, name: str, value: str = "", *,
+                   max_age: int | timedelta | None = None,
+                   expires: datetime | int | float | str | None = None,
+                   path: str | None = "/", domain: str | None = None, secure: bool = False,
+                   httponly: bool = False, samesite: str | None = "lax") -> None:
+        """Add a ``Set-Cookie`` header (each call adds one; earlier cookies stay).
+
+        ``max_age`` in seconds (or a ``timedelta``); ``expires`` a
+        ``datetime`` (naive means UTC), a Unix time or an HTTP date string;
+        ``path`` defaults to ``"/"``, ``None`` leaves it out; ``samesite``
+        is ``"lax"`` (the default, as in Starlette), ``"strict"``,
+        ``"none"`` (which needs ``secure=True``) or ``None``.
+
+        ``ValueError``, naming the problem, for a name that is not an HTTP
+        token, and for a value holding anything but visible ASCII without
+        ``"``, ``,``, ``;`` and ``\\`` (RFC 6265 cookie-octets): CR, LF,
+        ``;``, ``,``, spaces, control and non-ASCII characters are refused,
+        not escaped, so encode such a value yourself (``urllib.parse.quote``,
+        base64). Also refused: ``;`` or control characters in ``path``, a
+        ``domain`` that is not a host name, a ``__Secure-``/``__Host-``
+        name without the attributes its prefix requires."""
+        line = format_set_cookie(name, value, max_age=max_age, expires=expires, path=path,
+                                 domain=domain, secure=secure, httponly=httponly,
+                                 samesite=samesite)
+        if self.headers is None:
+            self.headers = Headers()
+        self.headers.add("set-cookie", line)
+
+    def delete_cookie(self, name: str, *, path: str | None = "/", domain: str | None = None,
+                      secure: bool = False, httponly: bool = False,
+                      samesite: str | None = "lax") -> None:
+        """Tell the client to drop cookie ``name``: an empty value with
+        ``Max-Age=0`` and an ``Expires`` in 1970. ``path`` and ``domain``
+        must be those the cookie was set with, or the browser keeps it."""
+        self.set_cookie(name, "", max_age=0, expires=EPOCH, path=path, domain=domain,
+                        secure=secure, httponly=httponly, samesite=samesite)
+
+
+class Response(_ResponseHeaders):
     """An HTTP response: ``body`` (bytes or str), ``status``, ``headers``.
 
     A ``str`` body is encoded as UTF-8 and defaults to ``text/plain``;
@@ -188,14 +260,8 @@ class Response:
         ``%XX`` escapes and reserved characters (``/?#&=:@``...) are kept."""
         return cls(b"", status, [("location", encode_url(location))])
 
-    def set_header(self, name: str, value: str) -> None:
-        """Replace ``name`` (creating the headers collection on first use)."""
-        if self.headers is None:
-            self.headers = Headers()
-        self.headers[name] = value
 
-
-class StreamingResponse:
+class StreamingResponse(_ResponseHeaders):
     """A response whose body is produced by a generator, sent as it comes.
 
     The generator yields ``bytes``/``str`` chunks, and may wait in between
@@ -219,12 +285,6 @@ class StreamingResponse:
 
     def __repr__(self) -> str:
         return f"<StreamingResponse {self.status}>"
-
-    def set_header(self, name: str, value: str) -> None:
-        """Replace ``name`` (creating the headers collection on first use)."""
-        if self.headers is None:
-            self.headers = Headers()
-        self.headers[name] = value
 
 
 def encode_url(url: str) -> str:
