@@ -219,8 +219,8 @@ def test_max_connections_busy_answers_503_at_once():
         with RawClient(server.port) as third:
             started = time.monotonic()
             response = third.request("GET", "/")
-            assert time.monotonic() - started < 0.25  # not after the slow requests
-            assert response.status == 503
+            assert response.status == 503  # at once, not a slot after the slow requests
+            assert time.monotonic() - started < 1.0
             assert response.headers["connection"] == "close"
             assert third.is_closed()
         assert first.response().body == b"slow"  # the busy ones are not disturbed
@@ -318,17 +318,18 @@ def test_body_timeout_is_reset_by_progress(impatient):
     """--body-timeout is an idle timeout (nginx's client_body_timeout): a slow
     upload that keeps sending is not cut off, however long it takes in all."""
     with RawClient(impatient.port) as raw:
-        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n")
-        for piece in (b"ab", b"cd", b"ef", b"gh"):  # 1 s in all, 0.25 s between pieces
-            time.sleep(0.25)
+        raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n")
+        for piece in (b"ab", b"cd", b"ef", b"gh", b"ij", b"kl"):  # 0.15 s apart, 0.9 s in all
+            time.sleep(0.15)
             raw.send(piece)
-        assert raw.response().body == b"abcdefgh"
+        assert raw.response().body == b"abcdefghijkl"
     with RawClient(impatient.port) as raw:  # chunked, the same
         raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for piece in (b"2\r\nab\r\n", b"2\r\ncd\r\n", b"2\r\nef\r\n", b"0\r\n\r\n"):
-            time.sleep(0.25)
+        for piece in (b"2\r\nab\r\n", b"2\r\ncd\r\n", b"2\r\nef\r\n", b"2\r\ngh\r\n",
+                      b"2\r\nij\r\n", b"0\r\n\r\n"):
+            time.sleep(0.15)
             raw.send(piece)
-        assert raw.response().body == b"abcdef"
+        assert raw.response().body == b"abcdefghij"
 
 
 def test_idle_timeout_does_not_send_408(impatient):
