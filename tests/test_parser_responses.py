@@ -168,6 +168,30 @@ def test_chunked_read_body_in_pieces():
     assert parser.read_body() == (b"de", True)
 
 
+def test_the_arrived_part_of_a_chunk_is_handed_out_at_once():
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabcd")
+    parser.next_head()
+    assert parser.read_body() == (b"abcd", False)
+    parser.feed(b"efghijklmnop")
+    # the chunk's last byte waits for the CRLF that must follow it
+    assert parser.read_body() == (b"efghijklmno", False)
+    parser.feed(b"\r\n0\r\n\r\n")
+    assert parser.read_body() == (b"p", True)
+
+
+def test_a_chunk_handed_out_in_parts_still_needs_its_crlf():
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    parser.next_head()
+    assert parser.read_body() == (b"hel", False)
+    parser.feed(b"loXX")
+    with pytest.raises(ProtocolError, match="not followed by CRLF"):
+        parser.read_body()
+
+
 @pytest.mark.parametrize("data", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",

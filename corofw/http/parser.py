@@ -811,6 +811,8 @@ class ResponseParser(_MessageParser):
             return data, self._eof
         if self._chunked:
             done = self._read_chunked()
+            if not done and self._body_left > 1:
+                self._take_partial_chunk()
             data = b"".join(self._chunks)
             self._chunks = []
         else:
@@ -822,3 +824,14 @@ class ResponseParser(_MessageParser):
         if not done and self._eof:
             raise self._fail(502, "the server closed the connection before the body ended")
         return data, done
+
+    def _take_partial_chunk(self) -> None:
+        """Pass on the part of a chunk that has arrived, so a huge or
+        stalled chunk streams instead of being held whole. The chunk's last
+        byte waits for the CRLF after it, which the chunk reader checks."""
+        pos = self._pos
+        take = min(len(self._buf) - pos, self._body_left - 1)
+        if take > 0:
+            self._chunks.append(bytes(self._buf[pos:pos + take]))
+            self._pos = self._scan = pos + take
+            self._body_left -= take
