@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,14 @@ redis:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null)
+
+# PostgreSQL for the PostgreSQL tests (skipped without it): Debian's postgresql
+# (the tests run initdb and pg_ctl from /usr/lib/postgresql/*/bin).
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null)
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
