@@ -40,9 +40,12 @@ from .net import listen
 log = logging.getLogger("corofw.runner")
 
 DEFAULT_GC_THRESHOLD = 50_000
-_STOP = b"s"  # supervisor -> worker: stop (a second one: hurry)
-_READY = b"R"  # worker -> supervisor lines: serving; E<reason>: could not start;
-_FAILED = b"E"  # F<mtime_ns> <path>: a source file to watch (reload)
+# supervisor -> worker: one byte asks to stop, a second one to hurry
+_STOP = b"s"
+# worker -> supervisor, one line each: "R" serving, "E<reason>" could not
+# start, "F<mtime_ns> <path>" a source file to watch (reload)
+_READY = b"R"
+_FAILED = b"E"
 _SOURCE = b"F"
 _QUICK_DEATHS = 5  # workers in a row dying before they serve: give up
 _HURRY_SECONDS = 5.0
