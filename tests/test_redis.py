@@ -242,6 +242,8 @@ def test_a_closed_client_refuses_commands(redis_url):
         assert r.pool.size == 0
         with pytest.raises(RedisConnectionError, match="closed"):
             yield from r.ping()
+        with pytest.raises(RedisConnectionError, match="closed"):
+            yield from r.subscribe("ch")
 
     run(main())
 

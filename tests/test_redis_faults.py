@@ -206,3 +206,46 @@ def test_a_server_that_closes_at_once_is_a_connection_error():
             yield from server.join()
 
     run(main())
+
+
+def test_connect_timeout_covers_the_tcp_handshake():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # one connection fills the queue: later handshakes get no answer
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+
+    def main():
+        with Redis(port=port, connect_timeout=5) as r:
+            started = yield from current_time()
+            with pytest.raises(RedisTimeout, match="connecting to redis .* longer than 5 s"):
+                yield from r.ping()
+            assert (yield from current_time()) - started == pytest.approx(5)
+            assert r.pool.size == 0
+
+    try:
+        virtual(main())
+    finally:
+        filler.close()
+        listener.close()
+
+
+def test_connect_timeout_covers_the_setup_commands():
+    listener = listen("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+
+    def silent():
+        conn, _ = yield from listener.accept()
+        with conn:
+            while (yield from conn.recv(65536)):
+                pass  # AUTH arrives and is never answered
+
+    def main():
+        server = yield from spawn(silent())
+        with listener, Redis(port=port, password="pw", connect_timeout=5) as r:
+            with pytest.raises(RedisTimeout, match="connecting"):
+                yield from r.ping()
+            assert r.pool.size == 0
+            yield from server.join()
+
+    virtual(main())

@@ -29,6 +29,7 @@ from types import EllipsisType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled
 from ..kernel.traps import Coro
 from ..net.sockets import Socket, open_connection
@@ -169,6 +170,8 @@ class Redis(Commands[Coro[Any]]):
         return self._subscriber("psubscribe", patterns)
 
     def _subscriber(self, method: str, names: tuple[Any, ...]) -> Coro[PubSub]:
+        if self.pool.closed:
+            raise RedisConnectionError("the Redis client was closed")
         conn = yield from self.connect()
         sub = PubSub(conn)
         try:
@@ -182,37 +185,35 @@ class Redis(Commands[Coro[Any]]):
 
     def connect(self) -> Coro[Connection]:
         """A new connection, authenticated and on the client's database
-        (the pool calls this; so does pub/sub)."""
-        task = yield from current_task()
-        conn = None
+        (the pool calls this; so does pub/sub). ``connect_timeout`` covers
+        it all, from the TCP handshake to the last setup reply."""
         deadline = None
+        if self.connect_timeout is not None:
+            deadline = Deadline((yield from current_task()))
+            deadline.set(self.connect_timeout, "connect")
+        conn = None
         try:
-            sock = yield from self._open_socket(task)
+            sock = yield from self._open_socket()
             conn = Connection(sock, Reader(encoding="utf-8" if self.decode_responses else None),
                               self.address)
-            if self.connect_timeout is not None:
-                deadline = conn.arm(task, self.connect_timeout, "connect")
             setup = self._setup_commands()
             if setup:
                 for reply in (yield from conn.call_many(encode_commands(setup), len(setup))):
                     if isinstance(reply, ResponseError):
                         raise reply
-        except Cancelled as exc:
+            return conn
+        except BaseException as exc:
             if conn is not None:
                 conn.close()
-            if deadline is not None and exc.scope is deadline:
-                raise RedisConnectionError(f"connecting to redis at {self.address} took longer "
-                                           f"than {self.connect_timeout:g} s") from None
+            if isinstance(exc, Cancelled) and deadline is not None and exc.scope is deadline:
+                raise RedisTimeout(f"connecting to redis at {self.address} took longer than "
+                                   f"{self.connect_timeout:g} s") from None
             raise
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            raise
-        if deadline is not None:
-            deadline.clear()
-        return conn
+        finally:
+            if deadline is not None:
+                deadline.close()
 
-    def _open_socket(self, task: Any) -> Coro[Socket]:
+    def _open_socket(self) -> Coro[Socket]:
         try:
             if self.unix_socket is None:
                 return (yield from open_connection(self.host, self.port))

@@ -210,6 +210,11 @@ class ConnectionPool:
         return len(self._idle)
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    @property
     def waiting(self) -> int:
         """Callers waiting for a connection."""
         return len(self._waiters)
