@@ -15,7 +15,7 @@ import pytest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytest_plugins = ["redis_server"]
+pytest_plugins = ["pg_server", "redis_server"]
 
 
 def open_fds() -> set[int]:
