@@ -9,7 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
+from ..kernel.traps import Coro
 from .cookies import EPOCH, format_set_cookie, parse_cookie_header
+from .forms import FormData, FormError, FormLimits, read_form
 from .headers import Headers
 from .multidict import MultiDict
 from .status import reason_phrase
@@ -19,6 +21,9 @@ _encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                                  allow_nan=False).encode
 # what a URL cannot carry as is: a "%" that starts no %XX escape, and any
 # character that is neither unreserved nor reserved (RFC 3986 section 2)
+#: where ``request.form()`` keeps the form it read, in ``request.state``
+FORM_STATE_KEY = "corofw.form"
+_FORM_PIECE = 65536
 _NOT_IN_URL = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
@@ -51,6 +56,7 @@ class Request:
     __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
                  "client", "keep_alive", "path_params", "route", "_query", "_state",
                  "_cookies")
+    _cookies: MultiDict[str]
 
     def __init__(self, method: str, target: str, path: str | None = None,
                  query_string: str = "", version: str = "HTTP/1.1",
@@ -131,6 +137,47 @@ class Request:
                 pass
         return self.body.decode("utf-8", "replace")
 
+    def form(self, limits: FormLimits | None = None) -> Coro[FormData]:
+        """The body read as a form: ``form = yield from request.form()``.
+
+        ``application/x-www-form-urlencoded`` and ``multipart/form-data``
+        bodies give a :class:`~corofw.http.forms.FormData` of field name
+        to ``str``, or to :class:`~corofw.http.forms.UploadFile` for file
+        parts; ``limits`` (a :class:`~corofw.http.multipart.FormLimits`)
+        bounds it. The form is read once and kept: later calls return it.
+        Its uploads are closed once the request has been answered.
+
+        A body that cannot be read raises :class:`MalformedBody`, an
+        ``HTTPError`` (and ``ValueError``) answered with a message saying
+        why: 400 for a malformed form, 413 for one over ``limits``, 415
+        for a Content-Type that is not a form's.
+
+        It is a coroutine so that it can read a body as it arrives: the
+        parsers are incremental and pull the body piece by piece."""
+        state = self._state
+        if state is not None:
+            cached = state.get(FORM_STATE_KEY)
+            if cached is not None:
+                return cached
+        try:
+            form = yield from read_form(self.content_type, self._body_reader(), limits)
+        except FormError as exc:
+            raise MalformedBody(str(exc), exc.status) from None
+        self.state[FORM_STATE_KEY] = form
+        return form
+
+    def _body_reader(self) -> Any:
+        """A ``read_chunk`` coroutine function over the buffered body."""
+        body = self.body or b""
+        pieces = iter([body[start:start + _FORM_PIECE]
+                       for start in range(0, len(body), _FORM_PIECE)])
+
+        def read_chunk() -> Coro[bytes]:
+            yield from ()  # nothing to wait for: the body is here already
+            return next(pieces, b"")
+
+        return read_chunk
+
     def json(self) -> Any:
         """The body parsed as JSON. A body that is not JSON raises
         :class:`MalformedBody`: the client gets a 400 that says what is
@@ -157,7 +204,7 @@ class _ResponseHeaders:
     """Header helpers shared by every response type (which have a
     ``headers`` slot holding a :class:`Headers` or None)."""
 
-    __slots__ = ()
+    __slots__ = ("headers",)
     headers: Headers | None
 
     def set_header(self, name: str, value: str) -> None:
@@ -212,7 +259,7 @@ class Response(_ResponseHeaders):
     are added by the server; do not set them yourself.
     """
 
-    __slots__ = ("status", "headers", "body", "content_type")
+    __slots__ = ("status", "body", "content_type")
 
     def __init__(self, body: bytes | str = b"", status: int = 200,
                  headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -271,7 +318,7 @@ class StreamingResponse(_ResponseHeaders):
     closing the connection for HTTP/1.0 ones.
     """
 
-    __slots__ = ("status", "headers", "body", "content_type")
+    __slots__ = ("status", "body", "content_type")
 
     def __init__(self, body: Any, status: int = 200, headers: Any = None,
                  content_type: str | None = "application/octet-stream") -> None:
@@ -318,8 +365,10 @@ class HTTPError(Exception):
 
 class MalformedBody(HTTPError, ValueError):
     """A request body that is not what the handler read it as (JSON that
-    does not parse): answered 400 with ``detail`` saying why. Also a
-    ``ValueError``, for handlers that catch that around ``request.json()``."""
+    does not parse, a broken form): answered with ``detail`` saying why,
+    400 by default (413 for a form over its limits, 415 for a body that is
+    not a form). Also a ``ValueError``, for handlers that catch that
+    around ``request.json()`` or ``request.form()``."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(400, detail)
+    def __init__(self, detail: str, status: int = 400) -> None:
+        super().__init__(status, detail)

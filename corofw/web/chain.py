@@ -14,6 +14,11 @@ request. A guard around a level's middleware exists only when that level
 has middleware; with none anywhere, the chain is the handler plus one
 ``try`` and returns a response without creating a generator when the
 handler is a plain function.
+
+Once the outermost layer is done, the uploads of a form the request read
+(``request.form()``) are closed; for a streaming response, when its
+stream ends (:func:`release_form`). A request that read no form pays one
+``None`` check, in generator handlers only.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from types import GeneratorType
 from typing import Any
 
-from ..http.messages import Request
+from ..http.messages import FORM_STATE_KEY, Request, StreamingResponse
 from .coerce import RESPONSE_TYPES, coerce
 from .errors import ErrorScope
 
@@ -47,9 +52,9 @@ class Scope:
         """``handler`` wrapped for this scope. ``with_params=False`` calls it
         as ``handler(request)`` (static routes), else with the path params."""
         if not any(level._middleware for level in self.levels):
-            return _core(handler, self.errors[-1], with_params)
+            return _core(handler, self.errors[-1], with_params, True)
 
-        layer: _Layer = _core(handler, self.errors[-1], with_params)
+        layer: _Layer = _core(handler, self.errors[-1], with_params, False)
         for depth in range(len(self.levels) - 1, -1, -1):
             middleware = self.levels[depth]._middleware
             if middleware:
@@ -59,14 +64,47 @@ class Scope:
         outer = layer
 
         def endpoint(request: Request) -> Any:
-            return outer(request, [])
+            return _releasing(outer(request, []), request)
 
         return endpoint
 
 
-def _core(handler: Any, errors: ErrorScope, with_params: bool) -> Any:
+def release_form(request: Request, response: Any) -> Any:
+    """Close the uploads of the form ``request`` read (if it read one) now
+    that ``response`` answers it, or, for a streaming response, once its
+    stream ends; return ``response``."""
+    state = request._state
+    form = state.pop(FORM_STATE_KEY, None) if state is not None else None
+    if form is not None:
+        if isinstance(response, StreamingResponse):
+            response.body = _closing_after(response.body, form)
+        else:
+            form.close()
+    return response
+
+
+def _closing_after(body: Any, form: Any) -> Any:
+    try:
+        return (yield from body)
+    finally:
+        form.close()
+
+
+def _releasing(outer: Any, request: Request) -> Any:
+    """The whole chain with middleware: uploads are released once it is done."""
+    try:
+        response = yield from outer
+    except BaseException:
+        release_form(request, None)
+        raise
+    return release_form(request, response)
+
+
+def _core(handler: Any, errors: ErrorScope, with_params: bool, outermost: bool) -> Any:
     """The innermost layer: call the handler, coerce, handle its errors.
-    Called as ``(request)`` alone, or as ``(request, offered)`` inside middleware."""
+    Called as ``(request)`` alone, or as ``(request, offered)`` inside
+    middleware. When it is ``outermost`` (no middleware), a generator
+    handler's form uploads are released once it is done."""
     if inspect.isgeneratorfunction(handler):
         def call(request: Request, offered: Any = None) -> Any:
             try:
@@ -76,13 +114,13 @@ def _core(handler: Any, errors: ErrorScope, with_params: bool) -> Any:
                 if response is None:
                     raise
                 return response
-            return _drive(gen, handler, request, errors, offered)
+            return _drive(gen, handler, request, errors, offered, outermost)
     elif with_params:
         def call(request: Request, offered: Any = None) -> Any:
             try:
                 result = handler(request, **request.path_params)
                 if type(result) is GeneratorType:
-                    return _drive(result, handler, request, errors, offered)
+                    return _drive(result, handler, request, errors, offered, outermost)
                 return coerce(result, handler)
             except Exception as exc:
                 response = errors.handle(request, exc, offered)
@@ -94,7 +132,7 @@ def _core(handler: Any, errors: ErrorScope, with_params: bool) -> Any:
             try:
                 result = handler(request)
                 if type(result) is GeneratorType:
-                    return _drive(result, handler, request, errors, offered)
+                    return _drive(result, handler, request, errors, offered, outermost)
                 return coerce(result, handler)
             except Exception as exc:
                 response = errors.handle(request, exc, offered)
@@ -104,16 +142,24 @@ def _core(handler: Any, errors: ErrorScope, with_params: bool) -> Any:
     return call
 
 
-def _drive(gen: Any, handler: Any, request: Request, errors: ErrorScope, offered: Any) -> Any:
+def _drive(gen: Any, handler: Any, request: Request, errors: ErrorScope, offered: Any,
+           release: bool) -> Any:
     try:
-        return coerce((yield from gen), handler)
-    except Exception as exc:
-        response = errors.handle(request, exc, offered)
-        if response is None:
-            raise
-        if type(response) is GeneratorType:
-            response = yield from response
-        return response
+        try:
+            response = coerce((yield from gen), handler)
+        except Exception as exc:
+            response = errors.handle(request, exc, offered)
+            if response is None:
+                raise
+            if type(response) is GeneratorType:
+                response = yield from response
+    except BaseException:
+        if release:
+            release_form(request, None)
+        raise
+    if release and request._state is not None:
+        return release_form(request, response)
+    return response
 
 
 def _middleware_layer(fn: Any, inner: _Layer) -> _Layer:
