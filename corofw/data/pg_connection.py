@@ -296,12 +296,13 @@ class Connection(Session):
                 yield from wire.wait_readable()
             except (LibpqError, ClosedResourceError) as exc:
                 if not self.closed:
-                    self._lose(one_line(wire.pgconn.get_error_message()) or str(exc))
+                    self._lose(wire.fatal or one_line(wire.pgconn.get_error_message())
+                               or str(exc))
                 raise ConnectionLost(self._closed_reason) from exc
             finally:
                 self._busy = None
             if wire.broken():
-                self._lose(one_line(wire.pgconn.get_error_message()))
+                self._lose(wire.fatal or one_line(wire.pgconn.get_error_message()))
                 raise ConnectionLost(self._closed_reason)
         return wire.notifications.popleft()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import pq
+from psycopg.pq.abc import PGresult
 
 from ..kernel.task import TaskTimeout
 
@@ -206,12 +207,12 @@ _BY_CLASS: dict[str, type[QueryError]] = {
 LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25P03", "57P05"})
 
 
-def _field(result: pq.PGresult, field: pq.DiagnosticField) -> str | None:
+def _field(result: PGresult, field: pq.DiagnosticField) -> str | None:
     value = result.error_field(field)
     return value.decode("utf-8", "replace") if value is not None else None
 
 
-def error_from_result(result: pq.PGresult, query: str | None) -> QueryError:
+def error_from_result(result: PGresult, query: str | None) -> QueryError:
     """The :class:`QueryError` subclass for a failed ``result``."""
     sqlstate = _field(result, _FIELD.SQLSTATE)
     message = _field(result, _FIELD.MESSAGE_PRIMARY)

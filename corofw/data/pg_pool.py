@@ -76,7 +76,7 @@ class Pool:
         self.max_idle = max_idle
         self.ping_after = ping_after
         self._conninfo = make_conninfo_utf8(dsn, params)
-        self._options = {
+        self._options: dict[str, Any] = {
             "connect_timeout": connect_timeout, "query_timeout": query_timeout,
             "statement_cache_size": statement_cache_size,
             "prepare_threshold": prepare_threshold, "recovery_timeout": recovery_timeout,

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-_MISSING = object()
-
 
 class Record(tuple):
     """One row: a tuple whose items are also reachable by column name."""
@@ -31,7 +29,7 @@ class Record(tuple):
     def __getitem__(self, key: Any) -> Any:
         if type(key) is str:
             try:
-                key = self._index[key]
+                return tuple.__getitem__(self, self._index[key])
             except KeyError:
                 raise KeyError(f"no column named {key!r} (columns: "
                                f"{', '.join(self._names) or 'none'})") from None
@@ -39,8 +37,8 @@ class Record(tuple):
 
     def get(self, name: str, default: Any = None) -> Any:
         """The value of column ``name``, or ``default`` if there is none."""
-        index = self._index.get(name, _MISSING)
-        return default if index is _MISSING else tuple.__getitem__(self, index)
+        index = self._index.get(name)
+        return default if index is None else tuple.__getitem__(self, index)
 
     def keys(self) -> tuple[str, ...]:
         """The column names, in order (so ``dict(record)`` works)."""

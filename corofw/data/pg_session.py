@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import pq
+from psycopg.abc import AdaptContext
 from psycopg.adapt import PyFormat, Transformer
+from psycopg.pq.abc import PGconn
 
 from ..kernel.loop import current_kernel
 from ..kernel.task import ClosedResourceError, Task
@@ -68,14 +70,14 @@ class _Holder:
 
     __slots__ = ("pgconn",)
 
-    def __init__(self, pgconn: pq.PGconn) -> None:
+    def __init__(self, pgconn: PGconn) -> None:
         self.pgconn = pgconn
 
 
 class _AdaptContext:
     __slots__ = ("adapters", "connection")
 
-    def __init__(self, pgconn: pq.PGconn, adapters: Any) -> None:
+    def __init__(self, pgconn: PGconn, adapters: Any) -> None:
         self.adapters = adapters
         self.connection = _Holder(pgconn)
 
@@ -84,11 +86,12 @@ class Session:
     """One server session: exchanges, statements and recovery. Use it
     through :class:`~corofw.data.pg.Connection`."""
 
-    def __init__(self, pgconn: pq.PGconn, *, statement_cache_size: int = 256,
+    def __init__(self, pgconn: PGconn, *, statement_cache_size: int = 256,
                  prepare_threshold: int | None = 2, query_timeout: float | None = None,
                  recovery_timeout: float = 5.0, adapters: Any = None) -> None:
         self._wire = Wire(pgconn)
-        self._tx = Transformer(_AdaptContext(pgconn, adapters or psycopg.adapters))
+        context = cast(AdaptContext, _AdaptContext(pgconn, adapters or psycopg.adapters))
+        self._tx = Transformer(context)
         self._statements = StatementCache(statement_cache_size, prepare_threshold)
         self.query_timeout = query_timeout
         self.recovery_timeout = recovery_timeout
@@ -159,7 +162,7 @@ class Session:
                 yield from wire.flush()
             sent = True
             if pipeline:
-                results = yield from wire.pipeline_results()
+                results: Any = yield from wire.pipeline_results()
                 wire.pgconn.exit_pipeline_mode()
             else:
                 results = yield from wire.results()
@@ -177,8 +180,8 @@ class Session:
         wire = self._wire
         if isinstance(exc, (LibpqError, ClosedResourceError)) or wire.broken():
             if not self.closed:
-                self._lose(one_line(wire.pgconn.get_error_message()) or str(exc)
-                           or "the connection broke")
+                self._lose(wire.fatal or one_line(wire.pgconn.get_error_message())
+                           or str(exc) or "the connection broke")
             raise ConnectionLost(self._closed_reason, sql) from exc
         try:
             cancel = canceller(wire.pgconn)

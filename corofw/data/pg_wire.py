@@ -21,6 +21,7 @@ each wait while connecting, and before ``finish``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq.abc import PGconn, PGresult
 
 from ..kernel.loop import forget_fd
 from ..kernel.task import TaskTimeout
@@ -77,7 +79,7 @@ def _poll_until_done(poll: Callable[[], int], socket: Callable[[], int],
             forget_fd(fd)
 
 
-def open_pgconn(conninfo: str) -> Coro[pq.PGconn]:
+def open_pgconn(conninfo: str) -> Coro[PGconn]:
     """Connect without blocking and return the PGconn, in non-blocking mode.
 
     Raises :class:`ConnectError` with libpq's reason on one line.
@@ -138,7 +140,7 @@ def resolve_hosts(conninfo: str) -> Coro[str]:
     return make_conninfo(conninfo, hostaddr=",".join(addresses))
 
 
-def open_connection(conninfo: str, timeout: float | None) -> Coro[pq.PGconn]:
+def open_connection(conninfo: str, timeout: float | None) -> Coro[PGconn]:
     """Resolve and connect within ``timeout`` seconds (None: no limit)."""
     conninfo = yield from resolve_hosts(conninfo)
     if timeout is None:
@@ -152,7 +154,7 @@ def open_connection(conninfo: str, timeout: float | None) -> Coro[pq.PGconn]:
                            f"{timeout:g} s") from None
 
 
-def canceller(pgconn: pq.PGconn) -> Callable[[], Coro[None]]:
+def canceller(pgconn: PGconn) -> Callable[[], Coro[None]]:
     """A coroutine function asking the server to cancel what ``pgconn`` runs.
 
     What it needs is taken now, so it still works once ``pgconn`` is
@@ -182,14 +184,15 @@ class Wire:
     """One open libpq connection and its socket: send, flush, read results
     and collect notifications. It knows nothing of types or statements."""
 
-    __slots__ = ("pgconn", "fd", "notifications", "listening")
+    __slots__ = ("pgconn", "fd", "notifications", "listening", "fatal", "__weakref__")
 
-    def __init__(self, pgconn: pq.PGconn) -> None:
+    def __init__(self, pgconn: PGconn) -> None:
         self.pgconn = pgconn
         self.fd = pgconn.socket
         self.notifications: deque[Notification] = deque()
         self.listening = False
-        pgconn.notice_handler = _log_notice
+        self.fatal: str | None = None  # a FATAL error the server sent while we were idle
+        pgconn.notice_handler = _notice_handler(weakref.ref(self))
 
     @property
     def closed(self) -> bool:
@@ -204,8 +207,8 @@ class Wire:
 
     def broken(self) -> bool:
         """True once libpq has given the connection up (it may have closed
-        the socket already)."""
-        return self.fd < 0 or self.pgconn.status == _BAD
+        the socket already), or the server said it is ending the session."""
+        return self.fd < 0 or self.pgconn.status == _BAD or self.fatal is not None
 
     def consume(self) -> None:
         """Read what the server sent, without waiting; keep notifications."""
@@ -231,14 +234,14 @@ class Wire:
         yield (READ, self.fd)
         self.consume()
 
-    def results(self) -> Coro[list[pq.PGresult]]:
+    def results(self) -> Coro[list[PGresult]]:
         """The results of one command, up to libpq's end-of-command marker.
 
         A server that reports a FATAL error and hangs up leaves that error
         as the last result, rather than the bare loss of the connection.
         """
         pgconn = self.pgconn
-        results: list[pq.PGresult] = []
+        results: list[PGresult] = []
         while True:
             if pgconn.is_busy():
                 try:
@@ -258,11 +261,11 @@ class Wire:
                 continue
             results.append(result)
 
-    def pipeline_results(self) -> Coro[list[list[pq.PGresult]]]:
+    def pipeline_results(self) -> Coro[list[list[PGresult]]]:
         """The results of a pipeline, one list per command, up to its sync."""
         pgconn = self.pgconn
-        groups: list[list[pq.PGresult]] = []
-        group: list[pq.PGresult] = []
+        groups: list[list[PGresult]] = []
+        group: list[PGresult] = []
         while True:
             if pgconn.is_busy():
                 yield (READ, self.fd)
@@ -298,24 +301,34 @@ class Wire:
         socket shows up here as an error)."""
         if self.fd < 0:
             return False
+        pgconn = self.pgconn
         try:
             self.consume()
+            busy = pgconn.is_busy()  # parses what came: a FATAL notice marks us
         except LibpqError:
             return False
-        pgconn = self.pgconn
-        return pgconn.status == _OK and not pgconn.is_busy() \
+        return self.fatal is None and pgconn.status == _OK and not busy \
             and pgconn.transaction_status == _IDLE
 
 
-def _log_notice(result: pq.PGresult) -> None:
-    try:
+def _notice_handler(wire: weakref.ref[Wire]) -> Callable[[PGresult], None]:
+    """Log the server's notices; a FATAL one (the session is being
+    terminated: shutdown, pg_terminate_backend) marks the connection dead
+    before the end of the stream shows up."""
+
+    def handle(result: PGresult) -> None:
         message = one_line(result.get_error_message("utf-8"))
-    except Exception:  # pragma: no cover - a notice we cannot even read
-        return
-    log.debug("server notice: %s", message)
+        severity = result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+        if severity in (b"FATAL", b"PANIC"):
+            owner = wire()
+            if owner is not None:
+                owner.fatal = message
+        log.debug("server notice: %s", message)
+
+    return handle
 
 
-def quote_identifier(pgconn: pq.PGconn, name: str) -> str:
+def quote_identifier(pgconn: PGconn, name: str) -> str:
     """``name`` as a quoted SQL identifier (for LISTEN and NOTIFY channels)."""
     try:
         return pq.Escaping(pgconn).escape_identifier(name.encode()).decode()
