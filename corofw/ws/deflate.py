@@ -117,9 +117,9 @@ class PerMessageDeflate:
             if bits is not None and not 8 <= bits <= 15:
                 raise ValueError(f"window bits must be 8 to 15, not {bits}")
 
-    def offer(self) -> str:
-        """The ``Sec-WebSocket-Extensions`` value a client sends. It always
-        says the client can limit its window, so a server may ask for less."""
+    def header_value(self) -> str:
+        """These parameters as a ``Sec-WebSocket-Extensions`` element: a
+        server's answer."""
         parts = [EXTENSION_NAME]
         if self.server_no_context_takeover:
             parts.append("server_no_context_takeover")
@@ -129,9 +129,14 @@ class PerMessageDeflate:
             parts.append(f"server_max_window_bits={self.server_max_window_bits}")
         if self.client_max_window_bits is not None:
             parts.append(f"client_max_window_bits={self.client_max_window_bits}")
-        else:
-            parts.append("client_max_window_bits")
         return "; ".join(parts)
+
+    def offer(self) -> str:
+        """The ``Sec-WebSocket-Extensions`` value a client sends. It always
+        says the client can limit its window, so a server may ask for less."""
+        if self.client_max_window_bits is None:
+            return self.header_value() + "; client_max_window_bits"
+        return self.header_value()
 
     def accept(self, offers: list[tuple[str, Params]]) -> tuple[str, PerMessageDeflate] | None:
         """Server side: the first permessage-deflate offer this server can
@@ -139,45 +144,30 @@ class PerMessageDeflate:
         when there is none. Offers with unknown, repeated or invalid
         parameters are declined (RFC 7692 section 5.1)."""
         for name, params in offers:
-            if name != EXTENSION_NAME:
-                continue
-            try:
-                offered = _read_params(params)
-                server_bits = offered.get("server_max_window_bits")
-                server_bits_value = (_window_bits(server_bits)
-                                     if "server_max_window_bits" in offered else None)
-                client_bits_value: int | None = None
-                if offered.get("client_max_window_bits") is not None:
-                    client_bits_value = _window_bits(offered["client_max_window_bits"])
-            except ValueError:
-                continue
-            return self._grant(offered, server_bits_value, client_bits_value)
+            if name == EXTENSION_NAME:
+                try:
+                    agreed = self._grant(_read_params(params))
+                except ValueError:
+                    continue
+                return agreed.header_value(), agreed
         return None
 
-    def _grant(self, offered: dict[str, str | None], server_bits: int | None,
-               client_bits: int | None) -> tuple[str, PerMessageDeflate]:
-        server_nct = self.server_no_context_takeover or "server_no_context_takeover" in offered
-        client_nct = self.client_no_context_takeover or "client_no_context_takeover" in offered
-        if server_bits is None:
-            server_bits = self.server_max_window_bits
-        elif self.server_max_window_bits is not None:
-            server_bits = min(server_bits, self.server_max_window_bits)
-        granted_client_bits: int | None = None
-        if "client_max_window_bits" in offered:
-            limits = [b for b in (client_bits, self.client_max_window_bits) if b is not None]
-            granted_client_bits = min(limits) if limits else None
-        agreed = PerMessageDeflate(server_nct, client_nct, server_bits, granted_client_bits,
-                                   self.level)
-        parts = [EXTENSION_NAME]
-        if server_nct:
-            parts.append("server_no_context_takeover")
-        if client_nct:
-            parts.append("client_no_context_takeover")
-        if server_bits is not None:
-            parts.append(f"server_max_window_bits={server_bits}")
-        if granted_client_bits is not None:
-            parts.append(f"client_max_window_bits={granted_client_bits}")
-        return "; ".join(parts), agreed
+    def _grant(self, offered: dict[str, str | None]) -> PerMessageDeflate:
+        """What these settings grant for one offer (``ValueError`` for an
+        invalid window size): what either side asked, the smaller windows."""
+        server_bits = self.server_max_window_bits
+        if "server_max_window_bits" in offered:
+            asked = _window_bits(offered["server_max_window_bits"])
+            server_bits = asked if server_bits is None else min(asked, server_bits)
+        client_bits = None
+        if "client_max_window_bits" in offered:  # the client can limit its window
+            value = offered["client_max_window_bits"]
+            limits = [self.client_max_window_bits, None if value is None else _window_bits(value)]
+            client_bits = min((bits for bits in limits if bits is not None), default=None)
+        return PerMessageDeflate(
+            self.server_no_context_takeover or "server_no_context_takeover" in offered,
+            self.client_no_context_takeover or "client_no_context_takeover" in offered,
+            server_bits, client_bits, self.level)
 
     def verify_response(self, params: Params) -> PerMessageDeflate:
         """Client side: the agreed parameters of the server's answer to

@@ -71,9 +71,10 @@ class Connection:
     ``CloseConnection(1006)``.
     """
 
-    __slots__ = ("role", "max_message_size", "_state", "_client", "_deflater", "_buf", "_pos",
-                 "_eof", "_failed", "_frame_left", "_frame_fin", "_frame_key", "_key_offset",
-                 "_msg_opcode", "_msg_compressed", "_msg_parts", "_msg_size", "_decoder")
+    __slots__ = ("role", "max_message_size", "_state", "_client", "_mask_bit", "_deflater",
+                 "_buf", "_pos", "_eof", "_failed", "_reading", "_frame_left", "_frame_fin",
+                 "_frame_key", "_key_offset", "_msg_opcode", "_msg_compressed", "_msg_parts",
+                 "_msg_size", "_decoder")
 
     def __init__(self, role: Role, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  deflate: PerMessageDeflate | None = None) -> None:
@@ -81,11 +82,13 @@ class Connection:
         self.max_message_size = max_message_size
         self._state = _OPEN
         self._client = role is Role.CLIENT
+        self._mask_bit = 0 if self._client else 0x80  # the MASK bit frames we read must have
         self._deflater = Deflater(deflate, role) if deflate is not None else None
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
         self._failed = False
+        self._reading = True           # frames are parsed: neither failed nor past a close
         self._frame_left = -1          # payload bytes still due in the current frame
         self._frame_fin = False
         self._frame_key: bytes | None = None
@@ -111,7 +114,7 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self._eof or self._failed or self._state is _REMOTE_CLOSING or self._state is _CLOSED:
+        if self._eof or not self._reading:
             return
         if self._pos:
             del self._buf[:self._pos]
@@ -126,19 +129,22 @@ class Connection:
     def next_event(self) -> Event | None:
         """The next event, or ``None`` until more bytes arrive.
         :class:`RemoteProtocolError` when the peer broke the protocol."""
-        if self._failed or self._state is _REMOTE_CLOSING or self._state is _CLOSED:
+        if not self._reading:
             return self._at_end()
         try:
             event = self._parse()
         except RemoteProtocolError as error:
             self._fail(error)
             raise
-        return event if event is not None else self._at_end()
+        if event is None and self._eof:
+            return self._at_end()
+        return event
 
     def _at_end(self) -> Event | None:
         if not self._eof or self._state is _CLOSED:
             return None
         state, self._state = self._state, _CLOSED
+        self._reading = False
         self._buf = bytearray()
         self._pos = 0
         if state is _REMOTE_CLOSING or self._failed:
@@ -147,6 +153,7 @@ class Connection:
 
     def _fail(self, error: RemoteProtocolError) -> None:
         self._failed = True
+        self._reading = False
         self._buf = bytearray()
         self._pos = 0
         self._msg_parts = []
@@ -168,7 +175,9 @@ class Connection:
                 return None
             first, second = buf[pos], buf[pos + 1]
             opcode = first & 0x0F
-            self._check_start(first, second, opcode)
+            if (first & 0x70 or not 0 < opcode < 3 or self._msg_opcode
+                    or second & 0x80 != self._mask_bit):
+                self._check_start(first, second, opcode)
             length = second & 0x7F
             size = 2
             if length == 126:
@@ -253,6 +262,7 @@ class Connection:
             return Pong(payload)
         code, reason = parse_close_payload(payload)
         self._state = _REMOTE_CLOSING if self._state is _OPEN else _CLOSED
+        self._reading = False
         self._buf = bytearray()
         self._pos = 0
         return CloseConnection(code, reason)
