@@ -65,10 +65,11 @@ class Connection:
 
     Events are whole messages (:class:`TextMessage`, :class:`BytesMessage`),
     :class:`Ping`, :class:`Pong` and :class:`CloseConnection`. Answering a
-    ping (``send(ping.response())``) and a close (``send(close.response())``
-    while the state is ``REMOTE_CLOSING``) is the caller's job. The end of
-    the stream before both close frames crossed gives a
-    ``CloseConnection(1006)``.
+    ping (``send(ping.response())`` while the state is ``OPEN``; a ping that
+    arrives after our close frame needs no answer) and a close
+    (``send(close.response())`` while the state is ``REMOTE_CLOSING``) is
+    the caller's job. The end of the stream before both close frames
+    crossed gives a ``CloseConnection(1006)``.
     """
 
     __slots__ = ("role", "max_message_size", "_state", "_client", "_mask_bit", "_deflater",
