@@ -191,3 +191,21 @@ def test_queries_in_flight_when_the_kernel_stops_are_cancelled_on_the_server(pg_
             return (yield from wait_until_gone(admin, "at-shutdown"))
 
     assert run(check()) < 1.0
+
+
+def test_with_an_older_libpq_the_blocking_cancel_runs_in_a_thread(pg_dsn, monkeypatch):
+    from corofw.data import pg_wire
+
+    monkeypatch.setattr(pg_wire, "NONBLOCKING_CANCEL", False)  # as with libpq < 17
+
+    def main():
+        db = yield from pg.connect(pg_dsn)
+        admin = yield from pg.connect(pg_dsn)
+        with db, admin:
+            with pytest.raises(pg.QueryTimeout):
+                yield from db.fetchval("SELECT pg_sleep(30) /* old-libpq */", timeout=0.2)
+            gone_after = yield from wait_until_gone(admin, "old-libpq")
+            return gone_after, (yield from db.fetchval("SELECT 8"))
+
+    gone_after, after = run(main())
+    assert gone_after < 1.0 and after == 8

@@ -349,3 +349,12 @@ def free_port_dsn():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres"
+
+
+def test_a_host_name_is_resolved_off_the_loop_and_every_address_tried(pg_server):
+    dsn = f"host=localhost port={pg_server.port} user=postgres dbname=postgres"
+
+    def work(db):
+        return (yield from db.fetchval("SELECT inet_server_addr()::text"))
+
+    assert with_connection(dsn, work) in ("127.0.0.1/32", "127.0.0.1")

@@ -112,32 +112,41 @@ def make_conninfo_utf8(dsn: str, params: dict[str, Any]) -> str:
 
 
 def resolve_hosts(conninfo: str) -> Coro[str]:
-    """Resolve host names here (off the loop, in a thread) and pass libpq
-    the addresses as ``hostaddr``, since libpq would resolve them with a
-    blocking call. Numeric addresses and socket directories need nothing."""
+    """Resolve host names here (off the loop, in a thread) and hand libpq
+    every address as ``hostaddr``, since libpq would resolve them with a
+    blocking call; it then tries them in order, as it would have. Numeric
+    addresses and socket directories need nothing."""
     params = conninfo_to_dict(conninfo)
-    host = str(params.get("host") or "")
-    if not host or params.get("hostaddr"):
+    names = str(params.get("host") or "").split(",")
+    if params.get("hostaddr") or all(_needs_no_lookup(name) for name in names):
         return conninfo
-    hosts = host.split(",")
-    ports = str(params.get("port") or "5432").split(",")
-    addresses = []
-    for index, name in enumerate(hosts):
-        if not name or name.startswith(("/", "@")):
-            addresses.append("")
-        elif is_numeric_host(name):
-            addresses.append(name)
+    ports = str(params.get("port") or "").split(",")
+    hosts: list[str] = []
+    addresses: list[str] = []
+    host_ports: list[str] = []
+    for index, name in enumerate(names):
+        port = ports[index] if len(ports) == len(names) else ports[0]
+        if _needs_no_lookup(name):
+            found = [name if is_numeric_host(name) else ""]
         else:
-            port = int(ports[index if len(ports) > 1 else 0] or 5432)
             try:
-                infos = yield from resolve(name, port)
+                infos = yield from resolve(name, int(port or 5432))
             except OSError as exc:
                 raise ConnectError(f"cannot connect to PostgreSQL: cannot resolve host "
                                    f"{name!r}: {exc}") from None
-            addresses.append(infos[0][4][0])
-    if addresses == hosts:
-        return conninfo
-    return make_conninfo(conninfo, hostaddr=",".join(addresses))
+            found = list(dict.fromkeys(info[4][0] for info in infos))
+        for address in found:
+            hosts.append(name)
+            addresses.append(address)
+            host_ports.append(port)
+    if any(host_ports):
+        return make_conninfo(conninfo, host=",".join(hosts), hostaddr=",".join(addresses),
+                             port=",".join(host_ports))
+    return make_conninfo(conninfo, host=",".join(hosts), hostaddr=",".join(addresses))
+
+
+def _needs_no_lookup(host: str) -> bool:
+    return not host or host.startswith(("/", "@")) or is_numeric_host(host)
 
 
 def open_connection(conninfo: str, timeout: float | None) -> Coro[PGconn]:
