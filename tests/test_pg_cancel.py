@@ -209,3 +209,26 @@ def test_with_an_older_libpq_the_blocking_cancel_runs_in_a_thread(pg_dsn, monkey
 
     gone_after, after = run(main())
     assert gone_after < 1.0 and after == 8
+
+
+def test_a_query_abandoned_as_the_kernel_stops_is_still_cancelled(pg_dsn):
+    # main's own query times out and main returns at once: its recovery is
+    # cancelled by the kernel's shutdown before it runs a line; the cancel
+    # request must go out all the same, and nothing may leak.
+    def main():
+        db = yield from pg.connect(pg_dsn)
+        try:
+            yield from db.fetchval("SELECT pg_sleep(30) /* abandoned */", timeout=0.2)
+        except pg.QueryTimeout:
+            pass
+        return db
+
+    db = run(main())
+    assert db.closed
+
+    def check():
+        admin = yield from pg.connect(pg_dsn)
+        with admin:
+            return (yield from wait_until_gone(admin, "abandoned"))
+
+    assert run(check()) < 1.0

@@ -98,6 +98,8 @@ class Session:
         self.server_pid: int = pgconn.backend_pid
         self._busy: str | None = None
         self._recovery: Task | None = None
+        self._recovered = False  # how the last recovery ended
+        self._unsent_cancel: Callable[[], Coro[None]] | None = None
         self._rollback_pending = False
         self._reset_pending = False
         self._closed_reason = "the connection is closed"
@@ -189,38 +191,54 @@ class Session:
             self._lose("the query was interrupted and could not be cancelled")
             return
         if sent:
-            self._recovery = self._spawn(self._recover(cancel, pipeline), "pg recovery")
-            if self._recovery is None:
-                self._lose("the query was interrupted with no kernel to clean up")
+            self._start_recovery(cancel, pipeline)
         else:
             self._lose("the query was interrupted while it was being sent")
             self._spawn(_send_cancel(cancel), "pg cancel")
 
-    def _recover(self, cancel: Callable[[], Coro[None]] | None,
-                 pipeline: bool | None) -> Coro[None]:
-        """The recovery task: cancel, drain, roll back; close on failure."""
-        ok = False
+    def _start_recovery(self, cancel: Callable[[], Coro[None]] | None,
+                        pipeline: bool | None) -> None:
+        self._recovered = False
+        self._unsent_cancel = cancel
+        task = self._spawn(self._recover(pipeline), "pg recovery")
+        if task is None:
+            self._lose("no kernel left to clean up after an interrupted query")
+        else:
+            self._recovery = task
+            task.add_done_callback(self._recovery_done)
+
+    def _recover(self, pipeline: bool | None) -> Coro[None]:
+        """The recovery task: cancel, drain, roll back. It never raises, so
+        that waiting for it cannot fail."""
         try:
-            ok = yield from move_on_after(self.recovery_timeout,
-                                          self._clean_up(cancel, pipeline), False)
+            self._recovered = yield from move_on_after(
+                self.recovery_timeout, self._clean_up(pipeline), False)
         except BaseException as exc:  # the kernel stopping, or the connection closed
             log.debug("recovery of a PostgreSQL connection stopped: %r", exc)
-        finally:
-            self._recovery = None
-            if not ok:
-                self._lose("an interrupted query could not be cleaned up")
-            callback, self._after_recovery = self._after_recovery, None
-            if callback is not None:
-                callback(self)
 
-    def _clean_up(self, cancel: Callable[[], Coro[None]] | None,
-                  pipeline: bool | None) -> Coro[bool]:
+    def _recovery_done(self, task: Task) -> None:
+        """Runs however the recovery ended (even cancelled before it
+        started): close the connection unless it is clean, make sure the
+        cancel request goes out, tell the pool."""
+        self._recovery = None
+        if not self._recovered:
+            self._lose("an interrupted query could not be cleaned up")
+        cancel, self._unsent_cancel = self._unsent_cancel, None
+        if cancel is not None:
+            self._spawn(_send_cancel(cancel), "pg cancel")
+        callback, self._after_recovery = self._after_recovery, None
+        if callback is not None:
+            callback(self)
+
+    def _clean_up(self, pipeline: bool | None) -> Coro[bool]:
         wire = self._wire
+        cancel = self._unsent_cancel
         if cancel is not None:
             try:
                 yield from cancel()
             except Exception as exc:
                 log.warning("PostgreSQL cancel request failed: %s", exc)
+            self._unsent_cancel = None
         if pipeline is not None:  # an exchange is still in flight: read it to its end
             if pipeline:
                 yield from wire.pipeline_results()
@@ -254,9 +272,7 @@ class Session:
         self._rollback_pending = True
         self._reset_pending = self._reset_pending or reset
         if self._recovery is None and not self.closed:
-            self._recovery = self._spawn(self._recover(None, None), "pg recovery")
-            if self._recovery is None:
-                self._lose("no kernel to roll back the connection")
+            self._start_recovery(None, None)
 
     # -- statements and results -------------------------------------------------
 
