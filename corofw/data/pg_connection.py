@@ -121,13 +121,13 @@ class Connection(Session):
     def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> Coro[list[Record]]:
         """Run a query and return all its rows."""
         result, statement = yield from self._timed(self._one(sql, args), timeout, sql)
-        return self._records(result, statement)
+        return self._adapter.records(result, statement)
 
     def fetchrow(self, sql: str, *args: Any,
                  timeout: float | None = None) -> Coro[Record | None]:
         """Run a query and return its first row, or None if it has none."""
         result, statement = yield from self._timed(self._one(sql, args), timeout, sql)
-        rows = self._records(result, statement, 1)
+        rows = self._adapter.records(result, statement, 1)
         return rows[0] if rows else None
 
     def fetchval(self, sql: str, *args: Any, column: int = 0,
@@ -135,7 +135,7 @@ class Connection(Session):
         """Run a query and return one value (``column``) of its first row, or
         None if it has no row."""
         result, _ = yield from self._timed(self._one(sql, args), timeout, sql)
-        return self._value(result, column, sql)
+        return self._adapter.value(result, column, sql)
 
     def execute(self, sql: str, *args: Any, timeout: float | None = None) -> Coro[str]:
         """Run a command and return its status, such as ``"INSERT 0 1"``.
@@ -176,12 +176,12 @@ class Connection(Session):
         for (shape, column), (sql, _), (result, statement) in zip(
                 batch.shapes, batch.queries, finals, strict=True):
             if shape == "fetch":
-                out.append(self._records(result, statement))
+                out.append(self._adapter.records(result, statement))
             elif shape == "fetchrow":
-                rows = self._records(result, statement, 1)
+                rows = self._adapter.records(result, statement, 1)
                 out.append(rows[0] if rows else None)
             elif shape == "fetchval":
-                out.append(self._value(result, column, sql))
+                out.append(self._adapter.value(result, column, sql))
             else:
                 status = result.command_status if result is not None else None
                 out.append(status.decode() if status else "")

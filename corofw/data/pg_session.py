@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
-import psycopg
 from psycopg import pq
-from psycopg.abc import AdaptContext
-from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq.abc import PGconn
 
 from ..kernel.loop import current_kernel
 from ..kernel.task import ClosedResourceError, Task
 from ..kernel.timeouts import move_on_after
 from ..kernel.traps import Coro
+from .pg_adapt import Adapter
 from .pg_errors import (
     LOST_SQLSTATES,
     ConnectionLost,
@@ -42,44 +40,19 @@ from .pg_errors import (
     one_line,
     shorten,
 )
-from .pg_record import record_class
 from .pg_statements import Statement, StatementCache
 from .pg_wire import LibpqError, Wire, canceller
 
 log = logging.getLogger("corofw.data.pg")
 
 _FATAL = pq.ExecStatus.FATAL_ERROR
-_TUPLES = pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _IDLE = pq.TransactionStatus.IDLE
-_AUTO_FORMATS = [[PyFormat.AUTO] * n for n in range(32)]
 _PREPARE, _RUN = "prepare", "run"
 
 #: One planned command of a batch: (what, statement, sql); what is None for
 #: housekeeping such as closing an evicted statement.
 Step = tuple[str | None, Statement | None, str]
-
-
-def _auto_formats(count: int) -> list[PyFormat]:
-    return _AUTO_FORMATS[count] if count < 32 else [PyFormat.AUTO] * count
-
-
-class _Holder:
-    """What psycopg's adapters look at on "the connection": its PGconn
-    (encoding, time zone, date style)."""
-
-    __slots__ = ("pgconn",)
-
-    def __init__(self, pgconn: PGconn) -> None:
-        self.pgconn = pgconn
-
-
-class _AdaptContext:
-    __slots__ = ("adapters", "connection")
-
-    def __init__(self, pgconn: PGconn, adapters: Any) -> None:
-        self.adapters = adapters
-        self.connection = _Holder(pgconn)
 
 
 class Session:
@@ -90,8 +63,7 @@ class Session:
                  prepare_threshold: int | None = 2, query_timeout: float | None = None,
                  recovery_timeout: float = 5.0, adapters: Any = None) -> None:
         self._wire = Wire(pgconn)
-        context = cast(AdaptContext, _AdaptContext(pgconn, adapters or psycopg.adapters))
-        self._tx = Transformer(context)
+        self._adapter = Adapter(pgconn, adapters)
         self._statements = StatementCache(statement_cache_size, prepare_threshold)
         self.query_timeout = query_timeout
         self.recovery_timeout = recovery_timeout
@@ -276,20 +248,9 @@ class Session:
 
     # -- statements and results -------------------------------------------------
 
-    def _dump(self, sql: str, args: Sequence[Any]) -> tuple[Any, tuple[int, ...], Any]:
-        if not args:
-            return None, (), None
-        tx = self._tx
-        try:
-            values = tx.dump_sequence(args, _auto_formats(len(args)))
-        except psycopg.Error as exc:
-            raise InterfaceError(
-                f"cannot send the parameters of query {shorten(sql)}: {exc}") from None
-        return values, tx.types, tx.formats  # type: ignore[return-value]
-
     def _one(self, sql: str, args: Sequence[Any]) -> Coro[tuple[Any, Statement]]:
         """Run one query; return its final result and its statement."""
-        values, types, formats = self._dump(sql, args)
+        values, types, formats = self._adapter.dump(sql, args)
         statements = self._statements
         statement = statements.lookup(sql, types)
         pgconn = self._wire.pgconn
@@ -314,7 +275,7 @@ class Session:
         sends: list[tuple[Callable[..., Any], tuple]] = []
         lookup = self._statements.lookup
         for sql, args in queries:
-            values, types, formats = self._dump(sql, args)
+            values, types, formats = self._adapter.dump(sql, args)
             self._plan(steps, sends, sql, lookup(sql, types), values, types, formats)
         return (yield from self._run_plan(steps, sends))
 
@@ -386,32 +347,6 @@ class Session:
                 statement.name = None
                 statement.uses = 0
         return error
-
-    def _records(self, result: Any, statement: Statement | None, limit: int = -1) -> list[Any]:
-        if result is None or result.status != _TUPLES:
-            return []
-        nfields = result.nfields
-        record = statement.record if statement is not None else None
-        if record is None or len(record._names) != nfields:
-            record = record_class(tuple(
-                (result.fname(i) or b"").decode("utf-8", "replace") for i in range(nfields)))
-            if statement is not None and statement.name is not None:
-                statement.record = record
-        tx = self._tx
-        tx.set_pgresult(result)
-        count = result.ntuples if limit < 0 else min(limit, result.ntuples)
-        return tx.load_rows(0, count, record)
-
-    def _value(self, result: Any, column: int, sql: str) -> Any:
-        if result is None or result.status != _TUPLES or not result.ntuples:
-            return None
-        if not 0 <= column < result.nfields:
-            raise InterfaceError(f"no column {column} in the result of {shorten(sql)}"
-                                 f" ({result.nfields} columns)")
-        value = result.get_value(0, column)
-        if value is None:
-            return None
-        return self._tx.get_loader(result.ftype(column), result.fformat(column)).load(value)
 
 
 def _send_cancel(cancel: Callable[[], Coro[None]]) -> Coro[None]:
