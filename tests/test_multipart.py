@@ -163,6 +163,8 @@ def test_filename_forms():
     assert filename('name="f"; filename=""') == ("f", "")
     assert filename('name=f; filename=plain.txt') == ("f", "plain.txt")
     assert filename(r'name="a\"b"; filename="c\\d\e"') == ('a"b', "c\\d\\e")
+    # browsers send a backslash as is: one at the end does not escape the quote
+    assert filename(r'name="a\"; filename="C:\dir\f.txt"') == ("a\\", "C:\\dir\\f.txt")
     assert filename("name=\"f\"; filename=\"x\"; filename*=UTF-8''%E2%82%AC.txt") == \
         ("f", "€.txt")
     assert filename('name="f"; filename="caf\u00e9.txt"') == ("f", "café.txt")

@@ -26,8 +26,11 @@ from urllib.parse import unquote
 
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# a quoted value ends at the quote that ends the parameter: browsers send a
+# backslash in a name as is (only ", CR and LF are percent-encoded), so a
+# name ending in one must not escape the closing quote
 _PARAM = re.compile(r';[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*'
-                    r'("(?:[^"\\]|\\.)*"|[!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*')
+                    r'("[^\r\n]*?"(?=[ \t]*(?:;|\Z))|[!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*')
 _EXT_VALUE = re.compile(r"([A-Za-z0-9!#$%&+\-^_`{}~]+)'[A-Za-z0-9\-]*'(.*)", re.S)
 _MAX_PADDING = 256  # transport padding allowed after a boundary
 
@@ -305,8 +308,10 @@ def _parse_part_headers(block: bytes) -> list[tuple[str, str]]:
 def parse_options_header(value: str) -> tuple[str, dict[str, str]]:
     """``'form-data; name="a"; filename="b.txt"'`` -> ``("form-data",
     {"name": "a", "filename": "b.txt"})``: the lower-cased first value and
-    its parameters (names lower-cased, quoted strings unescaped; a
-    ``name*`` parameter in RFC 8187 form is decoded and replaces ``name``).
+    its parameters (names lower-cased; in quoted strings ``\\\\`` and
+    ``\\"`` are unescaped, any other backslash is kept, as browsers do not
+    escape it; a ``name*`` parameter in RFC 8187 form is decoded and
+    replaces ``name``).
     ``ValueError`` for text that is not such a header."""
     main, _, rest = value.partition(";")
     main = main.strip(" \t").lower()
@@ -363,8 +368,10 @@ def _disposition(headers: list[tuple[str, str]]) -> tuple[str, str | None]:
 
 
 def _quote(value: str) -> str:
-    # the HTML standard's form-data encoding: ", CR and LF percent-encoded
-    quoted = value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    # the HTML standard's form-data encoding (", CR and LF percent-encoded),
+    # with backslashes doubled, as httpx does, so that they read back as sent
+    quoted = value.replace("\\", "\\\\").replace('"', "%22")
+    quoted = quoted.replace("\r", "%0D").replace("\n", "%0A")
     if any(char < " " and char != "\t" or char == "\x7f" for char in quoted):
         raise ValueError(f"control character in multipart name or filename {value!r}")
     return quoted
@@ -375,7 +382,7 @@ def encode_multipart(parts: list[tuple[str, str | bytes] | tuple[str, bytes, str
     """A ``multipart/form-data`` body for ``boundary``: each part is
     ``(name, value)`` for a field or ``(name, content, filename,
     content_type)`` for a file. Names and filenames are quoted as browsers
-    do (``"``, CR and LF percent-encoded). ``ValueError`` if the boundary
+    do (``"``, CR and LF percent-encoded), backslashes doubled. ``ValueError`` if the boundary
     is invalid or occurs in a value, or a name holds another control
     character (which the parser would refuse)."""
     raw = check_boundary(boundary)
