@@ -33,7 +33,9 @@ from ..kernel import (
 from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, SLEEP, WRITE, Coro
 from ..net import Socket
+from ..net.files import sendfile
 from .config import ServerConfig
+from .files import FileResponse
 from .messages import Request, Response, StreamingResponse
 from .parser import ProtocolError, RequestParser
 from .serialize import (
@@ -378,6 +380,10 @@ class Server:
                 length = 0
                 head = response_head(status, response.content_type, response.headers,
                                      None, keep_alive, http10)
+            elif type(response) is FileResponse:
+                length = response.count
+                head = response_head(status, response.content_type, response.headers,
+                                     length, keep_alive, http10)
             else:
                 body = response.body
                 if type(body) is not bytes:
@@ -389,6 +395,8 @@ class Server:
             log.error("invalid response to %s %s: %s", request.method, request.target, exc)
             if streaming:
                 _close_body(response.body)
+            elif type(response) is FileResponse:
+                response.close()
             error = error_response(500, "Internal Server Error")
             yield from self._send(conn, error)
             if self.config.access_log:
@@ -401,6 +409,8 @@ class Server:
                                                     request, status)
                 return keep_alive and completed
             _close_body(response.body)
+        elif type(response) is FileResponse:
+            return (yield from self._send_file(conn, request, response, head, keep_alive))
         try:
             if streaming or not body_allowed(status, request.method):
                 yield from self._send(conn, head)
@@ -415,6 +425,38 @@ class Server:
         self.requests_served += 1
         if self.config.access_log:
             self._log_access(conn, request, status, length)
+        return keep_alive
+
+    def _send_file(self, conn: _Connection, request: Request, response: FileResponse,
+                   head: bytes, keep_alive: bool) -> Coro[bool]:
+        """Send ``head`` and the file's bytes with ``sendfile``, under the
+        send deadline while the client's buffer is full (restarted by every
+        piece it takes); the file is closed whatever happens."""
+        deadline: Deadline = conn.deadline  # type: ignore[assignment]
+        timeout = self.config.send_timeout
+        status = response.status
+        sent = 0
+        failure = ""
+
+        def progress(count: int) -> None:
+            deadline.set(timeout, "send")
+
+        try:
+            if body_allowed(status, request.method):
+                deadline.set(timeout, "send")
+                sent = yield from sendfile(conn.sock, response.file.fileno(), response.offset,
+                                           response.count, head, progress)
+                deadline.clear()
+            else:
+                yield from self._send(conn, head)
+        except (OSError, Cancelled) as exc:
+            failure = _interrupted(exc)
+            raise
+        finally:
+            response.close()
+            if self.config.access_log:
+                self._log_access(conn, request, status, sent, failure)
+        self.requests_served += 1
         return keep_alive
 
     @staticmethod

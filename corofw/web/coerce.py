@@ -3,7 +3,8 @@
 =====================================  ===========================================
 handler returns                        response
 =====================================  ===========================================
-``Response`` / ``StreamingResponse``   itself
+a ``Response``, ``StreamingResponse``  itself
+or ``FileResponse``
 ``str``                                ``text/plain; charset=utf-8``
 ``bytes`` (or bytearray, memoryview)   ``application/octet-stream``
 ``dict`` / ``list``                    JSON (``Response.json``)
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..http.files import FileResponse
 from ..http.headers import Headers
 from ..http.messages import Response, StreamingResponse
 
-RESPONSE_TYPES = (Response, StreamingResponse)
+RESPONSE_TYPES = (Response, StreamingResponse, FileResponse)
 
 
 def describe(fn: Any) -> str:
@@ -33,7 +35,7 @@ def describe(fn: Any) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def coerce(result: Any, source: Any) -> Response | StreamingResponse:
+def coerce(result: Any, source: Any) -> Response | StreamingResponse | FileResponse:
     """``result`` as a response; ``source`` (the handler) names the culprit
     in the ``TypeError`` raised for a value that is not one of the above."""
     kind = type(result)
@@ -48,7 +50,7 @@ def coerce(result: Any, source: Any) -> Response | StreamingResponse:
     return _from_body(result, source)
 
 
-def _from_body(body: Any, source: Any) -> Response | StreamingResponse:
+def _from_body(body: Any, source: Any) -> Response | StreamingResponse | FileResponse:
     if isinstance(body, RESPONSE_TYPES):
         return body
     if isinstance(body, str):
@@ -64,12 +66,12 @@ def _from_body(body: Any, source: Any) -> Response | StreamingResponse:
     raise TypeError(
         f"handler {describe(source)} returned {type(body).__name__}"
         f"{' (did it forget a return statement?)' if body is None else ''}; expected a "
-        f"Response, StreamingResponse, str, bytes, dict, list or a (body, status[, headers]) "
-        f"tuple"
+        f"Response, StreamingResponse, FileResponse, str, bytes, dict, list or a "
+        f"(body, status[, headers]) tuple"
     )
 
 
-def _from_tuple(result: tuple, source: Any) -> Response | StreamingResponse:
+def _from_tuple(result: tuple, source: Any) -> Response | StreamingResponse | FileResponse:
     body, status, *rest = result
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
         raise TypeError(f"handler {describe(source)} returned a tuple whose status is "
