@@ -121,10 +121,15 @@ class IntegrityError(QueryError):
 
 
 class NotNullViolation(IntegrityError):
+    """SQLSTATE 23502: a NULL where the column forbids it."""
+
     sqlstate = "23502"
 
 
 class ForeignKeyViolation(IntegrityError):
+    """SQLSTATE 23503: a reference to a row that does not exist (or a
+    delete of a row still referenced)."""
+
     sqlstate = "23503"
 
 
@@ -135,6 +140,8 @@ class UniqueViolation(IntegrityError):
 
 
 class CheckViolation(IntegrityError):
+    """SQLSTATE 23514: a CHECK constraint failed."""
+
     sqlstate = "23514"
 
 
@@ -158,6 +165,9 @@ class SerializationFailure(TransactionRollback):
 
 
 class DeadlockDetected(TransactionRollback):
+    """SQLSTATE 40P01: two transactions waited for each other; this one
+    was chosen to fail. Retry it."""
+
     sqlstate = "40P01"
 
 
@@ -167,14 +177,21 @@ class ProgrammingError(QueryError):
 
 
 class QuerySyntaxError(ProgrammingError):
+    """SQLSTATE 42601: the SQL does not parse."""
+
     sqlstate = "42601"
 
 
 class UndefinedColumn(ProgrammingError):
+    """SQLSTATE 42703: no column of that name."""
+
     sqlstate = "42703"
 
 
 class UndefinedFunction(ProgrammingError):
+    """SQLSTATE 42883: no function (or operator) with that name and those
+    argument types."""
+
     sqlstate = "42883"
 
 

@@ -109,6 +109,7 @@ class Pool:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     def _now(self) -> float:

@@ -205,6 +205,7 @@ class Wire:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran."""
         return self.fd < 0
 
     def close(self) -> None:
