@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from corofw import catch_signals, current_kernel, run, sleep, spawn
+from corofw import Cancelled, catch_signals, current_kernel, run, sleep, spawn
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -186,6 +186,96 @@ def test_sigint_after_main_ended_cuts_a_slow_cleanup_short(spawn_python):
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert out == "KeyboardInterrupt\n"
+
+
+STUBBORN_PROGRAM = """
+    import sys
+    from corofw import Cancelled, run, sleep, spawn
+
+    def stubborn():
+        try:
+            while True:
+                try:
+                    yield from sleep(60)
+                except Cancelled:
+                    print("ignored a cancel", flush=True)
+        finally:
+            print("stubborn finally", flush=True)
+
+    def main():
+        yield from spawn(stubborn(), name="stubborn-worker")
+        yield from sleep(0)
+        print("ready", flush=True)
+        if sys.argv[1] == "main waits":
+            yield from sleep(60)
+
+    try:
+        run(main())
+        print("run returned", flush=True)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+"""
+
+
+@pytest.mark.parametrize("scenario", ["main waits", "main returns"])
+def test_a_second_sigint_abandons_a_task_that_ignores_cancellation(spawn_python, scenario):
+    proc = spawn_python(STUBBORN_PROGRAM, scenario)
+    assert proc.stdout.readline() == "ready\n"
+    if scenario == "main waits":
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # main ends; shutdown cancels the worker
+    assert proc.stdout.readline() == "ignored a cancel\n"
+    if scenario == "main returns":
+        proc.send_signal(signal.SIGINT)  # the first interrupt during shutdown cancels again
+        assert proc.stdout.readline() == "ignored a cancel\n"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - sent < 3
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["stubborn finally", "KeyboardInterrupt"]
+    assert "SIGINT again during shutdown: abandoning 1 task(s)" in err
+    assert "'stubborn-worker'" in err
+
+
+def test_a_second_sigterm_during_shutdown_exits_with_143(spawn_python):
+    proc = spawn_python(STUBBORN_PROGRAM, "main waits")
+    assert proc.stdout.readline() == "ready\n"
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == "ignored a cancel\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, err
+    assert out == "stubborn finally\n"
+    assert "'stubborn-worker'" in err
+
+
+def test_a_second_interrupt_during_shutdown_closes_the_stubborn_task(caplog):
+    log = []
+    tasks = []
+
+    def stubborn():
+        try:
+            while True:
+                try:
+                    yield from sleep(60)
+                except Cancelled as exc:
+                    log.append(exc.reason)
+                    send_to_self(signal.SIGINT)  # like a user pressing Ctrl-C again
+        finally:
+            log.append("finally")
+
+    def main():
+        tasks.append((yield from spawn(stubborn(), name="worker")))
+        yield from sleep(0)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main())
+    assert log == ["the main task finished", "interrupted by SIGINT", "finally"]
+    assert tasks[0].cancelled
+    assert "SIGINT again during shutdown: abandoning 1 task(s)" in caplog.text
+    assert "'worker'" in caplog.text
 
 
 def test_keyboard_interrupt_in_a_child_is_raised_by_run():

@@ -35,6 +35,7 @@ from types import GeneratorType
 from typing import Any
 
 from . import traps
+from .introspect import format_tasks
 from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
 from .task import (
     DONE,
@@ -45,6 +46,7 @@ from .task import (
     Task,
 )
 from .timers import Timers, check_duration
+from .watchdog import Watchdog
 
 log = logging.getLogger("corofw.kernel")
 
@@ -206,6 +208,7 @@ class Kernel:
         self._saved_signals: dict[int, Any] = {}
         self._default_signals: set[int] = set()
         self._interrupted: BaseException | None = None
+        self._interrupts = 0
         self._saved_wakeup_fd: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -255,8 +258,6 @@ class Kernel:
             self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
             self._cpu_started = time.clock_gettime(self._cpu_clock)
         if self.watchdog_threshold:
-            from .watchdog import Watchdog
-
             self.watchdog = Watchdog(self, self.watchdog_threshold)
         try:
             main = self.main_task = self.spawn(coro, name)
@@ -862,8 +863,6 @@ class Kernel:
 
     def _default_signal(self, signum: int) -> None:
         if signum == getattr(signal, "SIGUSR1", None):
-            from .introspect import format_tasks
-
             sys.stderr.write(format_tasks(self))
             sys.stderr.flush()
             return
@@ -873,20 +872,53 @@ class Kernel:
             exc = SystemExit(128 + signum)
         else:
             return  # it arrived for a catcher that has just left
+        self._interrupts += 1
+        name = signal.Signals(signum).name
         main = self.main_task
         if main is not None and main.state is not DONE:
             self._cancel(main, exc)
-        else:
+        elif self._interrupts == 1:
             # Main has ended and the others are cleaning up: cut that short
             # and let run() raise the interrupt once they have finished.
             self._interrupted = exc
-            self._cancel_all(f"interrupted by {signal.Signals(signum).name}")
+            self._cancel_all(f"interrupted by {name}")
+        else:
+            if self._interrupted is None:
+                self._interrupted = exc
+            self._abandon_stubborn(f"{name} again during shutdown")
+
+    def _abandon_stubborn(self, why: str) -> None:
+        """Stop waiting for the tasks still alive after shutdown cancelled
+        them (they caught Cancelled and carried on, or their clean-up waits
+        too long): name them in an error log with the task dump, close each
+        where it waits (``GeneratorExit`` runs its finally blocks, which can
+        no longer wait), and let run() end."""
+        stubborn = sorted(self.tasks, key=lambda t: t.id)
+        if not stubborn:
+            return
+        names = ", ".join(f"task {t.id} {t.name!r}" for t in stubborn)
+        log.error("%s: abandoning %d task(s) that did not finish after being cancelled: %s\n%s",
+                  why, len(stubborn), names, format_tasks(self))
+        for task in stubborn:
+            trap = task._trap
+            if trap is not None:
+                self._undoers[trap[0]](task, trap)
+                task._trap = None
+        for task in stubborn:
+            try:
+                task.coro.close()
+            except RuntimeError:
+                log.error("task %d %r ignored GeneratorExit and was left suspended",
+                          task.id, task.name)
+            except Exception:
+                log.exception("task %d %r failed while it was being abandoned",
+                              task.id, task.name)
+            self._finish(task, None, Cancelled(f"abandoned: {why}"))
+        self._ready.clear()
 
     # -- deadlock ----------------------------------------------------------
 
     def _report_deadlock(self) -> None:
-        from .introspect import format_tasks
-
         report = format_tasks(self)
         main = self.main_task
         error = DeadlockError(
