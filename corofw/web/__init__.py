@@ -5,9 +5,11 @@ from ..http.forms import FormData, UploadFile
 from ..http.messages import HTTPError
 from ..http.multipart import FormLimits
 from .converters import Converter, register_converter
+from .cors import cors_middleware
 from .debug import debug_routes
 from .router import Route, Router
 from .static import StaticFiles, serve_file
 
 __all__ = ["Converter", "FileResponse", "FormData", "FormLimits", "HTTPError", "Route", "Router",
-           "StaticFiles", "UploadFile", "debug_routes", "register_converter", "serve_file"]
+           "StaticFiles", "UploadFile", "cors_middleware", "debug_routes", "register_converter",
+           "serve_file"]
