@@ -177,6 +177,66 @@ def test_semaphore_refuses_a_negative_value():
         Semaphore(-1)
 
 
+def test_only_the_task_holding_a_lock_may_release_it():
+    lock = Lock()
+    log = []
+
+    def holder():
+        with (yield from lock.acquire()):
+            log.append("holder in")
+            yield from sleep(1)
+            log.append("holder out")
+
+    def waiter():
+        with (yield from lock.acquire()):
+            log.append("waiter in")
+
+    def main():
+        yield from spawn(holder(), name="holder")
+        yield from sleep(0)
+        waiting = yield from spawn(waiter())
+        yield from sleep(0.5)
+        with pytest.raises(RuntimeError, match="held by task .* 'holder'"):
+            lock.release()  # main does not hold it: mutual exclusion must survive
+        assert lock.locked()
+        yield from waiting.join()
+        return (yield from now())
+
+    assert vrun(main()) == 1.0
+    assert log == ["holder in", "holder out", "waiter in"]
+
+
+def test_a_lock_released_outside_any_task_is_refused():
+    lock = Lock()
+
+    def main():
+        yield from lock.acquire()
+
+    vrun(main())  # ends holding the lock
+    with pytest.raises(RuntimeError, match="held by task"):
+        lock.release()
+
+
+def test_a_bounded_semaphore_refuses_one_release_too_many():
+    sem = Semaphore(2, max_value=2)
+
+    def main():
+        with (yield from sem.acquire()):
+            pass
+        with pytest.raises(ValueError, match="released too many times"):
+            sem.release()
+        return sem.value
+
+    assert vrun(main()) == 2
+
+
+def test_a_semaphore_cannot_start_above_its_bound():
+    with pytest.raises(ValueError):
+        Semaphore(3, max_value=2)
+    with pytest.raises(TypeError):
+        Semaphore(1.5)
+
+
 # -- Queue ---------------------------------------------------------------------
 
 def test_queue_get_waits_while_empty():

@@ -47,12 +47,23 @@ class Event:
 
 class Semaphore:
     """``value`` permits; :meth:`acquire` waits while none is free. A
-    released permit is handed straight to the oldest waiter (FIFO)."""
+    released permit is handed straight to the oldest waiter (FIFO).
 
-    def __init__(self, value: int = 1) -> None:
+    With ``max_value``, a :meth:`release` that would make more than
+    ``max_value`` permits free raises ``ValueError``: a bounded semaphore
+    catches a release without its acquire.
+    """
+
+    def __init__(self, value: int = 1, *, max_value: int | None = None) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"a semaphore's value must be an int, got {value!r}")
         if value < 0:
             raise ValueError("a semaphore's value cannot be negative")
+        if max_value is not None and value > max_value:
+            raise ValueError(f"a semaphore's value ({value}) cannot exceed its max_value "
+                             f"({max_value})")
         self._value = value
+        self._max_value = max_value
         self._waiters = WaitQueue(self)
 
     def __repr__(self) -> str:
@@ -78,9 +89,11 @@ class Semaphore:
 
     def release(self) -> None:
         """Give a permit back: to the oldest waiter if there is one, else to
-        the pool. Never waits."""
+        the pool. Never waits. Raises ``ValueError`` past ``max_value``."""
         if self._waiters:
             self._waiters.wake_one()
+        elif self._max_value is not None and self._value >= self._max_value:
+            raise ValueError(f"semaphore released too many times (max_value {self._max_value})")
         else:
             self._value += 1
 
@@ -115,9 +128,16 @@ class Lock(Semaphore):
 
     def release(self) -> None:
         """Release the lock, handing it to the oldest waiter if any. Raises
-        ``RuntimeError`` if it is not held."""
-        if self._owner is None:
+        ``RuntimeError`` unless the calling task holds it (as trio does):
+        another task's release would let two tasks in at once."""
+        owner = self._owner
+        if owner is None:
             raise RuntimeError("release() of a lock that is not held")
+        caller = owner._kernel.current
+        if caller is not owner:
+            by = "outside any task" if caller is None else f"by task {caller.id} {caller.name!r}"
+            raise RuntimeError(f"release() {by} of a lock held by task {owner.id} "
+                               f"{owner.name!r}: only the holder may release it")
         self._owner = None
         super().release()
 
