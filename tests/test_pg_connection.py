@@ -139,21 +139,50 @@ def test_repeated_queries_are_prepared_once_and_reused(pg_dsn):
     assert len([row for row in after_five if row["statement"] == sql]) == 1
 
 
-def test_the_statement_cache_is_bounded_and_closes_evicted_statements(pg_dsn):
+@pytest.mark.parametrize("close_message", [True, False], ids=["close-message", "deallocate"])
+def test_the_statement_cache_is_bounded_and_closes_evicted_statements(pg_dsn, monkeypatch,
+                                                                      close_message):
+    from corofw.data import pg_wire
+
+    # libpq 17 closes with a protocol message; older ones with DEALLOCATE
+    monkeypatch.setattr(pg_wire, "CLOSE_MESSAGE", close_message and pg_wire.CLOSE_MESSAGE)
+
+    def on_server(db):
+        rows = yield from db.fetch("SELECT statement FROM pg_prepared_statements")
+        return sorted(row[0] for row in rows if "+ $1" in row[0])
+
+    def twice(db, i):
+        for _ in range(2):  # the second run prepares it
+            yield from db.fetchval(f"SELECT {i} + $1::int", 1)
+
     def work(db):
         for i in range(6):
-            for _ in range(2):  # the second run prepares it
-                yield from db.fetchval(f"SELECT {i} + $1::int", 1)
-        names = yield from db.fetch("SELECT statement FROM pg_prepared_statements")
-        return len(db._statements), sorted(row[0] for row in names)
+            yield from twice(db, i)
+        first = yield from on_server(db)
+        yield from twice(db, 6)
+        return len(db._statements), first, (yield from on_server(db))
 
-    cached, statements = with_connection(pg_dsn, work, statement_cache_size=3)
+    cached, first, second = with_connection(pg_dsn, work, statement_cache_size=3)
     assert cached == 3
-    # the three most recent stay prepared; the older ones were closed on the server
-    # (the last eviction is closed along with the next statement prepared)
-    assert [s for s in statements if "+ $1" in s][-3:] == [
-        "SELECT 3 + $1::int", "SELECT 4 + $1::int", "SELECT 5 + $1::int"]
-    assert len([s for s in statements if "+ $1" in s]) <= 4
+    # 0, 1 and 2 were closed on the server as later ones were prepared; 3 has
+    # just been evicted (by the query looking), and goes with the next prepare
+    assert first == ["SELECT 3 + $1::int", "SELECT 4 + $1::int", "SELECT 5 + $1::int"]
+    assert second == ["SELECT 5 + $1::int", "SELECT 6 + $1::int"]
+
+
+def test_a_statement_whose_prepare_was_interrupted_is_prepared_again(pg_dsn):
+    # In a pipeline cancelled during a slow first query, the second query's
+    # PREPARE never runs: its name must not be used afterwards.
+    sql = "SELECT $1::int + 100"
+
+    def work(db):
+        yield from db.fetchval(sql, 1)
+        batch = pg.Batch().execute("SELECT pg_sleep(5)").fetchval(sql, 2)  # prepares it
+        with pytest.raises(pg.QueryTimeout):
+            yield from db.pipeline(batch, timeout=0.2)
+        return (yield from db.fetchval(sql, 3)), (yield from db.fetchval(sql, 4))
+
+    assert with_connection(pg_dsn, work) == (103, 104)
 
 
 def test_a_prepared_statement_survives_a_schema_change(pg_dsn):

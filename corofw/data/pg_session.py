@@ -31,6 +31,7 @@ from ..kernel.loop import current_kernel
 from ..kernel.task import ClosedResourceError, Task
 from ..kernel.timeouts import move_on_after
 from ..kernel.traps import Coro
+from . import pg_wire
 from .pg_adapt import Adapter
 from .pg_errors import (
     LOST_SQLSTATES,
@@ -283,10 +284,10 @@ class Session:
               statement: Statement, values: Any, types: tuple[int, ...], formats: Any) -> None:
         pgconn = self._wire.pgconn
         statements = self._statements
-        if statements.to_close:
+        if statements.to_close and pg_wire.CLOSE_MESSAGE:
             for name in statements.to_close:
-                sends.append((pgconn.send_query_params, (b"DEALLOCATE " + name, None)))
-                steps.append((None, None, "DEALLOCATE"))
+                sends.append((pgconn.send_close_prepared, (name,)))
+                steps.append((None, None, "CLOSE"))
             statements.to_close.clear()
         if statements.should_prepare(statement):
             name = statements.name_for(statement)
@@ -303,8 +304,17 @@ class Session:
                   ) -> Coro[list[tuple[Any, Any]]]:
         if not sends:
             return []
+        if self._statements.to_close:  # an older libpq: DEALLOCATE them first
+            yield from self._deallocate()
         first_sql = next(sql for what, _, sql in steps if what == _RUN)
-        groups = yield from self._exchange(first_sql, self._send_pipeline, (sends,), True)
+        try:
+            groups = yield from self._exchange(first_sql, self._send_pipeline, (sends,), True)
+        except BaseException:
+            for what, statement, _ in steps:  # prepared or not, their names are done for
+                if what == _PREPARE and statement is not None and statement.name is not None:
+                    self._statements.to_close.append(statement.name)
+                    self._statements.forget(statement)
+            raise
         finals: list[Any] = []
         failure: tuple[Any, str, Statement | None] | None = None
         for (what, statement, sql), group in zip(steps, groups, strict=False):
@@ -318,6 +328,15 @@ class Session:
         if failure is not None:
             raise self._error(*failure)
         return finals
+
+    def _deallocate(self) -> Coro[None]:
+        names, self._statements.to_close = self._statements.to_close, []
+        send_query = self._wire.pgconn.send_query
+        for name in names:
+            results = yield from self._exchange("DEALLOCATE", send_query,
+                                                (b"DEALLOCATE " + name,))
+            if any(result.status == _FATAL for result in results):
+                log.debug("could not close prepared statement %s", name.decode())
 
     def _send_pipeline(self, sends: list[tuple[Callable[..., Any], tuple]]) -> None:
         pgconn = self._wire.pgconn

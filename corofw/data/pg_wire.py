@@ -59,6 +59,9 @@ _IDLE = pq.TransactionStatus.IDLE
 #: libpq 17 cancels over a connection of its own that can be polled; older
 #: versions only offer the blocking PQcancel (run in a thread, then).
 NONBLOCKING_CANCEL = pq.version() >= 170000 and hasattr(pq.PGconn, "cancel_conn")
+#: libpq 17 can close a prepared statement with a protocol message, which
+#: never fails (DEALLOCATE fails inside a failed transaction, say).
+CLOSE_MESSAGE = pq.version() >= 170000 and hasattr(pq.PGconn, "send_close_prepared")
 
 
 def _poll_until_done(poll: Callable[[], int], socket: Callable[[], int],
