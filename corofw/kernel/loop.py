@@ -862,6 +862,12 @@ class Kernel:
                 self._default_signal(signum)
 
     def _default_signal(self, signum: int) -> None:
+        """SIGINT and SIGTERM with no catcher: KeyboardInterrupt or
+        SystemExit(143) in the main task. Once main has ended, run() cancels
+        the other tasks and waits for them: a first interrupt then cancels
+        them again and run() raises it when they are done; a further one
+        abandons those still running (say, a task that catches Cancelled
+        and carries on), and run() raises the interrupt at once."""
         if signum == getattr(signal, "SIGUSR1", None):
             sys.stderr.write(format_tasks(self))
             sys.stderr.flush()

@@ -5,14 +5,7 @@ The kernel routes SIGINT, SIGTERM (and SIGUSR1) through
 socket, so even a loop asleep in ``epoll_wait`` notices it at once. With no
 catcher installed, SIGINT raises ``KeyboardInterrupt`` and SIGTERM
 ``SystemExit(143)`` in the main task at its wait point, and SIGUSR1 prints
-the task dump to stderr.
-
-Once the main task has ended, ``run()`` cancels the other tasks and waits
-for them. A first interrupt then cancels them again and ``run()`` raises it
-when they are done; a further one abandons those still running (say, a
-task that catches ``Cancelled`` and carries on): they are named in an
-error log with the task dump, closed where they wait, and ``run()`` raises
-the interrupt at once.
+the task dump to stderr; during shutdown, see ``Kernel._default_signal``.
 """
 
 from __future__ import annotations
