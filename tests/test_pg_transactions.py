@@ -123,9 +123,13 @@ def test_a_cancelled_transaction_is_rolled_back_without_waiting(pg_dsn, table):
                     yield from task.join()
                 except BaseException as exc:
                     outcomes.append(type(exc).__name__)
-                outcomes.append((yield from db.fetchval("SELECT count(*) FROM accounts")))
+                # at once another transaction: it waits for the rollback, then runs
+                outcomes.append((yield from db.transaction(count)))
                 outcomes.append(db.in_transaction)
             return outcomes
+
+    def count(db):
+        return (yield from db.fetchval("SELECT count(*) FROM accounts"))
 
     assert run(main()) == ["Cancelled", 0, False, "Cancelled", 0, False]
     assert names(pg_dsn) == []

@@ -208,6 +208,8 @@ class Connection(Session):
             begin += " ISOLATION LEVEL " + isolation.upper()
         if readonly:
             begin += " READ ONLY"
+        if self._recovery is not None:  # it may be rolling back a cancelled transaction
+            yield from self._recovery.join()
         if self.in_transaction:
             raise InterfaceError("this connection is already in a transaction "
                                  "(transactions do not nest)")
