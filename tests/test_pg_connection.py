@@ -213,7 +213,8 @@ def test_typed_errors_carry_sqlstate_and_query_but_never_parameter_values(pg_dsn
                           ("SELECT * FROM no_such_table WHERE x = $1", (secret,)),
                           ("SELEC 1", ()),
                           ("SELECT 1 / $1::int", (0,)),
-                          ("SELECT no_such_column FROM people", ())]:
+                          ("SELECT no_such_column FROM people", ()),
+                          ("SELECT $1::text::int", (secret,))]:
             try:
                 yield from db.fetch(sql, *args)
             except pg.QueryError as exc:
@@ -221,7 +222,7 @@ def test_typed_errors_carry_sqlstate_and_query_but_never_parameter_values(pg_dsn
         return errors, (yield from db.fetchval("SELECT 'still usable'"))
 
     errors, after = with_connection(pg_dsn, work)
-    unique, table, syntax, division, column = errors
+    unique, table, syntax, division, column, bad_value = errors
     assert isinstance(unique, pg.UniqueViolation) and isinstance(unique, pg.IntegrityError)
     assert unique.sqlstate == "23505" and unique.constraint_name == "people_pkey"
     assert unique.query == "INSERT INTO people VALUES ($1)"
@@ -232,7 +233,9 @@ def test_typed_errors_carry_sqlstate_and_query_but_never_parameter_values(pg_dsn
     for error in errors:
         assert secret not in str(error) and secret not in repr(error)
         assert f"SQLSTATE {error.sqlstate}" in str(error) and error.query in str(error)
-    assert secret in (unique.detail or "")  # the server's detail stays available
+    assert isinstance(bad_value, pg.DataError) and bad_value.sqlstate == "22P02"
+    assert 'integer: "..."' in str(bad_value)
+    assert secret in (unique.detail or "") and secret in bad_value.message  # kept apart
     assert after == "still usable"
 
 

@@ -9,6 +9,7 @@ can quote them, is kept as an attribute only).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from psycopg import pq
@@ -18,6 +19,7 @@ from ..kernel.task import TaskTimeout
 
 _FIELD = pq.DiagnosticField
 _SHOWN_QUERY = 200
+_QUOTED = re.compile(r'"[^"]*"')
 
 
 def one_line(text: str) -> str:
@@ -87,13 +89,19 @@ class QueryError(PgError):
     placeholders, never the values). ``detail``, ``hint``, ``severity``,
     ``position``, ``schema_name``, ``table_name``, ``column_name`` and
     ``constraint_name`` are the server's other fields, or None.
+
+    The exception's text (what a log shows) is the message, the SQLSTATE and
+    the query; for a data error (class 22), whose message quotes the value
+    it rejected (``invalid input syntax for type integer: "..."``), the
+    quoted value is left out. ``message`` and ``detail`` keep it all.
     """
 
     sqlstate: str | None = None
 
     def __init__(self, message: str, sqlstate: str | None = None, query: str | None = None,
                  **fields: Any) -> None:
-        text = f"{message} (SQLSTATE {sqlstate})" if sqlstate else message
+        shown = _QUOTED.sub('"..."', message) if (sqlstate or "").startswith("22") else message
+        text = f"{shown} (SQLSTATE {sqlstate})" if sqlstate else shown
         if query:
             text += f" in query: {shorten(query)}"
         super().__init__(text)
