@@ -6,8 +6,8 @@
 
     pool = pg.Pool("postgresql://app@127.0.0.1/app", min_size=2, max_size=20)
 
-    def startup():
-        yield from pool.open()  # a database that is down fails here, in one line
+    def check_database():  # once before serving: a database that is down fails here
+        yield from pool.open()
 
     def handler(request, user_id):
         row = yield from pool.fetchrow("SELECT id, name FROM users WHERE id = $1", user_id)
