@@ -16,6 +16,8 @@ from corofw import (
     ClientError,
     Event,
     HTTPStatusError,
+    InvalidURL,
+    ReadTimeout,
     Response,
     Router,
     ServerConfig,
@@ -26,6 +28,7 @@ from corofw import (
     gather,
     run,
     sleep,
+    timeout_after,
 )
 from corofw.net import listen, wrap_server
 from corofw.testing import serve_in_thread
@@ -101,6 +104,11 @@ def open_gate(request, token):
 def slow(request):
     yield from sleep(float(request.query.get("delay", "0.05")))
     return {"port": request.client[1]}
+
+
+@app.get("/charset/{name}")
+def charset(request, name):
+    return Response("h\u00e9llo".encode(), content_type=f"text/plain; charset={name}")
 
 
 @app.get("/encoded/{codec}")
@@ -428,6 +436,67 @@ def test_server_closing_idle_connection_is_noticed():
     assert len(set(ports)) == 3
 
 
+@pytest.mark.parametrize("name", ["no-such-charset", "base64", "utf-8", '"UTF-8"'])
+def test_text_falls_back_to_utf8_for_a_charset_python_does_not_know(server, name):
+    def go(client):
+        return (yield from client.get(server.url + "/charset/" + name))
+
+    assert drive(go).text == "h\u00e9llo"
+
+
+def test_a_client_serves_one_run_after_another(server):
+    client = Client(server.url, timeout=Timeout(read=0.2))  # e.g. kept at module level
+
+    def first():
+        held = yield from client.get("/big", stream=True)  # still open when the kernel ends
+        resp = yield from client.get("/echo")  # its connection stays in the pool
+        return resp.json()["port"], held
+
+    def second():
+        try:
+            yield from timeout_after(5, client.get("/slow?delay=1"))
+        except ReadTimeout as exc:
+            timed_out = exc  # the read deadline works under the new kernel
+        resp = yield from client.get("/echo")
+        held.close()  # the previous kernel's connection: closed, not counted again
+        return timed_out, resp.json()["port"], client.pool.total
+
+    try:
+        first_port, held = run(first())
+        timed_out, second_port, total = run(second())
+    finally:
+        client.close()
+    assert isinstance(timed_out, ReadTimeout)
+    assert second_port != first_port  # a new kernel starts with an empty pool
+    assert total == 1 and client.pool.total == 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1, -0.001])
+def test_timeouts_must_be_zero_or_more_seconds(bad):
+    with pytest.raises(ValueError, match="Timeout read"):
+        Timeout(read=bad)
+    with pytest.raises(ValueError):
+        Timeout.of(bad)
+    with pytest.raises(ValueError):
+        Client(timeout=bad)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Client(idle_timeout=bad)
+
+    def per_call():
+        yield from Client().get("http://127.0.0.1:1/", timeout=bad)
+
+    with pytest.raises(ValueError):
+        run(per_call())
+
+
+def test_infinite_and_none_timeouts_mean_no_limit():
+    timeout = Timeout(connect=float("inf"), read=None, write=0, total=float("inf"))
+    assert (timeout.connect, timeout.read, timeout.write, timeout.total) == (None, None, 0.0, None)
+    assert Timeout.of(float("inf")) == Timeout.of(None)
+    with pytest.raises(TypeError, match="Timeout pool"):
+        Timeout(pool="5")
+
+
 # -- bad input -------------------------------------------------------------------
 
 
@@ -435,7 +504,7 @@ def test_bad_urls_and_headers():
     def go(client):
         errors = []
         for url in ("ftp://127.0.0.1/", "http:///nohost", "http://127.0.0.1:99999/",
-                    "http://127.0.0.1/a b", "/relative"):
+                    "http://127.0.0.1/a\r\nInjected: 1", "/relative"):
             try:
                 yield from client.get(url)
             except ClientError as exc:
@@ -451,8 +520,9 @@ def test_bad_urls_and_headers():
     assert "scheme" in str(errors[0]) and "ftp://127.0.0.1/" in str(errors[0])
     assert "no host" in str(errors[1])
     assert "port" in str(errors[2])
-    assert "whitespace" in str(errors[3])
+    assert "control character" in str(errors[3])
     assert "base_url" in str(errors[4]) and errors[4].url == "/relative"
+    assert all(type(error) is InvalidURL for error in errors[:5])
     assert "invalid header" in str(errors[5])
 
 

@@ -5,7 +5,9 @@ a hang, and leaves no fd, thread, task or pooled connection behind."""
 
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 import time
 
 import pytest
@@ -23,6 +25,7 @@ from corofw import (
     Timeout,
     TotalTimeout,
     WriteTimeout,
+    gather,
     run_in_thread,
 )
 from corofw.http.pool import PooledConnection
@@ -349,6 +352,27 @@ def test_idle_connection_closed_by_the_server_is_not_reused():
     assert content == b"ok" and srv.accepted == 2
 
 
+def test_the_retry_after_a_dead_pooled_connection_gets_a_new_one():
+    def handler(server, conn, index):
+        if index < 2:  # the first two connections answer once, then the server restarts
+            server.read_request(conn)
+            conn.sendall(OK)
+            return
+        while server.read_request(conn) is not None:
+            conn.sendall(OK)
+
+    def go(client):
+        yield from gather(client.get(srv.url + "/a"), client.get(srv.url + "/b"))
+        pooled = client.pool.total
+        resp = yield from client.get(srv.url + "/after-restart")  # both pooled ones are dead
+        return pooled, resp.content
+
+    with RawServer(handler) as srv:
+        (pooled, content), _ = call(go)
+    assert (pooled, content) == (2, b"ok")
+    assert srv.accepted == 3
+
+
 def test_post_is_retried_when_nothing_could_be_sent(monkeypatch):
     # A reset idle connection is normally noticed before reuse; pretend it
     # was not, so that sending the request fails: nothing reached the server.
@@ -452,6 +476,36 @@ def test_tls_idle_connection_closed_by_the_server(tls_server_context, tls_client
                 server.events["closed"].set()
                 return
             server.wait_for_eof(tls)
+
+    def go(client):
+        yield from client.post(f"https://127.0.0.1:{srv.port}/", json=1)
+        assert (yield from run_in_thread(srv.events["closed"].wait, 5))
+        return (yield from client.post(f"https://127.0.0.1:{srv.port}/", json=2)).content
+
+    with RawServer(handler) as srv:
+        content, _ = call(go, timeout=5, ssl_context=tls_client_context)
+    assert content == b"ok" and srv.accepted == 2
+
+
+def test_tls_close_notify_on_an_idle_connection_is_noticed(tls_server_context,
+                                                           tls_client_context):
+    def handler(server, conn, index):
+        with tls_server_context.wrap_socket(conn, server_side=True) as tls:
+            server.read_request(tls)
+            tls.sendall(OK)
+            if index:
+                server.wait_for_eof(tls)
+                return
+            tls.setblocking(False)
+            try:
+                tls.unwrap()  # sends close_notify; the TCP connection stays open
+            except ssl.SSLWantReadError:
+                pass
+            server.events["closed"].set()
+            while not server.stopping.is_set():  # until the client closes
+                ready, _, _ = select.select([tls], [], [], 0.05)
+                if ready and not socket.socket.recv(tls, 65536):
+                    return
 
     def go(client):
         yield from client.post(f"https://127.0.0.1:{srv.port}/", json=1)

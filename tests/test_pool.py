@@ -68,7 +68,6 @@ def drive(make_coro, **client_options):
             assert client.pool.total == idle, client.pool
             assert sum(client.pool._per_host.values()) == client.pool.total
             assert not client.pool._waiters
-            assert not any(client.pool._host_waiters.values())
         finally:
             client.close()
         assert client.pool.total == 0 and not client.pool._per_host
@@ -120,7 +119,7 @@ def test_total_limit_across_hosts(servers, server):
 
 
 def waiting(client):
-    return sum(len(queue) for queue in client.pool._host_waiters.values())
+    return len(client.pool._waiters)
 
 
 def test_waiters_are_served_in_order(server):
@@ -143,6 +142,49 @@ def test_waiters_are_served_in_order(server):
 
     drive(go, base_url=server.url, max_per_host=1)
     assert order == [1, 2, 3, 4, 5]
+
+
+def test_a_freed_connection_goes_to_the_longest_waiter(server):
+    def busy(client, done):
+        for _ in range(30):
+            yield from client.get("/slow?delay=0")
+            done.append(1)
+
+    def go(client):
+        done = []
+        task = yield from spawn(busy(client, done))
+        while not done:  # the busy task has the only connection, and keeps asking
+            yield from sleep(0)
+        resp = yield from client.get("/slow?delay=0", timeout=Timeout(pool=5))
+        served_meanwhile = len(done)
+        yield from task.join()
+        return resp.status_code, served_meanwhile
+
+    status, served_meanwhile = drive(go, base_url=server.url, max_per_host=1)
+    assert status == 200 and served_meanwhile <= 3
+
+
+def test_a_freed_slot_goes_to_the_longest_waiter_for_any_host(servers, server):
+    first, second = servers
+    order = []
+
+    def one(client, url, tag):
+        yield from client.get(url + "/slow?delay=0")
+        order.append(tag)
+
+    def go(client):
+        held = yield from client.get(first.url + "/slow?delay=0", stream=True)  # the only slot
+        tasks = []
+        for tag, url in (("second", second.url), ("first", first.url)):
+            tasks.append((yield from spawn(one(client, url, tag))))
+            while waiting(client) < len(tasks):
+                yield from sleep(0)
+        held.close()  # its slot goes to the caller for the other host, who asked first
+        for task in tasks:
+            yield from task.join()
+
+    drive(go, max_connections=1)
+    assert order == ["second", "first"]
 
 
 def test_pool_timeout_while_the_only_slot_is_held(server):

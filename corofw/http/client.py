@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json as _json
-import re
+import math
 import socket
 import ssl
 import threading
@@ -25,16 +25,14 @@ import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from ..kernel.deadline import Deadline
 from ..kernel.loop import current_kernel
 from ..kernel.task import Cancelled
-from ..kernel.traps import CLOCK, CURRENT, READ, WRITE, Coro
+from ..kernel.traps import CLOCK, CURRENT, Coro
 from ..net import open_connection
 from .client_errors import (
     TIMEOUTS,
-    ClientError,
     ConnectError,
     ConnectionRefused,
     DNSError,
@@ -44,16 +42,14 @@ from .client_errors import (
     TLSError,
     WriteError,
 )
+from .exchange import arm, exchange, read_some_body
 from .headers import Headers
 from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
 from .pool import Pool, PooledConnection
+from .prepare import CACHE_SIZE, RequestBuilder
 
-_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_URL_CACHE_SIZE = 2048
-_RECV_SIZE = 65536
-_encode_json = _json.JSONEncoder(separators=(",", ":")).encode
+_PHASES = ("connect", "read", "write", "pool", "total")
 _decode_json = _json.JSONDecoder().decode
 # A body read into memory is capped (1 GiB); a streamed one is not.
 _STREAM_LIMITS = dataclasses.replace(DEFAULT_RESPONSE_LIMITS, max_body_bytes=1 << 62)
@@ -61,8 +57,11 @@ _STREAM_LIMITS = dataclasses.replace(DEFAULT_RESPONSE_LIMITS, max_body_bytes=1 <
 
 @dataclass(frozen=True)
 class Timeout:
-    """Seconds allowed per phase (None: no limit). ``read`` is the longest
-    silence while waiting for the response; ``total`` bounds the whole call."""
+    """Seconds allowed per phase (None or ``inf``: no limit). ``read`` is
+    the longest silence while waiting for the response, ``write`` the
+    longest stall while sending the request; ``total`` bounds the whole
+    call. A negative or NaN value is a ValueError here, not a surprise
+    later."""
 
     connect: float | None = 10.0
     read: float | None = 30.0
@@ -70,15 +69,25 @@ class Timeout:
     pool: float | None = 30.0
     total: float | None = None
 
+    def __post_init__(self) -> None:
+        for phase in _PHASES:
+            value = getattr(self, phase)
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+                raise TypeError(f"Timeout {phase} must be a number of seconds or None, "
+                                f"got {value!r}")
+            seconds = float(value)
+            if not seconds >= 0:  # also catches NaN
+                raise ValueError(f"Timeout {phase} must be zero or more seconds, got {value!r}")
+            object.__setattr__(self, phase, None if math.isinf(seconds) else seconds)
+
     @classmethod
     def of(cls, value: Any) -> Timeout:
         """A Timeout from a Timeout, a number (every phase) or None (none)."""
         if isinstance(value, Timeout):
             return value
-        if value is None:
-            return cls(None, None, None, None, None)
-        seconds = float(value)
-        return cls(seconds, seconds, seconds, seconds, None)
+        return cls(value, value, value, value, None)
 
 
 class ClientResponse:
@@ -126,13 +135,20 @@ class ClientResponse:
 
     @property
     def text(self) -> str:
-        """The body decoded with the Content-Type charset (UTF-8 if none)."""
+        """The body decoded with the Content-Type charset; UTF-8 when there
+        is none or Python does not know it (as httpx does). Undecodable
+        bytes become U+FFFD."""
         charset = None
         for part in (self.headers.get("content-type") or "").split(";")[1:]:
             key, _, value = part.strip().partition("=")
             if key.lower() == "charset":
-                charset = value.strip('"')
-        return self.content.decode(charset or "utf-8", "replace")
+                charset = value.strip().strip('"')
+        if charset:
+            try:
+                return self.content.decode(charset, "replace")
+            except LookupError:
+                pass  # unknown, or not a text encoding
+        return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
         """The body parsed as JSON (UTF-8, or UTF-16/32 as ``json.loads``
@@ -216,9 +232,13 @@ class Client:
     ``base_url`` is prepended to relative URLs; ``headers`` are sent with
     every request; ``timeout`` is a :class:`Timeout` or a number of
     seconds; ``max_connections`` / ``max_per_host`` cap the pool (callers
-    wait for a free slot); ``ssl_context`` replaces the default, which
-    verifies certificates against the system trust store (``verify=False``
-    turns verification off).
+    wait for a free slot, first come first served); ``ssl_context``
+    replaces the default, which verifies certificates against the system
+    trust store (``verify=False`` turns verification off).
+
+    A client may be kept at module level and used by one ``run()`` after
+    another: its connections belong to the kernel that opened them, and a
+    new kernel starts with an empty pool (the old connections are closed).
     """
 
     def __init__(self, base_url: str = "", headers: Any = None, timeout: Any = Timeout(),
@@ -226,16 +246,14 @@ class Client:
                  max_idle_per_host: int = 100, idle_timeout: float = 30.0,
                  ssl_context: ssl.SSLContext | None = None, verify: bool = True,
                  user_agent: str = "corofw") -> None:
+        if not idle_timeout >= 0:
+            raise ValueError(f"idle_timeout must be zero or more seconds, got {idle_timeout!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = Timeout.of(timeout)
         self.pool = Pool(max_connections, max_per_host, max_idle_per_host, idle_timeout)
         self._ssl_context = ssl_context
         self._verify = verify
-        default = [("user-agent", user_agent), ("accept", "*/*")]
-        self._base_pairs = _merge_headers(default, headers)
-        self._base_headers = _encode_headers(self._base_pairs)
-        self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
-        self._origins: dict[str, tuple[str, str, int, str]] = {}
+        self._builder = RequestBuilder(headers, user_agent)
         self._prepared: dict[tuple[str, str, str], tuple[str, tuple[str, str, int], bytes]] = {}
 
     def __repr__(self) -> str:
@@ -286,16 +304,18 @@ class Client:
                 timeout: Any = ..., stream: bool = False) -> Coro[ClientResponse]:
         """Send one request and return the response (body read, unless
         ``stream``). Raises a :class:`ClientError` subclass naming the URL:
-        ConnectError (ConnectionRefused, DNSError, TLSError), ReadError,
-        WriteError, RemoteProtocolError or a ClientTimeout per phase."""
+        InvalidURL, ConnectError (ConnectionRefused, DNSError, TLSError),
+        ReadError, WriteError, RemoteProtocolError or a ClientTimeout per
+        phase."""
         method = method.upper()
         timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
         plain = params is headers is content is data is json is None
         prepared = self._prepared.get((method, self.base_url, url)) if plain else None
         if prepared is None:
-            prepared = self._prepare(method, url, params, headers, content, data, json)
+            prepared = self._builder.build(method, url, self.base_url, params, headers,
+                                           content, data, json)
             if plain:
-                if len(self._prepared) >= _URL_CACHE_SIZE:
+                if len(self._prepared) >= CACHE_SIZE:
                     self._prepared.clear()
                 self._prepared[method, self.base_url, url] = prepared
         full_url, key, payload = prepared
@@ -304,17 +324,23 @@ class Client:
         task = kernel.current if kernel is not None else None
         if task is None:
             task = yield (CURRENT,)
+        pool = self.pool
+        if pool.kernel is not task._kernel:
+            pool.adopt(task._kernel)
         started = task._kernel.clock()
         total_until = None if timeouts.total is None else started + timeouts.total
         waiting: Deadline | None = None  # for the pool and connect phases, made if needed
         deadline: Deadline | None = None
         try:
             for attempt in range(2):
-                conn = self.pool.take_idle(key, started, retryable)
+                # A retry always gets a new connection: when one idle connection
+                # was dead (a restarted server), its idle siblings are too.
+                conn = pool.take_idle(key, started, retryable) if not attempt else None
                 if conn is None:
                     if waiting is None:
                         waiting = Deadline(task)
-                    conn = yield from self._open(key, waiting, timeouts, total_until, full_url)
+                    conn = yield from self._open(key, waiting, timeouts, total_until, full_url,
+                                                 fresh=attempt > 0)
                 deadline = conn.deadline
                 deadline.retarget(task)
                 parser = conn.parser
@@ -322,11 +348,11 @@ class Client:
                 parser.start(method)
                 conn.received = 0
                 try:
-                    yield from _exchange(conn, payload, timeouts, total_until, full_url)
+                    whole = yield from exchange(conn, payload, timeouts, total_until, full_url)
                     break
                 except (ReadError, WriteError, RemoteProtocolError) as exc:
                     deadline.clear()
-                    self.pool.discard(conn, key)
+                    pool.discard(conn, key)
                     # A reused connection that died before answering was most
                     # likely closed by the server while idle: try once more on a
                     # fresh one, if the request may be repeated or never left.
@@ -337,10 +363,12 @@ class Client:
                     raise
                 except BaseException:
                     deadline.clear()
-                    self.pool.discard(conn, key)
+                    pool.discard(conn, key)
                     raise
             response = ClientResponse(self, conn, method, full_url, timeouts, started,
                                       total_until)
+            if not whole:
+                response._keep_alive = False  # the server answered before the body was sent
             if stream:
                 deadline.clear()  # reading the body arms it again
             else:
@@ -372,17 +400,17 @@ class Client:
     # -- one exchange ------------------------------------------------------------
 
     def _open(self, key: tuple[str, str, int], waiting: Deadline, timeouts: Timeout,
-              total_until: float | None, url: str) -> Coro[PooledConnection]:
-        """A connection for ``key``: an idle one freed while waiting for the
-        pool's limits, or a new one."""
-        _phase(waiting, "pool", timeouts.pool, total_until)
+              total_until: float | None, url: str, fresh: bool) -> Coro[PooledConnection]:
+        """A connection for ``key``: one freed while waiting for the pool's
+        limits (an idle one too, unless ``fresh``), or a new one."""
+        arm(waiting, "pool", timeouts.pool, total_until)
         now = yield (CLOCK,)
-        conn = yield from self.pool.acquire(key, now)
+        conn = yield from self.pool.acquire(key, now, fresh)
         if conn is not None:
             waiting.clear()
             return conn
         try:
-            _phase(waiting, "connect", timeouts.connect, total_until)
+            arm(waiting, "connect", timeouts.connect, total_until)
             sock = yield from self._connect(key, url)
         except BaseException:
             self.pool.discard(None, key)
@@ -415,7 +443,7 @@ class Client:
         deadline = conn.deadline
         deadline.retarget(task)
         try:
-            return (yield from _read_some_body(conn, timeouts, total_until, url))
+            return (yield from read_some_body(conn, timeouts, total_until, url))
         except Cancelled as exc:
             if exc.scope is deadline:
                 label = deadline.label
@@ -432,254 +460,11 @@ class Client:
         else:
             self.pool.discard(conn, conn.key)
 
-    # -- building the request ----------------------------------------------------
-
-    def _prepare(self, method: str, url: str, params: Any, headers: Any, content: Any,
-                 data: Any, json: Any) -> tuple[str, tuple[str, str, int], bytes]:
-        """``(full URL, pool key, request bytes)``; a plain request (no
-        params, headers or body) is prepared once per method and URL."""
-        if "://" in url:
-            full_url = url
-        elif self.base_url:
-            full_url = self.base_url + url
-        else:
-            raise ClientError("a relative URL needs a client with a base_url", url)
-        scheme, host, port, target, authority = self._split(full_url)
-        if params:
-            query = urlencode(params, doseq=True)
-            target += ("&" if "?" in target else "?") + query
-            full_url += ("&" if "?" in full_url else "?") + query
-        payload = self._serialize(method, target, authority, headers, content, data, json)
-        return full_url, (scheme, host, port), payload
-
-    def _split(self, url: str) -> tuple[str, str, int, str, str]:
-        """``(scheme, host, port, target, authority)`` of an absolute URL.
-        The origin part is parsed once and cached; the target is the rest
-        (without a fragment), so distinct paths cost no parsing."""
-        start = url.find("://") + 3
-        end = len(url)
-        for mark in "/?#":
-            found = url.find(mark, start)
-            if 0 <= found < end:
-                end = found
-        origin = url[:end]
-        parsed = self._origins.get(origin)
-        if parsed is None:
-            parsed = self._parse_origin(origin, url)
-            if len(self._origins) >= _URL_CACHE_SIZE:
-                self._origins.clear()
-            self._origins[origin] = parsed
-        target = url[end:].partition("#")[0] or "/"
-        if target[0] == "?":
-            target = "/" + target
-        scheme, host, port, authority = parsed
-        return scheme, host, port, target, authority
-
-    @staticmethod
-    def _parse_origin(origin: str, url: str) -> tuple[str, str, int, str]:
-        parts = urlsplit(origin)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise ClientError(f"unsupported URL scheme {parts.scheme!r}", url)
-        host = parts.hostname
-        if not host:
-            raise ClientError("the URL has no host", url)
-        try:
-            port = parts.port or _DEFAULT_PORTS[scheme]
-        except ValueError:
-            raise ClientError("invalid port in URL", url) from None
-        shown = f"[{host}]" if ":" in host else host
-        authority = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
-        return scheme, host, port, authority
-
-    def _serialize(self, method: str, target: str, authority: str, headers: Any,
-                   content: Any, data: Any, json: Any) -> bytes:
-        body = b""
-        content_type = None
-        if json is not None:
-            body = _encode_json(json).encode()
-            content_type = "application/json"
-        elif data is not None:
-            if isinstance(data, (bytes, str)):
-                body = data.encode() if isinstance(data, str) else data
-            else:
-                body = urlencode(data, doseq=True).encode()
-                content_type = "application/x-www-form-urlencoded"
-        elif content is not None:
-            body = content.encode() if isinstance(content, str) else bytes(content)
-        if _UNSAFE_TARGET.search(target):
-            raise ClientError("the URL contains whitespace or line breaks", target)
-        if headers or "host" in self._base_names:
-            pairs = _merge_headers(self._base_pairs, headers)
-            names = {name.lower() for name, _ in pairs}
-            host = [value for name, value in pairs if name.lower() == "host"]
-            if host:
-                authority = host[-1]
-                pairs = [p for p in pairs if p[0].lower() != "host"]
-            encoded = _encode_headers(pairs)
-        else:
-            names = self._base_names
-            encoded = self._base_headers
-        if any(c in authority for c in "\r\n\0"):
-            raise ClientError("invalid Host header", target)
-        lines = [f"{method} {target} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1"),
-                 encoded]
-        if content_type and "content-type" not in names:
-            lines.append(f"content-type: {content_type}\r\n".encode())
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(b"content-length: %d\r\n" % len(body))
-        lines.append(b"\r\n")
-        lines.append(body)
-        return b"".join(lines)
-
-
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
-
-
-def _merge_headers(base: list[tuple[str, str]], extra: Any) -> list[tuple[str, str]]:
-    """``base`` with every header named in ``extra`` replaced by ``extra``'s
-    values (names compare without case). The body's framing headers are the
-    client's to write: a caller's Content-Length or Transfer-Encoding is
-    dropped, so the request can never disagree with its own body."""
-    if not extra:
-        return list(base)
-    added = [(name, value) for name, value in Headers(extra).items()
-             if name.lower() not in _FRAMING]
-    names = {name.lower() for name, _ in added}
-    return [pair for pair in base if pair[0].lower() not in names] + added
-
-
-def _encode_headers(pairs: Any) -> bytes:
-    out = []
-    for name, value in pairs:
-        if any(c in name + value for c in "\r\n\0") or not name or ":" in name:
-            raise ClientError(f"invalid header {name!r}")
-        out.append(f"{name}: {value}\r\n".encode("latin-1"))
-    return b"".join(out)
-
 
 def _clock() -> float:
     """The running kernel's clock (virtual under a VirtualClock)."""
     kernel = current_kernel()
     return kernel.clock() if kernel is not None else time.monotonic()
-
-
-def _phase(deadline: Deadline, label: str, seconds: float | None,
-           total_until: float | None) -> None:
-    """Arm ``deadline`` for a phase, bounded by the call's total deadline."""
-    if total_until is not None:
-        left = total_until - deadline.kernel.clock()
-        if seconds is None or left < seconds:
-            deadline.set(max(left, 0.0), "total")
-            return
-    if seconds is None:
-        deadline.clear()
-    else:
-        deadline.set(seconds, label)
-
-
-def _exchange(conn: PooledConnection, payload: bytes, timeouts: Timeout,
-              total_until: float | None, url: str) -> Coro[None]:
-    """Send the request and read until the response head has been parsed.
-    ``conn.sent`` and ``conn.received`` count the bytes that went each way
-    (what decides whether a failed request may be retried). The write
-    deadline only runs when the socket cannot take the request at once."""
-    sock = conn.sock
-    raw = sock.sock
-    parser = conn.parser
-    plain = type(raw) is socket.socket  # TLS encrypts as it sends, and may buffer replies
-    conn.sent = 0
-    try:
-        if plain:
-            try:
-                sent = raw.send(payload)
-            except BlockingIOError:
-                sent = 0
-        else:
-            sent = yield from sock.send(payload)
-    except OSError as exc:
-        raise WriteError(f"sending the request failed: {exc}", url) from None
-    conn.sent = sent
-    if sent < len(payload):
-        yield from _send_rest(conn, payload, sent, timeouts, total_until, url)
-    if plain and not parser.buffered:
-        # The request has just left: nothing can have come back yet, so wait
-        # first instead of a recv that would fail.
-        _phase(conn.deadline, "read", timeouts.read, total_until)
-        yield (READ, sock.fd)
-        try:
-            _deliver(conn, raw.recv(_RECV_SIZE))
-        except BlockingIOError:
-            pass  # woken early: the loop below waits again
-        except OSError as exc:
-            raise ReadError(f"reading the response failed: {exc}", url) from None
-    while True:
-        try:
-            if parser.next_head() is not None:
-                return
-        except ProtocolError as exc:
-            if not conn.received:  # closed at once: a dead connection, not bad HTTP
-                raise ReadError(exc.message, url) from None
-            raise RemoteProtocolError(exc.message, url) from None
-        yield from _receive(conn, timeouts, total_until, url)
-
-
-def _send_rest(conn: PooledConnection, payload: bytes, sent: int, timeouts: Timeout,
-               total_until: float | None, url: str) -> Coro[None]:
-    _phase(conn.deadline, "write", timeouts.write, total_until)
-    try:
-        yield from conn.sock.send_all(memoryview(payload)[sent:])
-    except OSError as exc:
-        raise WriteError(f"sending the request failed: {exc}", url) from None
-    conn.sent = len(payload)
-
-
-def _receive(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
-             url: str) -> Coro[None]:
-    """Feed the parser the next bytes from the server (or its end of
-    stream). The read deadline, the longest silence allowed, is armed each
-    time the call has to wait."""
-    sock = conn.sock
-    raw = sock.sock
-    while True:
-        try:
-            data = raw.recv(_RECV_SIZE)
-            break
-        except (BlockingIOError, ssl.SSLWantReadError):
-            trap = (READ, sock.fd)
-        except ssl.SSLWantWriteError:
-            trap = (WRITE, sock.fd)
-        except ssl.SSLEOFError:
-            data = b""
-            break
-        except OSError as exc:
-            raise ReadError(f"reading the response failed: {exc}", url) from None
-        _phase(conn.deadline, "read", timeouts.read, total_until)
-        yield trap
-    _deliver(conn, data)
-
-
-def _deliver(conn: PooledConnection, data: bytes) -> None:
-    """Hand the parser what a recv returned: bytes, or ``b""`` for the end
-    of the stream."""
-    if data:
-        conn.received += len(data)
-        conn.parser.feed(data)
-    else:
-        conn.parser.feed_eof()
-
-
-def _read_some_body(conn: PooledConnection, timeouts: Timeout, total_until: float | None,
-                    url: str) -> Coro[tuple[bytes, bool]]:
-    parser = conn.parser
-    while True:
-        try:
-            data, done = parser.read_body()
-        except ProtocolError as exc:
-            raise RemoteProtocolError(exc.message, url) from None
-        if data or done:
-            return data, done
-        yield from _receive(conn, timeouts, total_until, url)
 
 
 def _read_all(response: ClientResponse, timeouts: Timeout, total_until: float | None,
@@ -690,7 +475,7 @@ def _read_all(response: ClientResponse, timeouts: Timeout, total_until: float | 
     parts = [data] if data else []
     done = False
     while not done:
-        data, done = yield from _read_some_body(conn, timeouts, total_until, response.url)
+        data, done = yield from read_some_body(conn, timeouts, total_until, response.url)
         if data:
             parts.append(data)
     response._content = b"".join(parts)

@@ -15,6 +15,11 @@ class ClientError(Exception):
         self.url = url
 
 
+class InvalidURL(ClientError):
+    """The URL cannot be sent: an unsupported scheme, no host, a bad port,
+    control characters, or text that cannot be encoded."""
+
+
 class ConnectError(ClientError):
     """The connection could not be opened."""
 
