@@ -162,6 +162,16 @@ def test_non_ascii_paths_and_queries_reach_the_server(server):
     assert kanji["path"] == "/\u65e5\u672c/a b"
 
 
+def test_a_relative_url_with_a_url_in_its_query_is_relative(server):
+    def main():
+        with Client(server.url) as client:
+            resp = yield from client.get("/next?to=http://elsewhere.invalid/x")
+            return resp.json()
+
+    assert run(main()) == {"path": "/next", "query": [["to", "http://elsewhere.invalid/x"]],
+                           "authorization": None, "host": f"127.0.0.1:{server.port}"}
+
+
 def test_userinfo_is_sent_as_basic_auth_and_never_shown(server):
     url = f"http://alice:s%C3%A9cret@127.0.0.1:{server.port}/private"
 

@@ -41,6 +41,7 @@ _QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|[^\x21\x24-\x3b\x3d\x3f-\x7e]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REG_NAME = re.compile(r"(?:[a-z0-9\-._~!$&'()*+,;=]|%[0-9a-f]{2})+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -204,7 +205,7 @@ class RequestBuilder:
     def build(self, method: str, url: str, base_url: str, params: Any, headers: Any,
               content: Any, data: Any, json: Any) -> tuple[str, tuple[str, str, int], bytes]:
         """``(URL to show, pool key, request bytes)`` for one call."""
-        if "://" in url:
+        if _ABSOLUTE.match(url):
             full_url = url
         elif base_url:
             full_url = base_url + url
