@@ -920,7 +920,9 @@ class Kernel:
                 log.exception("task %d %r failed while it was being abandoned",
                               task.id, task.name)
             self._finish(task, None, Cancelled(f"abandoned: {why}"))
+        alive = [task for task in self._ready if task.state is not DONE]
         self._ready.clear()
+        self._ready.extend(alive)
 
     # -- deadlock ----------------------------------------------------------
 
