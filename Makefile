@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,10 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null)
+
+# The TechEmpower schema (world, fortune) in the database at DATABASE_URL, for apps/tfb.py.
+tfb-db: $(STAMP)
+	$(BIN)/python -m apps.tfb create-db
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
