@@ -90,4 +90,4 @@ class Deadline:
         # A cancel since the last set() outranks the deadline: deliver it again.
         request = self.task._cancel_request
         self.kernel._throw(self.task, Cancelled(f"{self.label} timeout", self)
-                           if request is self.seen else renewed(request))
+                           if request is self.seen or request is None else renewed(request))

@@ -11,10 +11,8 @@ One tick of the loop:
 3. Make the tasks waiting on those fds ready, then fire the timers that are
    due.
 
-An fd stays registered with epoll between waits; its mask only changes when
-a task waits for a direction not yet in it, or when epoll reports a
-direction nobody waits for any more. Closing a socket through
-:func:`forget_fd` drops the registration.
+The fd traps and their epoll bookkeeping are in :mod:`.fdwait`, signal
+handling in :mod:`.interrupts`; both are mixins of :class:`Kernel`.
 """
 
 from __future__ import annotations
@@ -22,12 +20,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -35,24 +30,24 @@ from types import GeneratorType
 from typing import Any
 
 from . import traps
+from .fdwait import FdWaits
+from .interrupts import SignalRouting
 from .introspect import format_tasks
 from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
 from .task import (
     DONE,
-    BusyResourceError,
     Cancelled,
-    ClosedResourceError,
     DeadlockError,
     Task,
 )
+from .threads import ThreadJob, ThreadOffload
 from .timers import Timers, check_duration
 from .watchdog import Watchdog
 
 log = logging.getLogger("corofw.kernel")
 
-_PARKED = object()
+_PARKED = traps.PARKED
 _MAX_POLL = 86400.0  # epoll and select overflow on far-away deadlines (sleep(inf))
-_DIRECTIONS = (READABLE, WRITABLE)
 _READ_EVENTS = READABLE | ERROR_MASK
 _WRITE_EVENTS = WRITABLE | ERROR_MASK
 _local = threading.local()
@@ -76,33 +71,6 @@ def forget_fd(fd: Any) -> None:
     kernel = getattr(_local, "kernel", None)
     if kernel is not None:
         kernel._forget_fd(fd if type(fd) is int else fd.fileno())
-
-
-def _weak(owner: Any) -> Callable[[], Any]:
-    """A weak reference to the object an fd was waited on through; for an
-    object that cannot have one, a reference that matches nothing, so each
-    wait re-registers the fd (correct, if slower)."""
-    try:
-        return weakref.ref(owner)
-    except TypeError:
-        return _untracked
-
-
-def _untracked() -> Any:
-    return _untracked
-
-
-def _is_closed(owner: Any, fd: int) -> bool:
-    """True if ``owner`` is gone or no longer has ``fd`` as its fileno()."""
-    if owner is None:
-        return True
-    fileno = getattr(owner, "fileno", None)
-    if fileno is None:
-        return False
-    try:
-        return fileno() != fd
-    except (OSError, ValueError):
-        return True
 
 
 def _bad_trap(trap: Any) -> TypeError:
@@ -156,19 +124,7 @@ def _abandon(task: Task) -> None:
         pass  # "generator ignored GeneratorExit": nothing more can be done
 
 
-class _ThreadJob:
-    __slots__ = ("task", "fn", "args", "result", "error", "future")
-
-    def __init__(self, task: Task, fn: Callable[..., Any], args: tuple) -> None:
-        self.task: Task | None = task
-        self.fn = fn
-        self.args = args
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.future: Any = None
-
-
-class Kernel:
+class Kernel(FdWaits, SignalRouting, ThreadOffload):
     """Runs one main coroutine and every task it spawns, in this thread.
 
     Most programs call :func:`corofw.run`; build a Kernel directly to choose
@@ -200,8 +156,8 @@ class Kernel:
         self._io_waiters = 0
         self._ready: deque[Task] = deque()
         self._fds: dict[int, list[Any]] = {}
-        self._thread_jobs: set[_ThreadJob] = set()
-        self._thread_done: deque[_ThreadJob] = deque()
+        self._thread_jobs: set[ThreadJob] = set()
+        self._thread_done: deque[ThreadJob] = deque()
         self._pool: Any = None
         self._signals: list[int] = []
         self._signal_watchers: list[Any] = []
@@ -564,143 +520,6 @@ class Kernel:
 
     # -- traps ---------------------------------------------------------------
 
-    def _trap_fd(self, slot: int, task: Task, trap: tuple) -> Any:
-        """Park ``task`` until the fd of ``trap`` is ready in one direction:
-        slot 0 reads (EPOLLIN), slot 1 writes (EPOLLOUT). At most one task
-        waits per direction; the fd's mask only grows when it must."""
-        fd = trap[1]
-        if type(fd) is int:
-            owner = None
-        else:
-            owner = fd
-            fd = fd.fileno()
-            trap = (trap[0], fd)
-        state = self._fds.get(fd)
-        if state is None:
-            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
-        else:
-            ref = state[3]
-            if (None if ref is None else ref()) is not owner:
-                self._rebind(fd, state, owner)
-            if state[slot] is not None:
-                raise BusyResourceError(
-                    f"another task is already waiting to {('read', 'write')[slot]} fd {fd}")
-        direction = _DIRECTIONS[slot]
-        mask = state[2]
-        if not mask & direction:
-            self._arm(fd, state, mask | direction)
-        state[slot] = task
-        self._io_waiters += 1
-        task._trap = trap
-        return _PARKED
-
-    def _undo_fd(self, slot: int, task: Task, trap: tuple) -> None:
-        state = self._fds.get(trap[1])
-        if state is not None and state[slot] is task:
-            state[slot] = None
-            self._io_waiters -= 1
-
-    def _trap_fd_either(self, task: Task, trap: tuple) -> Any:
-        """Park ``task`` in both slots of an fd until it is readable or
-        writable; whichever event comes first frees both slots."""
-        fd = trap[1]
-        owner = None
-        if type(fd) is not int:
-            owner = fd
-            fd = fd.fileno()
-            trap = (trap[0], fd)
-        state = self._fds.get(fd)
-        if state is None:
-            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
-        else:
-            ref = state[3]
-            if (None if ref is None else ref()) is not owner:
-                self._rebind(fd, state, owner)
-            if state[0] is not None or state[1] is not None:
-                raise BusyResourceError(f"another task is already waiting on fd {fd}")
-        both = READABLE | WRITABLE
-        if state[2] & both != both:
-            self._arm(fd, state, state[2] | both)
-        state[0] = state[1] = task
-        self._io_waiters += 2
-        task._trap = trap
-        return _PARKED
-
-    def _undo_fd_either(self, task: Task, trap: tuple) -> None:
-        self._undo_fd(0, task, trap)
-        self._undo_fd(1, task, trap)
-
-    def _rebind(self, fd: int, state: list[Any], owner: Any) -> None:
-        """``fd`` is waited on through another object than last time. The
-        earlier one may have been closed without :func:`forget_fd` (epoll
-        then dropped its registration, and the number was reused): so the
-        kernel believes nothing of the fd's registration, registers it
-        afresh, and a task still waiting on the closed object gets
-        :class:`ClosedResourceError` instead of hanging."""
-        ref = state[3]
-        if ref is not None and _is_closed(ref(), fd):
-            self._close_waiters(fd, state)
-        state[3] = None if owner is None else _weak(owner)
-        if state[2]:
-            try:
-                self.reactor.unregister(fd)
-            except (OSError, ValueError):
-                pass  # already gone with the closed object
-            state[2] = 0
-            live = (READABLE if state[0] is not None else 0) \
-                | (WRITABLE if state[1] is not None else 0)
-            if live:
-                self._arm(fd, state, live)
-
-    def _arm(self, fd: int, state: list[Any], mask: int) -> None:
-        reactor = self.reactor
-        try:
-            if state[2]:
-                reactor.modify(fd, mask)
-            else:
-                reactor.register(fd, mask)
-        except FileNotFoundError:
-            reactor.register(fd, mask)  # closed and reused behind our back
-        except FileExistsError:
-            reactor.modify(fd, mask)
-        state[2] = mask
-
-    def _disarm(self, fd: int, state: list[Any], direction: int) -> None:
-        mask = state[2] & ~direction
-        if state[0] is None and state[1] is None:
-            mask = 0
-        try:
-            if mask:
-                self.reactor.modify(fd, mask)
-            else:
-                self.reactor.unregister(fd)
-        except OSError:
-            mask = 0
-        state[2] = mask
-
-    def _forget_fd(self, fd: int) -> None:
-        state = self._fds.pop(fd, None)
-        if state is None:
-            return
-        if state[2]:
-            try:
-                self.reactor.unregister(fd)
-            except (OSError, ValueError):
-                pass
-        self._close_waiters(fd, state)
-
-    def _close_waiters(self, fd: int, state: list[Any]) -> None:
-        """Wake the tasks waiting on ``fd`` with ClosedResourceError."""
-        reader, writer = state[0], state[1]
-        state[0] = state[1] = None
-        self._io_waiters -= (reader is not None) + (writer is not None)
-        if reader is writer:  # a readwrite_wait holds both slots
-            writer = None
-        for task in (reader, writer):
-            if task is not None:
-                task._trap = None
-                self._reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
-
     def _trap_sleep(self, task: Task, trap: tuple) -> Any:
         seconds = trap[1]
         if not seconds > 0:
@@ -749,180 +568,6 @@ class Kernel:
         """Call off a timer from :meth:`add_timer`; O(1), and harmless if it
         has already fired or been cancelled."""
         self.timers.cancel(entry)
-
-    # -- threads -----------------------------------------------------------
-
-    def _trap_thread(self, task: Task, trap: tuple) -> Any:
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix="corofw")
-        job = _ThreadJob(task, trap[1], trap[2])
-        self._thread_jobs.add(job)
-        job.future = self._pool.submit(self._run_job, job)
-        task._trap = (traps.THREAD, job)
-        return _PARKED
-
-    def _run_job(self, job: _ThreadJob) -> None:
-        try:
-            job.result = job.fn(*job.args)
-        except BaseException as error:
-            job.error = error
-        self._thread_done.append(job)
-        self._wakeup()
-
-    def _undo_thread(self, task: Task, trap: tuple) -> None:
-        job = trap[1]
-        job.task = None
-        job.future.cancel()
-        self._thread_jobs.discard(job)
-
-    def _wakeup(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or the kernel has closed
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        done = self._thread_done
-        while done:
-            job = done.popleft()
-            self._thread_jobs.discard(job)
-            task = job.task
-            if task is None:
-                continue
-            task._trap = None
-            if job.error is not None:
-                self._reschedule_error(task, job.error)
-            else:
-                self._wake(task, job.result)
-
-    # -- signals -----------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return
-        self._saved_wakeup_fd = signal.set_wakeup_fd(self._wake_w.fileno(),
-                                                     warn_on_full_buffer=False)
-        wanted = [signal.SIGINT, signal.SIGTERM]
-        if hasattr(signal, "SIGUSR1"):
-            wanted.append(signal.SIGUSR1)
-        for signum in wanted:
-            old = signal.getsignal(signum)
-            if old in (signal.SIG_DFL, signal.default_int_handler):
-                self._saved_signals[signum] = old
-                self._default_signals.add(signum)
-                signal.signal(signum, self._on_signal)
-
-    def _restore_signals(self) -> None:
-        for signum, old in self._saved_signals.items():
-            signal.signal(signum, old)
-        self._saved_signals.clear()
-        self._default_signals.clear()
-        if self._saved_wakeup_fd is not None:
-            signal.set_wakeup_fd(self._saved_wakeup_fd)
-            self._saved_wakeup_fd = None
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)
-
-    def watch_signals(self, watcher: Any) -> None:
-        """Route ``watcher.signals`` to ``watcher`` (installing the kernel's
-        handler even where the signal was ignored, e.g. SIGINT in a
-        background job: a catcher means the program wants it)."""
-        if self._saved_wakeup_fd is not None:
-            for signum in watcher.signals:
-                if signum not in self._saved_signals:
-                    self._saved_signals[signum] = signal.getsignal(signum)
-                    signal.signal(signum, self._on_signal)
-        self._signal_watchers.append(watcher)
-
-    def unwatch_signals(self, watcher: Any) -> None:
-        """Stop routing to ``watcher``; a signal the kernel took only for
-        catchers gets its previous handler back when the last one leaves."""
-        self._signal_watchers.remove(watcher)
-        for signum in watcher.signals:
-            if signum in self._saved_signals and signum not in self._default_signals \
-                    and not any(signum in w.signals for w in self._signal_watchers):
-                signal.signal(signum, self._saved_signals.pop(signum))
-
-    def _dispatch_signals(self) -> None:
-        pending, self._signals = self._signals, []
-        for signum in pending:
-            for watcher in reversed(self._signal_watchers):
-                if signum in watcher.signals:
-                    watcher._deliver(signum)
-                    break
-            else:
-                self._default_signal(signum)
-
-    def _default_signal(self, signum: int) -> None:
-        """SIGINT and SIGTERM with no catcher: KeyboardInterrupt or
-        SystemExit(143) in the main task. Once main has ended, run() cancels
-        the other tasks and waits for them: a first interrupt then cancels
-        them again and run() raises it when they are done; a further one
-        abandons those still running (say, a task that catches Cancelled
-        and carries on), and run() raises the interrupt at once."""
-        if signum == getattr(signal, "SIGUSR1", None):
-            sys.stderr.write(format_tasks(self))
-            sys.stderr.flush()
-            return
-        if signum == signal.SIGINT:
-            exc: BaseException = KeyboardInterrupt()
-        elif signum == signal.SIGTERM:
-            exc = SystemExit(128 + signum)
-        else:
-            return  # it arrived for a catcher that has just left
-        self._interrupts += 1
-        name = signal.Signals(signum).name
-        main = self.main_task
-        if main is not None and main.state is not DONE:
-            self._cancel(main, exc)
-        elif self._interrupts == 1:
-            # Main has ended and the others are cleaning up: cut that short
-            # and let run() raise the interrupt once they have finished.
-            self._interrupted = exc
-            self._cancel_all(f"interrupted by {name}")
-        else:
-            if self._interrupted is None:
-                self._interrupted = exc
-            self._abandon_stubborn(f"{name} again during shutdown")
-
-    def _abandon_stubborn(self, why: str) -> None:
-        """Stop waiting for the tasks still alive after shutdown cancelled
-        them (they caught Cancelled and carried on, or their clean-up waits
-        too long): name them in an error log with the task dump, close each
-        where it waits (``GeneratorExit`` runs its finally blocks, which can
-        no longer wait), and let run() end."""
-        stubborn = sorted(self.tasks, key=lambda t: t.id)
-        if not stubborn:
-            return
-        names = ", ".join(f"task {t.id} {t.name!r}" for t in stubborn)
-        log.error("%s: abandoning %d task(s) that did not finish after being cancelled: %s\n%s",
-                  why, len(stubborn), names, format_tasks(self))
-        for task in stubborn:
-            trap = task._trap
-            if trap is not None:
-                self._undoers[trap[0]](task, trap)
-                task._trap = None
-        for task in stubborn:
-            try:
-                task.coro.close()
-            except RuntimeError:
-                log.error("task %d %r ignored GeneratorExit and was left suspended",
-                          task.id, task.name)
-            except Exception:
-                log.exception("task %d %r failed while it was being abandoned",
-                              task.id, task.name)
-            self._finish(task, None, Cancelled(f"abandoned: {why}"))
-        alive = [task for task in self._ready if task.state is not DONE]
-        self._ready.clear()
-        self._ready.extend(alive)
 
     # -- deadlock ----------------------------------------------------------
 

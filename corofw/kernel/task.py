@@ -140,7 +140,7 @@ class Task:
         self._value: Any = None
         self._exc: BaseException | None = None
         self._trap: tuple | None = None
-        self._cancel_pending: Cancelled | None = None
+        self._cancel_pending: BaseException | None = None
         self._cancel_request: BaseException | None = None  # the last one not from a timeout
         self._result: Any = None
         self._error: BaseException | None = None

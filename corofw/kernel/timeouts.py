@@ -59,7 +59,7 @@ def _expire(scope: TimeoutScope) -> None:
     scope.expired = True
     task = scope.task
     request = task._cancel_request
-    if request is not scope.seen:
+    if request is not scope.seen and request is not None:
         exc = renewed(request)
     else:
         exc = Cancelled(_reason(scope), scope)

@@ -49,6 +49,9 @@ CLOCK = Op("clock")
 
 Trap = tuple
 
+#: What a trap handler returns when the task now waits (nothing to resume it with).
+PARKED = object()
+
 
 def read_wait(fd: Any) -> tuple:
     """Trap to ``yield``: park until ``fd`` (an int or an object with

@@ -77,7 +77,7 @@ class Watchdog:
 def _task_stack(frame: Any) -> str:
     """The kernel thread's stack from the task's outermost frame inward (the
     kernel's own frames above it say nothing about the culprit)."""
-    entries = traceback.extract_stack(frame)
+    entries: list[traceback.FrameSummary] = list(traceback.extract_stack(frame))
     for i in range(len(entries) - 1, -1, -1):
         if entries[i].filename.endswith(("kernel/loop.py", "kernel\\loop.py")):
             entries = entries[i + 1:]
