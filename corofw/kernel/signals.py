@@ -5,7 +5,7 @@ The kernel routes SIGINT, SIGTERM (and SIGUSR1) through
 socket, so even a loop asleep in ``epoll_wait`` notices it at once. With no
 catcher installed, SIGINT raises ``KeyboardInterrupt`` and SIGTERM
 ``SystemExit(143)`` in the main task at its wait point, and SIGUSR1 prints
-the task dump to stderr; during shutdown, see ``Kernel._default_signal``.
+the task dump to stderr; during shutdown, see :mod:`.interrupts`.
 """
 
 from __future__ import annotations
