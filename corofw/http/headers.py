@@ -42,7 +42,7 @@ class Headers:
         items = self._items
         if items is None:
             items = self._items = [(k.decode("latin-1"), v.decode("latin-1"))
-                                   for k, v in self._raw]  # type: ignore[union-attr]
+                                   for k, v in self._raw or ()]
         return items
 
     def _lookup(self) -> dict[str, list[str]]:
@@ -136,7 +136,7 @@ class Headers:
         self.add(name, value)
         return value
 
-    def update(self, other: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+    def update(self, other: Headers | Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
         """Replace the values of each name ``other`` has with every value
         it has for it, in order: ``update([("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2")])`` leaves both cookies (and no older ones).

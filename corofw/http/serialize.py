@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from email.utils import formatdate
+from typing import Any
 
 from .status import status_line
 
@@ -13,7 +14,7 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _NO_BODY_STATUS = frozenset({204, 304})
 _SERVER_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 _content_type_lines: dict[str, bytes] = {}
-_date = [0.0, b""]
+_date: list[Any] = [0.0, b""]
 
 
 def date_line() -> bytes:
@@ -23,7 +24,7 @@ def date_line() -> bytes:
         whole = int(now)
         _date[0] = whole + 1
         _date[1] = f"date: {formatdate(whole, usegmt=True)}\r\n".encode()
-    return _date[1]  # type: ignore[return-value]
+    return _date[1]
 
 
 def _content_type_line(content_type: str) -> bytes:

@@ -37,9 +37,9 @@ class Converter:
         if regex is not None:
             self.regex = regex
         if to_python is not None:
-            self.to_python = to_python  # type: ignore[method-assign]
+            self.to_python = to_python  # type: ignore[method-assign,assignment,unused-ignore]
         if to_url is not None:
-            self.to_url = to_url  # type: ignore[method-assign]
+            self.to_url = to_url  # type: ignore[method-assign,assignment,unused-ignore]
         try:
             compiled = re.compile(self.regex)
         except re.error as exc:

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from types import GeneratorType
 from typing import Any
 
+from ..http.files import FileResponse
 from ..http.headers import Headers
 from ..http.messages import HTTPError, Request, Response, StreamingResponse
 from .coerce import coerce
 
-Handled = Response | StreamingResponse
+Handled = Response | StreamingResponse | FileResponse
 _CATCH_ALL = (Exception, BaseException, object)
 
 
