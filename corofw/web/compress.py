@@ -33,7 +33,7 @@ from ..kernel.traps import Coro
 from .cors import add_vary
 
 try:
-    import brotli
+    import brotli  # type: ignore[import-untyped,import-not-found,unused-ignore]
 except ImportError:  # optional: gzip only
     brotli = None
 
@@ -146,7 +146,7 @@ def _brotli() -> tuple[Callable[[bytes], bytes], Callable[[], bytes], Callable[[
 
 def _compress_whole(coding: str, data: bytes, gzip_level: int, brotli_quality: int) -> bytes:
     if coding == "br":
-        return brotli.compress(data, quality=brotli_quality)  # type: ignore[no-any-return]
+        return brotli.compress(data, quality=brotli_quality)
     compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()
 
