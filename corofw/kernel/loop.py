@@ -436,7 +436,6 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         task._error = error
         task._trap = None
         task._cancel_pending = None
-        task._cancel_request = None
         self.tasks.discard(task)
         if error is not None and not isinstance(error, Exception) \
                 and not isinstance(error, Cancelled) and task is not self.main_task:
