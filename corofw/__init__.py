@@ -7,6 +7,7 @@ primitives), the web layer (``Router``, ``Request``, ``Response``), the
 server (``serve``, ``run_app``) and the outbound ``Client``.
 """
 
+from .data import Redis
 from .http import client
 from .http.client import Client, ClientResponse, Timeout
 from .http.client_errors import (
@@ -28,14 +29,43 @@ from .http.client_errors import (
     WriteTimeout,
 )
 from .http.headers import Headers
-from .http.messages import HTTPError, QueryParams, Request, Response, StreamingResponse
+from .http.messages import (
+    HTTPError,
+    MalformedBody,
+    QueryParams,
+    Request,
+    Response,
+    StreamingResponse,
+)
 from .http.parser import Limits
 from .http.server import Server, ServerConfig, serve
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
 from .kernel.deadline import Deadline
 from .runner import run_app
-from .web import Converter, Route, Router, debug_routes, register_converter
+from .web import (
+    BadSignature,
+    Converter,
+    FileResponse,
+    FormData,
+    FormLimits,
+    Route,
+    Router,
+    Session,
+    SignatureExpired,
+    Signer,
+    StaticFiles,
+    UploadFile,
+    compression_middleware,
+    cors_middleware,
+    csrf_middleware,
+    csrf_token,
+    debug_routes,
+    get_session,
+    register_converter,
+    serve_file,
+    session_middleware,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -46,5 +76,8 @@ __all__ = [
     "ReadTimeout", "RemoteProtocolError", "Request", "Response", "Router", "Server",
     "ServerConfig", "StreamingResponse", "TLSError", "Timeout", "TotalTimeout", "WriteError",
     "WriteTimeout", "client", "run_app", "serve", "Converter", "Route", "debug_routes",
-    "register_converter",
+    "register_converter", "BadSignature", "FileResponse", "FormData", "FormLimits",
+    "MalformedBody", "Redis", "Session", "SignatureExpired", "Signer", "StaticFiles",
+    "UploadFile", "compression_middleware", "cors_middleware", "csrf_middleware", "csrf_token",
+    "get_session", "serve_file", "session_middleware",
 ]
