@@ -13,11 +13,22 @@ from typing import Any
 
 import click
 
+from .http.config import ServerConfig
 from .http.parser import Limits
-from .http.server import ServerConfig
-from .runner import DEFAULT_GC_THRESHOLD, StartupError, run_app, run_reloading
+from .runner import (
+    DEFAULT_BACKLOG,
+    DEFAULT_GC_THRESHOLD,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    StartupError,
+    run_app,
+    run_reloading,
+)
 
 _IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen importlib")
+# the defaults every option shows and falls back to are the library's own
+_CONFIG = ServerConfig()
+_LIMITS = _CONFIG.limits
 
 
 def load_app(spec: str) -> Any:
@@ -118,57 +129,58 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
 
 @main.command()
 @click.argument("app_spec", metavar="MODULE:ATTR")
-@_opt("--host", "HOST", default="127.0.0.1", help="Address to listen on.")
-@_opt("--port", "PORT", default=8000, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@_opt("--host", "HOST", default=DEFAULT_HOST, help="Address to listen on.")
+@_opt("--port", "PORT", default=DEFAULT_PORT, type=click.IntRange(0, 65535),
+      help="Port (0: any free).")
 @_opt("--workers", "WORKERS", default=1, type=click.IntRange(1, 512),
       help="Worker processes sharing the port (SO_REUSEPORT), supervised.")
 @_opt("--reload/--no-reload", "RELOAD", default=False,
       help="Development: restart the worker when a source file of the app changes.")
 @_opt("--log-level", "LOG_LEVEL", default="info",
       type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@_opt("--access-log/--no-access-log", "ACCESS_LOG", default=True, help="One line per request.")
-@_opt("--backlog", "BACKLOG", default=1024, type=click.IntRange(1))
-@_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=5.0,
+@_opt("--access-log/--no-access-log", "ACCESS_LOG", default=_CONFIG.access_log,
+      help="One line per request.")
+@_opt("--backlog", "BACKLOG", default=DEFAULT_BACKLOG, type=click.IntRange(1))
+@_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=_CONFIG.keep_alive_timeout,
       type=Seconds(0, inclusive=False), help="Seconds an idle keep-alive connection is kept.")
-@_opt("--header-timeout", "HEADER_TIMEOUT", default=10.0, type=Seconds(0, inclusive=False),
+@_opt("--header-timeout", "HEADER_TIMEOUT", default=_CONFIG.header_timeout,
+      type=Seconds(0, inclusive=False),
       help="Seconds to receive a request's head.")
-@_opt("--body-timeout", "BODY_TIMEOUT", default=30.0, type=Seconds(0, inclusive=False),
+@_opt("--body-timeout", "BODY_TIMEOUT", default=_CONFIG.body_timeout,
+      type=Seconds(0, inclusive=False),
       help="Seconds a request's body may make no progress (restarted by each piece).")
-@_opt("--send-timeout", "SEND_TIMEOUT", default=30.0, type=Seconds(0, inclusive=False),
+@_opt("--send-timeout", "SEND_TIMEOUT", default=_CONFIG.send_timeout,
+      type=Seconds(0, inclusive=False),
       help="Seconds a response may wait for a client that does not read.")
-@_opt("--graceful-timeout", "GRACEFUL_TIMEOUT", default=10.0, type=Seconds(0),
+@_opt("--graceful-timeout", "GRACEFUL_TIMEOUT", default=_CONFIG.graceful_timeout,
+      type=Seconds(0),
       help="Seconds in-flight requests get to finish on shutdown.")
-@_opt("--max-connections", "MAX_CONNECTIONS", default=10000, type=click.IntRange(1),
+@_opt("--max-connections", "MAX_CONNECTIONS", default=_CONFIG.max_connections,
+      type=click.IntRange(1),
       help="Open connections per process; beyond it idle ones are closed, else 503.")
-@_opt("--max-body-size", "MAX_BODY_SIZE", default=1 << 20, type=click.IntRange(0),
+@_opt("--max-body-size", "MAX_BODY_SIZE", default=_LIMITS.max_body_bytes,
+      type=click.IntRange(0),
       help="Largest request body in bytes (413 beyond).")
-@_opt("--max-header-size", "MAX_HEADER_SIZE", default=32768, type=click.IntRange(256),
+@_opt("--max-header-size", "MAX_HEADER_SIZE", default=_LIMITS.max_header_bytes,
+      type=click.IntRange(256),
       help="Largest header section in bytes (431 beyond).")
-@_opt("--max-headers", "MAX_HEADERS", default=100, type=click.IntRange(1),
+@_opt("--max-headers", "MAX_HEADERS", default=_LIMITS.max_headers, type=click.IntRange(1),
       help="Most header fields in a request (431 beyond).")
-@_opt("--max-request-line", "MAX_REQUEST_LINE", default=8190, type=click.IntRange(64),
+@_opt("--max-request-line", "MAX_REQUEST_LINE", default=_LIMITS.max_request_line,
+      type=click.IntRange(64),
       help="Longest request line in bytes (414 beyond).")
-@_opt("--watchdog", "WATCHDOG", default=0.1, type=Seconds(0),
+@_opt("--watchdog", "WATCHDOG", default=_CONFIG.watchdog or 0.0, type=Seconds(0),
       help="Warn when one task step blocks the loop longer than this (seconds; 0: off).")
 @_opt("--gc-threshold", "GC_THRESHOLD", default=DEFAULT_GC_THRESHOLD, type=click.IntRange(0),
       help="Allocations between collections of the youngest GC generation (0: Python's).")
 def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_level: str,
-        access_log: bool, backlog: int, keep_alive_timeout: float, header_timeout: float,
-        body_timeout: float, send_timeout: float, graceful_timeout: float,
-        max_connections: int, max_body_size: int, max_header_size: int, max_headers: int,
-        max_request_line: int, watchdog: float, gc_threshold: int) -> None:
+        backlog: int, gc_threshold: int, **settings: Any) -> None:
     """Serve the router MODULE:ATTR (e.g. apps.hello:routes)."""
     if reload and workers > 1:
         raise click.UsageError("--reload serves with one worker: leave out --workers")
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    limits = Limits(max_request_line=max_request_line, max_header_bytes=max_header_size,
-                    max_headers=max_headers, max_body_bytes=max_body_size)
-    config = ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,
-                          header_timeout=header_timeout, body_timeout=body_timeout,
-                          send_timeout=send_timeout, graceful_timeout=graceful_timeout,
-                          max_connections=max_connections, access_log=access_log,
-                          watchdog=watchdog or None)
+    config = server_config(**settings)
     try:
         if reload:
             _split_spec(app_spec)
@@ -187,6 +199,21 @@ def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_lev
     except KeyboardInterrupt:
         status = 0
     sys.exit(status)
+
+
+def server_config(*, access_log: bool, keep_alive_timeout: float, header_timeout: float,
+                  body_timeout: float, send_timeout: float, graceful_timeout: float,
+                  max_connections: int, max_body_size: int, max_header_size: int,
+                  max_headers: int, max_request_line: int, watchdog: float) -> ServerConfig:
+    """The :class:`ServerConfig` that ``run``'s options describe (a watchdog
+    of 0 is off)."""
+    limits = Limits(max_request_line=max_request_line, max_header_bytes=max_header_size,
+                    max_headers=max_headers, max_body_bytes=max_body_size)
+    return ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,
+                        header_timeout=header_timeout, body_timeout=body_timeout,
+                        send_timeout=send_timeout, graceful_timeout=graceful_timeout,
+                        max_connections=max_connections, access_log=access_log,
+                        watchdog=watchdog or None)
 
 
 def _load_in_worker(spec: str) -> Any:

@@ -39,6 +39,9 @@ from .net import listen
 
 log = logging.getLogger("corofw.runner")
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_BACKLOG = 1024
 DEFAULT_GC_THRESHOLD = 50_000
 # supervisor -> worker: one byte asks to stop, a second one to hurry
 _STOP = b"s"
@@ -60,8 +63,8 @@ class StartupError(RuntimeError):
     ``str()`` is a one-line reason."""
 
 
-def run_app(app: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-            config: ServerConfig | None = None, backlog: int = 1024,
+def run_app(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1,
+            config: ServerConfig | None = None, backlog: int = DEFAULT_BACKLOG,
             gc_threshold: int | None = None) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; return the exit status (0 after a
     graceful shutdown). Raises ``OSError`` if the address cannot be bound,
@@ -91,8 +94,8 @@ def run_app(app: Any, host: str = "127.0.0.1", port: int = 8000, workers: int = 
         reserved.close()
 
 
-def run_reloading(load: Callable[[], Any], host: str = "127.0.0.1", port: int = 8000,
-                  config: ServerConfig | None = None, backlog: int = 1024,
+def run_reloading(load: Callable[[], Any], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                  config: ServerConfig | None = None, backlog: int = DEFAULT_BACKLOG,
                   gc_threshold: int | None = None, interval: float = 0.5) -> int:
     """Serve the app that ``load()`` returns, for development: ``load`` runs
     in a fresh worker process (so the app is imported anew each time), and

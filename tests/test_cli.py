@@ -3,6 +3,7 @@ messages, signals and graceful shutdown."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import socket
@@ -21,6 +22,10 @@ from live import (
     start_cli,
     wait_listening,
 )
+
+from corofw.cli import main, server_config
+from corofw.http.config import ServerConfig
+from corofw.runner import run_app
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="subprocess tests need Linux")
 
@@ -74,6 +79,14 @@ def test_help():
     top = run_cli("--help")
     assert top.returncode == 0
     assert "run" in top.stdout
+
+
+def test_option_defaults_are_the_library_defaults():
+    options = main.commands["run"].make_context("run", ["apps.hello:routes"]).params
+    settings = inspect.signature(server_config).parameters
+    assert server_config(**{name: options[name] for name in settings}) == ServerConfig()
+    for name in ("host", "port", "backlog"):
+        assert options[name] == inspect.signature(run_app).parameters[name].default
 
 
 def test_version():

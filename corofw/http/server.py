@@ -1,13 +1,16 @@
 """The HTTP/1.1 server: an accept loop and one task per connection.
 
-Each connection task reads with optimistic ``recv`` (waiting on
-``read_wait`` only when the socket is empty), feeds the sans-I/O
-:class:`~corofw.http.parser.RequestParser`, calls the app for each complete
-request in order (pipelining), and writes each response with one ``send``
-when it fits, falling back to ``write_wait`` backpressure when the client
-reads slowly. One deadline per connection covers the phase it is in: idle
-between requests, reading a head, reading a body, or sending; a client that
-misses it is disconnected and nobody else is affected.
+Each connection task goes through the phases of a connection, request after
+request (:meth:`Server._serve`): it reads a request, with an optimistic
+``recv`` that waits on ``read_wait`` only when the socket is empty, into the
+sans-I/O :class:`~corofw.http.parser.RequestParser`; decides whether to
+invite the body of a request that expects ``100 Continue``; runs the
+handler; writes the response (:mod:`corofw.http.responding`), with one
+``send`` when it fits and ``write_wait`` backpressure when the client reads
+slowly; then keeps the connection for the next request (pipelined ones are
+answered in order) or closes it. One deadline per connection covers the
+phase it is in: idle between requests, reading a head, reading a body, or
+sending; a client that misses it is disconnected and nobody else is affected.
 """
 
 from __future__ import annotations
@@ -31,54 +34,46 @@ from ..kernel import (
     spawn,
 )
 from ..kernel.deadline import Deadline
-from ..kernel.traps import READ, SLEEP, WRITE, Coro
+from ..kernel.traps import READ, SLEEP, Coro
 from ..net import Socket
-from ..net.files import sendfile
 from .config import ServerConfig
-from .files import FileResponse
-from .messages import Request, Response, StreamingResponse
-from .parser import ProtocolError, RequestParser
-from .serialize import (
-    _NO_BODY_STATUS,
-    CONTINUE,
-    LAST_CHUNK,
-    body_allowed,
-    chunk,
-    error_response,
-    response_head,
-    simple_response,
+from .connection import (
+    BODY,
+    BUSY,
+    CLOSABLE,
+    HEAD,
+    IDLE,
+    LINGER,
+    LINGER_SECONDS,
+    READING,
+    RECV_SIZE,
+    Connection,
+    drain,
+    format_client,
+    linger,
+    readable,
+    send,
+    send_rest,
+    try_send,
 )
+from .messages import Request, Response
+from .parser import ProtocolError, RequestParser
+from .responding import encode_at_once, log_access, write_response
+from .serialize import CONTINUE, error_response
 from .stopping import watch_channel, watch_signals
 
 log = logging.getLogger("corofw.server")
-access_log = logging.getLogger("corofw.access")
 
-_RECV_SIZE = 65536
-_LINGER_SECONDS = 1.0
 _FAIR_SHARE = 16  # pipelined requests served in a row before letting other tasks run
 _YIELD_TRAP = (SLEEP, 0)
-_LINGER_BYTES = 1 << 24
 _MAX_REFUSING = 64  # clients answered 503 at once at max_connections; beyond, accepting pauses
 _RESCAN_DELAY = 0.01
 _OVERLOADED = error_response(503, "server at its connection limit, try again later")
 
-
-# What a connection is doing; shutting down closes the connections whose
-# phase is in _CLOSABLE at once (no request of theirs has reached the app).
-_IDLE, _HEAD, _BODY, _BUSY, _LINGER = "idle", "head", "body", "busy", "linger"
-_CLOSABLE = frozenset({_IDLE, _HEAD, _LINGER})
-_READING = frozenset({_HEAD, _BODY})  # a 408 may still be sent: no response has begun
-
-
-class _Connection:
-    __slots__ = ("sock", "client", "task", "phase", "deadline")
-
-    def __init__(self, sock: Socket, client: Any) -> None:
-        self.sock = sock
-        self.client = client
-        self.task: Any = None
-        self.phase = _IDLE
-        self.deadline: Deadline | None = None
+# What reading a request may come to besides a Request
+_WAIT = "wait for more bytes"
+_CLOSED = "the client closed its side"
+_DECIDE = "a head expects 100 Continue"
 
 
 class Server:
@@ -97,7 +92,7 @@ class Server:
         self.app = app
         self._app_accepts = getattr(app, "accepts", None)
         self.config = config or ServerConfig()
-        self.connections: set[_Connection] = set()
+        self.connections: set[Connection] = set()
         self.closing = False
         self.requests_served = 0
         self._listeners: list[Socket] = []
@@ -158,7 +153,7 @@ class Server:
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except OSError:
                     pass
-            connection = _Connection(Socket(conn), client)
+            connection = Connection(Socket(conn), client, self.config)
             self.connections.add(connection)
             self._all_closed.clear()
             connection.task = yield from spawn(self._serve(connection), "connection")
@@ -172,13 +167,13 @@ class Server:
         if now < self._no_idle_until:
             return False
         for conn in self.connections:
-            if (conn.phase is _IDLE or conn.phase is _LINGER) and conn.task is not None:
+            if (conn.phase is IDLE or conn.phase is LINGER) and conn.task is not None:
                 break
         else:
             self._no_idle_until = now + _RESCAN_DELAY
             return False
         self.connections.discard(conn)  # its slot is free now; the task ends soon
-        conn.phase = _LINGER
+        conn.phase = LINGER
         conn.task.cancel("closed to make room at max_connections")
         return True
 
@@ -192,11 +187,11 @@ class Server:
             log.warning("at max_connections (%d) with no idle connection: answering 503",
                         self.config.max_connections)
         try:
-            yield from move_on_after(_LINGER_SECONDS, _readable(sock))
-            self._try_send(sock, _OVERLOADED)
-            log.debug("refused %s: at max_connections", _format_client(client))
+            yield from move_on_after(LINGER_SECONDS, readable(sock))
+            try_send(sock, _OVERLOADED)
+            log.debug("refused %s: at max_connections", format_client(client))
             sock.shutdown(socket.SHUT_WR)
-            yield from move_on_after(_LINGER_SECONDS, _drain(sock))
+            yield from move_on_after(LINGER_SECONDS, drain(sock))
         except OSError:
             pass
         finally:
@@ -204,128 +199,76 @@ class Server:
             self._refusing -= 1
             self._slot_free.set()
 
-    # -- one connection ---------------------------------------------------------
+    # -- one connection, phase by phase ----------------------------------------
 
-    def _serve(self, conn: _Connection) -> Coro[None]:
+    def _serve(self, conn: Connection) -> Coro[None]:
+        """Serve one connection through its phases, request after request:
+        read a request (deciding on the way whether to invite a body that
+        waits for ``100 Continue``), run the handler, write the response,
+        then keep the connection for the next request or close it."""
         task = yield from current_task()
-        task.name = f"connection {_format_client(conn.client)}"
+        task.name = f"connection {format_client(conn.client)}"
         deadline = conn.deadline = Deadline(task)
-        config = self.config
-        sock = conn.sock
-        recv = sock.sock.recv
-        send = sock.sock.send
-        read_trap = (READ, sock.fd)
-        parser = RequestParser(config.limits, conn.client)
+        conn.parser = RequestParser(self.config.limits, conn.client)
+        read_trap = (READ, conn.sock.fd)
         handle = self.app.handle
-        sent_continue = False
-        linger = False
-        unyielded = 0  # requests handled since this task last let others run
+        send_now = conn.sock.sock.send
+        access_log = self.config.access_log
         try:
-            deadline.set(config.keep_alive_timeout, "keep-alive idle")
-            keep_alive = True
-            answered = False  # a response just went out for everything received
-            while keep_alive:
-                if answered:
-                    # The client most likely waits for that response before it
-                    # sends more: wait first, saving a recv that would fail.
-                    # (epoll is level-triggered, so bytes already here wake us.)
-                    answered = False
-                    unyielded = 0
-                    yield read_trap
+            deadline.set(self.config.keep_alive_timeout, "keep-alive idle")
+            while True:
                 try:
-                    data = recv(_RECV_SIZE)
-                except BlockingIOError:
-                    data = None
-                if data is None:
-                    unyielded = 0
-                    yield read_trap  # outside the except block: no exception kept alive
-                    continue
-                if not data:
+                    request = self._read_request(conn)
+                except ProtocolError as exc:
+                    yield from self._refuse_request(conn, exc)
                     break
-                parser.feed(data)
-                while True:
-                    try:
-                        request = parser.next_request()
-                    except ProtocolError as exc:
-                        log.info("bad request from %s: %s (%d)",
-                                 _format_client(conn.client), exc.message, exc.status)
-                        yield from self._send(conn, error_response(exc.status, exc.message))
-                        keep_alive = False
-                        linger = True
-                        break
+                if request is _WAIT:
+                    yield read_trap
+                    continue
+                if request is _CLOSED:
+                    break
+                if request is _DECIDE:
+                    request = yield from self._decide_continue(conn)
                     if request is None:
-                        if conn.phase is _IDLE and parser.buffered:  # a request has begun
-                            conn.phase = _HEAD
-                            deadline.set(config.header_timeout, "request header")
-                        pending = parser.awaiting_body
-                        if pending is None:
-                            break
-                        # an idle timeout: every piece of the body restarts it
-                        conn.phase = _BODY
-                        deadline.set(config.body_timeout, "request body")
-                        if not parser.expect_continue or sent_continue:
-                            break
-                        if self._accepts(pending):
-                            sent_continue = True
-                            yield from self._send(conn, CONTINUE)
-                            break
-                        # refused at its head (no such route): the final answer goes
-                        # out without 100 Continue and without reading the body
-                        request = pending
-                        request.body = b""
-                        request.keep_alive = False
-                        linger = True
-                    sent_continue = False
-                    unyielded += 1
-                    if unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
-                        unyielded = 0
-                        conn.phase = _BUSY  # a request is in hand: not to be closed as idle
-                        yield _YIELD_TRAP
-                    task.context = request  # what the task dump and watchdog report
+                        continue
+                if conn.unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
+                    conn.unyielded = 0
+                    conn.phase = BUSY  # a request is in hand: not to be closed as idle
+                    yield _YIELD_TRAP
+                task.context = request  # what the task dump and watchdog report
+                try:
+                    response = handle(request)
+                except Exception:
+                    response = _app_failed(request)
+                if type(response) is GeneratorType:
+                    response = yield from self._wait_for_app(conn, request, response)
+                keep_alive = request.keep_alive and not self.closing
+                wire = encode_at_once(response, request, keep_alive)
+                if wire is None:
+                    keep_alive = yield from self._write(conn, request, response, keep_alive)
+                else:
                     try:
-                        response = handle(request)
-                    except Exception:
-                        response = _app_failed(request)
-                    if type(response) is GeneratorType:  # the app waits: no deadline meanwhile
-                        conn.phase = _BUSY
-                        deadline.clear()
-                        response = yield from _drive_app(response, request)
-                    keep_alive = request.keep_alive and not self.closing
-                    wire = _simple_response(response, request, keep_alive)
-                    if wire is None:
-                        # the request is read: its timers stop; a stream has no total
-                        # limit, only the send timeout while the client does not read
-                        conn.phase = _BUSY
-                        deadline.clear()
-                        keep_alive = yield from self._respond(conn, request, response, keep_alive)
-                    else:
-                        try:
-                            sent = send(wire)
-                        except BlockingIOError:
-                            sent = 0
-                        if sent != len(wire):
-                            conn.phase = _BUSY
-                            yield from self._send_rest(conn, wire, sent)
-                        self.requests_served += 1
-                        if config.access_log:
-                            self._log_access(conn, request, response.status, len(response.body))
-                    task.context = None
-                    if not keep_alive:
-                        break
-                    if parser.buffered:
-                        conn.phase = _HEAD
-                        deadline.set(config.header_timeout, "request header")
-                    else:
-                        conn.phase = _IDLE
-                        deadline.set(config.keep_alive_timeout, "keep-alive idle")
-                        answered = len(data) < _RECV_SIZE
-            if linger:
-                yield from self._linger(conn)
+                        sent = send_now(wire)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent != len(wire):  # the client's buffer is full
+                        conn.phase = BUSY
+                        yield from send_rest(conn, wire, sent)
+                    self.requests_served += 1
+                    if access_log:
+                        log_access(conn, request, response.status, len(response.body))
+                task.context = None
+                if not keep_alive:
+                    break
+                if self._keep_alive(conn):
+                    yield read_trap
+            if conn.linger:
+                yield from linger(conn)
         except Cancelled as exc:
             if exc.scope is not deadline:
                 raise
-            if conn.phase in _READING and deadline.label in ("request header", "request body"):
-                self._try_send(sock, error_response(408, "request timeout"))
+            if conn.phase in READING and deadline.label in ("request header", "request body"):
+                try_send(conn.sock, error_response(408, "request timeout"))
             log.debug("%s: %s, closing", task.name, exc.reason)
         except OSError as exc:
             log.debug("%s: %s", task.name, exc)
@@ -333,15 +276,78 @@ class Server:
             log.exception("%s failed", task.name)
         finally:
             deadline.close()
-            sock.close()
+            conn.sock.close()
             self.connections.discard(conn)
             self._slot_free.set()
             if not self.connections:
                 self._all_closed.set()
 
+    def _read_request(self, conn: Connection) -> Any:
+        """Reading a request: the next one, parsed from what has arrived and
+        from an optimistic ``recv``. Returns the :class:`Request`, or
+        ``_CLOSED`` (the client closed its side), or what to do before
+        asking again: ``_WAIT`` until the socket is readable, ``_DECIDE``
+        on ``100 Continue`` (:meth:`_decide_continue`). Raises
+        ProtocolError for a malformed request."""
+        parser = conn.parser
+        request = parser.next_request()
+        while request is None:
+            try:
+                data = conn.sock.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                conn.unyielded = 0
+                return self._await_bytes(conn)
+            if not data:
+                return _CLOSED
+            conn.filled = len(data) == RECV_SIZE
+            parser.feed(data)
+            request = parser.next_request()
+        conn.sent_continue = False
+        conn.unyielded += 1
+        return request
+
+    def _await_bytes(self, conn: Connection) -> str:
+        """Before waiting for more of a request, move the deadline with the
+        phase: a head has begun (the header timeout), or a body is under way
+        (its idle timeout, restarted by every piece). A head that expects
+        ``100 Continue`` is to be decided on first."""
+        parser = conn.parser
+        if conn.phase is IDLE and parser.buffered:
+            conn.phase = HEAD
+            conn.deadline.set(self.config.header_timeout, "request header")
+        if parser.awaiting_body is not None:
+            conn.phase = BODY
+            conn.deadline.set(self.config.body_timeout, "request body")
+            if parser.expect_continue and not conn.sent_continue:
+                return _DECIDE
+        return _WAIT
+
+    def _refuse_request(self, conn: Connection, error: ProtocolError) -> Coro[None]:
+        """A malformed request: answer with its 4xx, then close lingering."""
+        log.info("bad request from %s: %s (%d)", format_client(conn.client), error.message,
+                 error.status)
+        yield from send(conn, error_response(error.status, error.message))
+        conn.linger = True
+
+    def _decide_continue(self, conn: Connection) -> Coro[Request | None]:
+        """Deciding on ``100 Continue``, for a head that expects it: invite
+        the body (None: go on reading) when the app would take the request
+        (its optional ``accepts(request)``). Otherwise return the request
+        with an empty body, to be answered at once and the connection
+        closed, so that the client sends no body for nothing."""
+        request = conn.parser.awaiting_body
+        if self._accepts(request):
+            conn.sent_continue = True
+            yield from send(conn, CONTINUE)
+            return None
+        request.body = b""
+        request.keep_alive = False
+        conn.linger = True
+        conn.unyielded += 1
+        return request
+
     def _accepts(self, request: Request) -> bool:
-        """Whether the app would take ``request`` (head only), asked before
-        ``100 Continue`` through the app's optional ``accepts(request)``."""
+        """Whether the app would take ``request`` (head only)."""
         accepts = self._app_accepts
         if accepts is None:
             return True
@@ -351,227 +357,45 @@ class Server:
             log.exception("error in accepts() for %s %s", request.method, request.target)
             return True
 
-    def _linger(self, conn: _Connection) -> Coro[None]:
-        """Close after an error response without resetting the connection:
-        a client still sending the request it was refused for would
-        otherwise get a reset that can destroy the response before it is
-        read. Stop writing, then read and discard for a little while."""
-        conn.phase = _LINGER
-        conn.sock.shutdown(socket.SHUT_WR)
-        conn.deadline.set(_LINGER_SECONDS, "lingering close")  # type: ignore[union-attr]
-        yield from _drain(conn.sock)
-
-    def _respond(self, conn: _Connection, request: Request, response: Any,
-                 keep_alive: bool) -> Coro[bool]:
-        """Send any response the fast path in :meth:`_serve` does not take
-        (streamed, large, HEAD, HTTP/1.0, with headers...); return whether
-        the connection stays open."""
-        http10 = request.version == "HTTP/1.0"
-        streaming = type(response) is StreamingResponse
-        headers = getattr(response, "headers", None)
-        if headers and "close" in (headers.get("connection") or "").lower():
-            keep_alive = False  # the app asked for the connection to end
+    def _wait_for_app(self, conn: Connection, request: Request, app_coroutine: Any
+                      ) -> Coro[Any]:
+        """Running a handler that waits (the app returned a generator): drive
+        it to its response, with no deadline meanwhile; an exception it
+        raises is answered with a 500."""
+        conn.phase = BUSY
+        conn.deadline.clear()
         try:
-            status = response.status
-            if not 200 <= status <= 999:
-                raise ValueError(f"status {status!r} cannot be a final response")
-            if streaming:
-                keep_alive = keep_alive and not http10
-                length = 0
-                head = response_head(status, response.content_type, response.headers,
-                                     None, keep_alive, http10)
-            elif type(response) is FileResponse:
-                length = response.count
-                head = response_head(status, response.content_type, response.headers,
-                                     length, keep_alive, http10)
-            else:
-                body = response.body
-                if type(body) is not bytes:
-                    body = bytes(body)
-                length = len(body)
-                head = response_head(status, response.content_type, response.headers,
-                                     length, keep_alive, http10)
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.error("invalid response to %s %s: %s", request.method, request.target, exc)
-            if streaming:
-                _close_body(response.body)
-            elif type(response) is FileResponse:
-                response.close()
-            error = error_response(500, "Internal Server Error")
-            yield from self._send(conn, error)
-            if self.config.access_log:
-                self._log_access(conn, request, 500, len(error.partition(b"\r\n\r\n")[2]),
-                                 "invalid response")
-            return False
-        if streaming:
-            if body_allowed(status, request.method):
-                completed = yield from self._stream(conn, head, response.body, http10,
-                                                    request, status)
-                return keep_alive and completed
-            _close_body(response.body)
-        elif type(response) is FileResponse:
-            return (yield from self._send_file(conn, request, response, head, keep_alive))
-        try:
-            if streaming or not body_allowed(status, request.method):
-                yield from self._send(conn, head)
-            elif length < 65536:
-                yield from self._send(conn, head + body)
-            else:
-                yield from self._send(conn, head, body)
-        except (OSError, Cancelled) as exc:
-            if self.config.access_log:
-                self._log_access(conn, request, status, length, _interrupted(exc))
-            raise
-        self.requests_served += 1
-        if self.config.access_log:
-            self._log_access(conn, request, status, length)
-        return keep_alive
+            return (yield from app_coroutine)
+        except Exception:
+            return _app_failed(request)
 
-    def _send_file(self, conn: _Connection, request: Request, response: FileResponse,
-                   head: bytes, keep_alive: bool) -> Coro[bool]:
-        """Send ``head`` and the file's bytes with ``sendfile``, under the
-        send deadline while the client's buffer is full (restarted by every
-        piece it takes); the file is closed whatever happens."""
-        deadline: Deadline = conn.deadline  # type: ignore[assignment]
-        timeout = self.config.send_timeout
-        status = response.status
-        sent = 0
-        failure = ""
-
-        def progress(count: int) -> None:
-            deadline.set(timeout, "send")
-
-        try:
-            if body_allowed(status, request.method):
-                deadline.set(timeout, "send")
-                sent = yield from sendfile(conn.sock, response.file.fileno(), response.offset,
-                                           response.count, head, progress)
-                deadline.clear()
-            else:
-                yield from self._send(conn, head)
-        except (OSError, Cancelled) as exc:
-            failure = _interrupted(exc)
-            raise
-        finally:
-            response.close()
-            if self.config.access_log:
-                self._log_access(conn, request, status, sent, failure)
-        self.requests_served += 1
-        return keep_alive
-
-    @staticmethod
-    def _log_access(conn: _Connection, request: Request, status: int, length: Any,
-                    failure: str = "") -> None:
-        """One line per response: client, request line, status, body bytes;
-        a response that failed says what happened (``incomplete: ...``)."""
-        if failure:
-            access_log.info('%s "%s %s %s" %d %s (%s)', _format_client(conn.client),
-                            request.method, request.target, request.version, status, length,
-                            failure)
-        else:
-            access_log.info('%s "%s %s %s" %d %s', _format_client(conn.client), request.method,
-                            request.target, request.version, status, length)
-
-    def _send(self, conn: _Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
-        """Send ``data``, then ``body`` when it was too large to join to the
-        head. Whenever the client's buffer is full the send deadline runs:
-        a client that stops reading for ``send_timeout`` is disconnected,
-        one that reads slowly is not."""
-        try:
-            sent = conn.sock.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent != len(data) or body is not None:
-            yield from self._send_rest(conn, data, sent, body)
-
-    def _send_rest(self, conn: _Connection, data: bytes, sent: int,
-                   body: bytes | None = None) -> Coro[None]:
-        """Finish a send the socket could not take at once, under the send
-        deadline, then restore the deadline that was running."""
-        deadline: Deadline = conn.deadline  # type: ignore[assignment]
-        saved_when, saved_label = deadline.when, deadline.label
-        if sent < len(data):
-            yield from self._send_slowly(conn, data, sent)
-        if body is not None:
-            yield from self._send_slowly(conn, body, 0)
-        if saved_when is None:
-            deadline.clear()
-        else:
-            deadline.set(max(saved_when - deadline.kernel.clock(), 0.0), saved_label)
-
-    def _send_slowly(self, conn: _Connection, data: bytes, sent: int) -> Coro[None]:
-        send = conn.sock.sock.send
-        write_trap = (WRITE, conn.sock.fd)
-        deadline: Deadline = conn.deadline  # type: ignore[assignment]
-        timeout = self.config.send_timeout
-        total = len(data)
-        deadline.set(timeout, "send")
-        with memoryview(data) as view:
-            while sent < total:
-                try:
-                    sent += send(view[sent:])
-                except BlockingIOError:
-                    yield write_trap
-                    continue
-                deadline.set(timeout, "send")
-
-    def _stream(self, conn: _Connection, head: bytes, body: Any, http10: bool,
-                request: Request, status: int) -> Coro[bool]:
-        """Send ``head``, then drive a streaming body: bytes/str it yields
-        are sent as chunks, anything else is a kernel trap, forwarded so the
-        body can wait.
-        Return False if the body failed (the response is then incomplete
-        and the connection must close). The access log line, written here,
-        counts the body bytes sent and says why a stream ended early."""
-        send_value: Any = None
-        error: BaseException | None = None
-        sent = 0
-        failure = "incomplete: the server stopped"
-        try:
-            yield from self._send(conn, head)
-            while True:
-                try:
-                    if error is None:
-                        item = body.send(send_value)
-                    else:
-                        item, error = body.throw(error), None
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    log.exception("error streaming the response to %s %s",
-                                  request.method, request.target)
-                    failure = f"incomplete: the stream raised {type(exc).__name__}"
-                    return False
-                send_value = None
-                if isinstance(item, (bytes, bytearray, memoryview, str)):
-                    data = item.encode() if isinstance(item, str) else bytes(item)
-                    if data:
-                        yield from self._send(conn, data if http10 else chunk(data))
-                        sent += len(data)
-                    continue
-                try:
-                    send_value = yield item
-                except BaseException as exc:  # Cancelled included: let the body clean up
-                    error = exc
-            if not http10:
-                yield from self._send(conn, LAST_CHUNK)
-            failure = ""
+    def _write(self, conn: Connection, request: Request, response: Any,
+               keep_alive: bool) -> Coro[bool]:
+        """Writing a response the fast path does not take (see
+        :func:`~corofw.http.responding.write_response`); return whether the
+        connection stays open. The request is read: its timers stop, and a
+        stream has no total limit, only the send timeout while the client
+        does not read."""
+        conn.phase = BUSY
+        conn.deadline.clear()
+        keep_alive, complete = yield from write_response(conn, request, response, keep_alive)
+        if complete:
             self.requests_served += 1
-            return True
-        except (OSError, Cancelled) as exc:
-            failure = _interrupted(exc)
-            raise
-        finally:
-            _close_body(body)
-            if self.config.access_log:
-                self._log_access(conn, request, status, sent, failure)
+        return keep_alive
 
-    @staticmethod
-    def _try_send(sock: Socket, data: bytes) -> None:
-        try:
-            sock.sock.send(data)
-        except OSError:
-            pass
+    def _keep_alive(self, conn: Connection) -> bool:
+        """Between requests: a pipelined request that has begun gets the
+        header timeout, an empty connection the keep-alive timeout. True
+        when the response just sent answered everything received: the
+        client most likely waits for it before sending more, so wait for
+        bytes rather than try a ``recv`` that would fail."""
+        if conn.parser.buffered:
+            conn.phase = HEAD
+            conn.deadline.set(self.config.header_timeout, "request header")
+            return False
+        conn.phase = IDLE
+        conn.deadline.set(self.config.keep_alive_timeout, "keep-alive idle")
+        return not conn.filled
 
     # -- shutting down ---------------------------------------------------------
 
@@ -586,7 +410,7 @@ class Server:
         self._listeners.clear()
         self._slot_free.set()
         for conn in list(self.connections):
-            if conn.phase in _CLOSABLE and conn.task is not None:
+            if conn.phase in CLOSABLE and conn.task is not None:
                 conn.task.cancel("server shutting down")
         yield from move_on_after(grace, self._all_closed.wait())
         if self.connections:
@@ -602,74 +426,9 @@ class Server:
                 conn.task.cancel(reason)
 
 
-def _readable(sock: Socket) -> Coro[None]:
-    yield (READ, sock.fd)
-
-
-def _drain(sock: Socket) -> Coro[None]:
-    """Read and discard until the peer closes (at most ``_LINGER_BYTES``)."""
-    recv = sock.sock.recv
-    drained = 0
-    while drained < _LINGER_BYTES:
-        try:
-            data = recv(_RECV_SIZE)
-        except BlockingIOError:
-            yield (READ, sock.fd)
-            continue
-        if not data:
-            return
-        drained += len(data)
-
-
 def _app_failed(request: Request) -> Response:
     log.exception("error handling %s %s", request.method, request.target)
     return Response(b"Internal Server Error\n", 500, None, "text/plain; charset=utf-8")
-
-
-def _drive_app(app_coroutine: Any, request: Request) -> Coro[Any]:
-    try:
-        return (yield from app_coroutine)
-    except Exception:
-        return _app_failed(request)
-
-
-def _simple_response(response: Any, request: Request, keep_alive: bool) -> bytes | None:
-    """The whole response as bytes, for the common case: a small
-    :class:`Response` with no extra headers to a GET/POST/... over HTTP/1.1.
-    None for anything else, which :meth:`Server._respond` handles."""
-    if type(response) is not Response or response.headers:
-        return None
-    body = response.body
-    status = response.status
-    if type(body) is not bytes or len(body) >= 65536 or status in _NO_BODY_STATUS \
-            or not 200 <= status < 600 or request.method == "HEAD" \
-            or request.version != "HTTP/1.1":
-        return None
-    return simple_response(status, response.content_type, body, keep_alive)
-
-
-def _close_body(body: Any) -> None:
-    """Close a streaming body that will not be driven to its end, so its
-    ``finally`` blocks run now rather than whenever it is collected."""
-    try:
-        body.close()
-    except Exception:
-        log.exception("error closing a streaming response body")
-
-
-def _format_client(client: Any) -> str:
-    """``host:port``, with an IPv6 host in brackets (``[::1]:8000``)."""
-    if isinstance(client, tuple) and len(client) >= 2:
-        host = client[0]
-        return f"[{host}]:{client[1]}" if ":" in host else f"{host}:{client[1]}"
-    return str(client)
-
-
-def _interrupted(exc: BaseException) -> str:
-    """What cut a response short, for the access log."""
-    if isinstance(exc, Cancelled):
-        return f"incomplete: {exc.reason}"
-    return f"incomplete: connection lost ({exc.strerror or type(exc).__name__})"
 
 
 def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
