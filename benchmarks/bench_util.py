@@ -203,3 +203,22 @@ def write_section(title: str, body: str) -> None:
 
 def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def pin_tree(pid: int, cpu: int | None) -> None:
+    """Pin a running process, its threads and its child processes to
+    ``cpu`` (children it forks later inherit the pinning): for servers
+    started by a helper that offers no ``taskset`` hook, such as
+    PostgreSQL's ``pg_ctl``."""
+    if cpu is None:
+        return
+    for member in _process_tree(pid):
+        try:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{member}/task")]
+        except OSError:
+            continue  # it just exited
+        for tid in threads:
+            try:
+                os.sched_setaffinity(tid, {cpu})
+            except OSError:
+                pass
