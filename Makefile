@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench-hardening: $(BENCH_STAMP)
 
 bench-redis: $(BENCH_STAMP) redis
 	$(BIN)/python benchmarks/redis_bench.py
+
+# The TechEmpower database tests and database waits, against a throwaway
+# PostgreSQL and Redis that the benchmark starts itself (about 15 minutes).
+bench-db: $(BENCH_STAMP) postgres redis
+	$(BIN)/python benchmarks/db_bench.py
 
 # nginx for tests/test_nginx.py (skipped without it): Debian's nginx-light.
 nginx:
