@@ -9,6 +9,7 @@ MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
 .PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
+.PHONY: board chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +104,19 @@ tfb-db: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python apps/demo.py
+
+# The board (apps/board) on its own throwaway PostgreSQL, with the stand-in backend:
+# prints the URL to open; Ctrl-C stops all three. BOARD_PORT (8000) sets the port.
+board: $(STAMP) postgres
+	$(BIN)/python -m apps.board dev
+
+# Debian's Chromium and its driver for the browser tests (tests/test_board_browser.py,
+# skipped without them).
+chromium:
+	(command -v chromium && command -v chromedriver) >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null)
 
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test,docs]'

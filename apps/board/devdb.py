@@ -95,8 +95,10 @@ class PgServer:
         return command
 
     def _run(self, program: str, *args: str, timeout: float = 60.0) -> None:
+        # a session of its own: a Ctrl-C meant for the program that runs the
+        # cluster must not kill initdb or pg_ctl (nor the server) halfway
         done = subprocess.run(self._command(program, *args), capture_output=True, text=True,
-                              timeout=timeout, cwd=self.directory)
+                              timeout=timeout, cwd=self.directory, start_new_session=True)
         if done.returncode:
             raise RuntimeError(f"{program} {' '.join(args[:2])} failed ({done.returncode}): "
                                f"{done.stderr.strip() or done.stdout.strip()}\n"
