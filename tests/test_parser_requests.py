@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from corofw.http.parser import DEFAULT_LIMITS, Limits, ProtocolError, RequestParser
+from corofw.http.parser import (
+    DEFAULT_LIMITS,
+    Limits,
+    ProtocolError,
+    RequestParser,
+    ResponseParser,
+)
 
 HOST = b"Host: example.com\r\n"
 
@@ -507,6 +513,11 @@ def test_invalid_host_values_are_400(value):
 def test_keep_alive(version, connection, keep_alive):
     headers = HOST + (b"Connection: " + connection + b"\r\n" if connection is not None else b"")
     assert one(get(b"/", headers, version)).keep_alive is keep_alive
+    # one rule for both kinds of message: a response with the same fields agrees
+    responses = ResponseParser()
+    responses.start("GET")
+    responses.feed(version + b" 200 OK\r\n" + headers + b"Content-Length: 0\r\n\r\n")
+    assert responses.next_head().keep_alive is keep_alive
 
 
 def test_close_in_a_second_connection_line():
@@ -563,10 +574,10 @@ def test_content_length_body_waits_for_every_byte():
     parser = RequestParser()
     parser.feed(post(b"Content-Length: 10\r\n", b"hello"))
     assert parser.next_request() is None
-    assert parser._head is not None
+    assert parser.awaiting_body is not None
     parser.feed(b"world" + get(b"/next"))
     assert parser.next_request().body == b"helloworld"
-    assert parser._head is None
+    assert parser.awaiting_body is None
     assert parser.next_request().path == "/next"
 
 
@@ -761,13 +772,13 @@ def test_chunked_body_pieces_and_head_state():
     parser = RequestParser()
     parser.feed(chunked(b"5\r\nhel"))
     assert parser.next_request() is None
-    assert parser._head is not None
+    assert parser.awaiting_body is not None
     parser.feed(b"lo\r\n0\r\n")
     assert parser.next_request() is None
     parser.feed(b"\r\n")
     request = parser.next_request()
     assert request.body == b"hello"
-    assert parser._head is None
+    assert parser.awaiting_body is None
     assert parser.next_request() is None
 
 
@@ -778,7 +789,7 @@ def test_expect_100_continue():
     parser = RequestParser()
     parser.feed(post(b"Content-Length: 5\r\nExpect: 100-continue\r\n", b""))
     assert parser.next_request() is None
-    assert parser._head is not None and parser.expect_continue is True
+    assert parser.awaiting_body is not None and parser.expect_continue is True
     parser.feed(b"hello")
     assert parser.next_request().body == b"hello"
     assert parser.expect_continue is False
