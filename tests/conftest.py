@@ -1,4 +1,5 @@
-"""Shared fixtures: leak checks, a subprocess runner and TLS certificates."""
+"""Shared fixtures: leak checks, a subprocess runner, TLS certificates, and the
+app and settings the server tests serve."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import threading
 import time
 
 import pytest
+
+from corofw import Event, Response, Router, StreamingResponse, sleep
+from corofw.http.config import ServerConfig
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,6 +82,136 @@ def spawn_python():
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+# -- what the server tests serve ---------------------------------------------------
+
+#: Timeouts short enough for tests to wait out, long enough for a loaded machine.
+FAST_SETTINGS = dict(keep_alive_timeout=2.0, header_timeout=2.0, body_timeout=2.0,
+                     send_timeout=2.0, graceful_timeout=5.0, access_log=False)
+
+
+def make_server_app() -> Router:
+    """A fresh app with a route for each kind of handler and response the
+    server tests need (plain and generator handlers, failures, streams)."""
+    app = Router()
+    released = Event()
+
+    @app.get("/")
+    def index(request):
+        return "Hello, World!"
+
+    @app.get("/client")
+    def client(request):
+        return str(request.client[1])
+
+    @app.get("/slow")
+    def slow(request):
+        yield from sleep(0.3)
+        return "slow"
+
+    @app.get("/sleep/{seconds:float}")
+    def nap(request, seconds):
+        yield from sleep(seconds)
+        return "done"
+
+    @app.post("/echo")
+    def echo(request):
+        return Response(request.body, content_type="application/octet-stream")
+
+    @app.get("/empty")
+    def empty(request):
+        return "ignored", 204
+
+    @app.get("/big/{size:int}")
+    def big(request, size):
+        return Response(bytes(range(256)) * (size // 256))
+
+    @app.get("/boom")
+    def boom(request):
+        raise RuntimeError("the handler exploded")
+
+    @app.get("/gen-boom")
+    def gen_boom(request):
+        yield from sleep(0.01)
+        raise KeyError("deep")
+
+    @app.get("/none")
+    def returns_none(request):
+        pass
+
+    @app.get("/number")
+    def returns_number(request):
+        return 42
+
+    @app.get("/bad-header")
+    def bad_header(request):
+        return Response("x", headers={"x-evil": "a\r\nset-cookie: pwned=1"})
+
+    @app.get("/stream")
+    def stream(request):
+        def body():
+            for i in range(3):
+                yield f"part{i};"
+                yield from sleep(0.05)
+        return StreamingResponse(body(), content_type="text/plain")
+
+    @app.get("/quick-stream")
+    def quick_stream(request):
+        def body():
+            for _ in range(5):
+                yield b"x" * 100
+        return StreamingResponse(body())
+
+    @app.get("/gated-stream")
+    def gated_stream(request):
+        def body():
+            yield b"first;"
+            yield from released.wait()
+            yield b"second"
+        return StreamingResponse(body())
+
+    @app.get("/release")
+    def release(request):
+        released.set()
+        return "released"
+
+    @app.get("/broken-stream")
+    def broken_stream(request):
+        def body():
+            yield b"partial"
+            raise ValueError("stream broke")
+        return StreamingResponse(body())
+
+    @app.get("/endless-stream")
+    def endless_stream(request):
+        def body():
+            while True:
+                yield b"x" * 4096
+                yield from sleep(0.001)
+        return StreamingResponse(body())
+
+    return app
+
+
+@pytest.fixture
+def server_app() -> Router:
+    """:func:`make_server_app`, fresh for each test."""
+    return make_server_app()
+
+
+@pytest.fixture(scope="session")
+def new_server_app():
+    """:func:`make_server_app` itself, for fixtures that outlive one test."""
+    return make_server_app
+
+
+@pytest.fixture
+def fast_config():
+    """``fast_config(**overrides)``: a ServerConfig with :data:`FAST_SETTINGS`."""
+    def config(**overrides) -> ServerConfig:
+        return ServerConfig(**{**FAST_SETTINGS, **overrides})
+    return config
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(port: int, *options: str, fd_limit: int | None = None) -> subprocess.Popen:

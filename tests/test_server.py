@@ -13,105 +13,15 @@ import pytest
 from live import RawClient, get
 
 from apps.hello import routes as hello_routes
-from corofw import Event, Response, Router, StreamingResponse, sleep
-from corofw.http.parser import Limits
+from corofw import Router
+from corofw.http.parser import Limits, RequestParser
 from corofw.http.server import ServerConfig
 from corofw.testing import serve_in_thread
 
-FAST = dict(keep_alive_timeout=2.0, header_timeout=2.0, body_timeout=2.0, send_timeout=2.0,
-            graceful_timeout=5.0, access_log=False)
-
-
-def config(**overrides) -> ServerConfig:
-    return ServerConfig(**{**FAST, **overrides})
-
-
-def make_app() -> Router:
-    app = Router()
-    released = Event()
-
-    @app.get("/")
-    def index(request):
-        return "index"
-
-    @app.get("/boom")
-    def boom(request):
-        raise RuntimeError("the handler exploded")
-
-    @app.get("/none")
-    def returns_none(request):
-        pass
-
-    @app.get("/number")
-    def returns_number(request):
-        return 42
-
-    @app.get("/gen-boom")
-    def gen_boom(request):
-        yield from sleep(0.01)
-        raise KeyError("deep")
-
-    @app.get("/bad-header")
-    def bad_header(request):
-        return Response("x", headers={"x-evil": "a\r\nset-cookie: pwned=1"})
-
-    @app.get("/stream")
-    def stream(request):
-        def body():
-            for i in range(3):
-                yield f"part{i};"
-                yield from sleep(0.05)
-        return StreamingResponse(body(), content_type="text/plain")
-
-    @app.get("/gated-stream")
-    def gated_stream(request):
-        def body():
-            yield b"first;"
-            yield from released.wait()
-            yield b"second"
-        return StreamingResponse(body())
-
-    @app.get("/release")
-    def release(request):
-        released.set()
-        return "released"
-
-    @app.get("/broken-stream")
-    def broken_stream(request):
-        def body():
-            yield b"partial"
-            raise ValueError("stream broke")
-        return StreamingResponse(body())
-
-    @app.get("/endless-stream")
-    def endless_stream(request):
-        def body():
-            while True:
-                yield b"x" * 4096
-                yield from sleep(0.001)
-        return StreamingResponse(body())
-
-    @app.get("/big/{size:int}")
-    def big(request, size):
-        return Response(bytes(range(256)) * (size // 256))
-
-    @app.get("/sleep/{seconds:float}")
-    def nap(request, seconds):
-        yield from sleep(seconds)
-        return "done"
-
-    return app
-
-
-@pytest.fixture
-def app():
-    return make_app()
-
-
 # -- apps/hello.py ------------------------------------------------------------------
 
-def test_hello_app():
-    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+def test_hello_app(fast_config):
+    with serve_in_thread(hello_routes, fast_config()) as server, httpx.Client() as client:
         r = client.get(server.url + "/")
         assert r.status_code == 200
         assert r.text == "Hello, World!"
@@ -141,19 +51,19 @@ def test_hello_app():
         assert served.requests_served == 5
 
 
-def test_chunked_request_body():
+def test_chunked_request_body(fast_config):
     def parts():
         for i in range(5):
             yield f"piece{i};".encode()
 
-    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+    with serve_in_thread(hello_routes, fast_config()) as server, httpx.Client() as client:
         r = client.post(server.url + "/echo", content=parts())
         assert r.status_code == 200
         assert r.content == b"piece0;piece1;piece2;piece3;piece4;"
 
 
-def test_head_sends_headers_of_get_without_body():
-    with serve_in_thread(hello_routes, config()) as server, httpx.Client() as client:
+def test_head_sends_headers_of_get_without_body(fast_config):
+    with serve_in_thread(hello_routes, fast_config()) as server, httpx.Client() as client:
         r = client.head(server.url + "/")
         assert r.status_code == 200
         assert r.headers["content-length"] == "13"
@@ -161,8 +71,8 @@ def test_head_sends_headers_of_get_without_body():
         assert client.get(server.url + "/").text == "Hello, World!"
 
 
-def test_slow_requests_overlap():
-    with serve_in_thread(hello_routes, config()) as server:
+def test_slow_requests_overlap(fast_config):
+    with serve_in_thread(hello_routes, fast_config()) as server:
         results: list[int] = []
 
         def fetch():
@@ -180,8 +90,6 @@ def test_slow_requests_overlap():
 
 def test_router_accepts_tells_which_requests_a_route_takes():
     """What the server asks before it sends ``100 Continue``."""
-    from corofw.http.parser import RequestParser
-
     app = Router()
     app.post("/upload")(lambda request: "ok")
     app.put("/items/{item_id:int}")(lambda request, item_id: "ok")
@@ -217,16 +125,16 @@ def test_server_config_refuses_values_it_cannot_run_with():
 
 # -- handler errors ---------------------------------------------------------------------
 
-def test_handler_exception_is_500_logged_and_server_keeps_serving(app, caplog):
+def test_handler_exception_is_500_logged_and_server_keeps_serving(server_app, caplog, fast_config):
     caplog.set_level(logging.ERROR, logger="corofw.server")
-    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+    with serve_in_thread(server_app, fast_config()) as server, httpx.Client() as client:
         r = client.get(server.url + "/boom")
         assert r.status_code == 500
         assert "exploded" not in r.text  # no details leak to the client
         # the same connection serves the next request...
-        assert client.get(server.url + "/").text == "index"
+        assert client.get(server.url + "/").text == "Hello, World!"
         # ...and so does a new one
-        assert httpx.get(server.url + "/").text == "index"
+        assert httpx.get(server.url + "/").text == "Hello, World!"
         r = client.get(server.url + "/gen-boom")
         assert r.status_code == 500
     records = [r for r in caplog.records if r.name == "corofw.server"]
@@ -242,10 +150,14 @@ def test_handler_exception_is_500_logged_and_server_keeps_serving(app, caplog):
     ("/none", "returns_none", "NoneType"),
     ("/number", "returns_number", "int"),
 ])
-def test_unusable_return_value_is_500_naming_handler_and_type(app, caplog, path, handler,
-                                                              type_name):
+def test_unusable_return_value_is_500_naming_handler_and_type(server_app,
+                                                              caplog,
+                                                              path,
+                                                              handler,
+                                                              type_name,
+                                                              fast_config):
     caplog.set_level(logging.ERROR, logger="corofw.server")
-    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+    with serve_in_thread(server_app, fast_config()) as server, httpx.Client() as client:
         r = client.get(server.url + path)
         assert r.status_code == 500
         assert client.get(server.url + "/").status_code == 200
@@ -253,9 +165,9 @@ def test_unusable_return_value_is_500_naming_handler_and_type(app, caplog, path,
     assert type_name in caplog.text
 
 
-def test_invalid_response_header_is_500_never_injected(app, caplog):
+def test_invalid_response_header_is_500_never_injected(server_app, caplog, fast_config):
     caplog.set_level(logging.ERROR, logger="corofw.server")
-    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+    with serve_in_thread(server_app, fast_config()) as server, httpx.Client() as client:
         r = client.get(server.url + "/bad-header")
         assert r.status_code == 500
         assert "set-cookie" not in r.headers
@@ -265,18 +177,18 @@ def test_invalid_response_header_is_500_never_injected(app, caplog):
 
 # -- streaming ------------------------------------------------------------------------
 
-def test_streaming_response_is_chunked_for_http11(app):
-    with serve_in_thread(app, config()) as server, httpx.Client() as client:
+def test_streaming_response_is_chunked_for_http11(server_app, fast_config):
+    with serve_in_thread(server_app, fast_config()) as server, httpx.Client() as client:
         r = client.get(server.url + "/stream")
         assert r.status_code == 200
         assert r.headers["transfer-encoding"] == "chunked"
         assert "content-length" not in r.headers
         assert r.text == "part0;part1;part2;"
-        assert client.get(server.url + "/").text == "index"  # still keep-alive
+        assert client.get(server.url + "/").text == "Hello, World!"  # still keep-alive
 
 
-def test_streaming_chunks_are_sent_as_they_are_produced(app):
-    with serve_in_thread(app, config()) as server, httpx.Client() as client, \
+def test_streaming_chunks_are_sent_as_they_are_produced(server_app, fast_config):
+    with serve_in_thread(server_app, fast_config()) as server, httpx.Client() as client, \
             client.stream("GET", server.url + "/gated-stream") as r:
         chunks = r.iter_raw()
         assert next(chunks) == b"first;"  # while the body still waits for /release
@@ -284,38 +196,39 @@ def test_streaming_chunks_are_sent_as_they_are_produced(app):
         assert b"".join(chunks) == b"second"
 
 
-def test_streaming_body_that_fails_midway_closes_the_connection(app, caplog):
+def test_streaming_body_that_fails_midway_closes_the_connection(server_app, caplog, fast_config):
     caplog.set_level(logging.ERROR, logger="corofw.server")
-    with serve_in_thread(app, config()) as server:
+    with serve_in_thread(server_app, fast_config()) as server:
         with RawClient(server.port) as raw:
             raw.send(get("/broken-stream"))
             status, _, headers = raw.read_head()
             assert status == 200
             # no last chunk (nor anything else): the client sees the failure
             assert raw.read_until_close() == b"7\r\npartial\r\n"
-        assert httpx.get(server.url + "/").text == "index"
+        assert httpx.get(server.url + "/").text == "Hello, World!"
     assert "stream broke" in caplog.text
 
 
 # -- access log -----------------------------------------------------------------------------
 
-def test_access_log_one_line_per_request(app, caplog):
+def test_access_log_one_line_per_request(server_app, caplog, fast_config):
     caplog.set_level(logging.INFO, logger="corofw.access")
-    with serve_in_thread(app, config(access_log=True)) as server, httpx.Client() as client:
+    with serve_in_thread(server_app, fast_config(access_log=True)) as server, \
+            httpx.Client() as client:
         client.get(server.url + "/")
         client.get(server.url + "/nowhere?x=1")
         client.get(server.url + "/boom")
     lines = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
     assert len(lines) == 3
-    assert '"GET / HTTP/1.1" 200 5' in lines[0]
+    assert '"GET / HTTP/1.1" 200 13' in lines[0]
     assert '"GET /nowhere?x=1 HTTP/1.1" 404' in lines[1]
     assert '"GET /boom HTTP/1.1" 500' in lines[2]
     assert lines[0].startswith("127.0.0.1:")
 
 
-def test_access_log_includes_failed_responses(app, caplog):
+def test_access_log_includes_failed_responses(server_app, caplog, fast_config):
     caplog.set_level(logging.INFO, logger="corofw.access")
-    with serve_in_thread(app, config(access_log=True)) as server:
+    with serve_in_thread(server_app, fast_config(access_log=True)) as server:
         with httpx.Client() as client:
             assert client.get(server.url + "/bad-header").status_code == 500
             assert client.get(server.url + "/stream").text == "part0;part1;part2;"
@@ -338,7 +251,7 @@ def test_access_log_includes_failed_responses(app, caplog):
     assert lines[3].endswith(")") and "(incomplete: connection lost" in lines[3]
 
 
-def test_access_log_brackets_ipv6_clients(app, caplog):
+def test_access_log_brackets_ipv6_clients(server_app, caplog, fast_config):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
@@ -346,17 +259,18 @@ def test_access_log_brackets_ipv6_clients(app, caplog):
     except OSError:
         pytest.skip("no IPv6 loopback")
     caplog.set_level(logging.INFO, logger="corofw.access")
-    with serve_in_thread(app, config(access_log=True), host="::1") as server:
+    with serve_in_thread(server_app, fast_config(access_log=True), host="::1") as server:
         assert server.url == f"http://[::1]:{server.port}"
-        assert httpx.get(server.url + "/").text == "index"
+        assert httpx.get(server.url + "/").text == "Hello, World!"
     lines = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
     assert lines[0].startswith("[::1]:")
-    assert '"GET / HTTP/1.1" 200 5' in lines[0]
+    assert '"GET / HTTP/1.1" 200 13' in lines[0]
 
 
-def test_no_access_log_when_disabled(app, caplog):
+def test_no_access_log_when_disabled(server_app, caplog, fast_config):
     caplog.set_level(logging.DEBUG)
-    with serve_in_thread(app, config(access_log=False)) as server, httpx.Client() as client:
+    with serve_in_thread(server_app, fast_config(access_log=False)) as server, \
+            httpx.Client() as client:
         client.get(server.url + "/")
         client.get(server.url + "/boom")
     assert not [r for r in caplog.records if r.name == "corofw.access"]
@@ -364,14 +278,14 @@ def test_no_access_log_when_disabled(app, caplog):
 
 # -- large responses and backpressure ------------------------------------------------------------
 
-def test_large_response_to_slow_reader_arrives_intact(app):
+def test_large_response_to_slow_reader_arrives_intact(server_app, fast_config):
     size = 8 << 20
     expected = bytes(range(256)) * (size // 256)
     # The whole transfer takes longer than send_timeout: the timeout is for
     # a client that stops reading, not for one that reads slowly. (Not much
     # shorter: the socket turns writable only once a third of the server's
     # send buffer, up to megabytes, is free again.)
-    with serve_in_thread(app, config(send_timeout=1.0)) as server:
+    with serve_in_thread(server_app, fast_config(send_timeout=1.0)) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.settimeout(10)
@@ -395,11 +309,11 @@ def test_large_response_to_slow_reader_arrives_intact(app):
         assert body == expected
 
 
-def test_send_timeout_drops_client_that_never_reads(app, caplog):
+def test_send_timeout_drops_client_that_never_reads(server_app, caplog, fast_config):
     caplog.set_level(logging.DEBUG, logger="corofw.server")
     # long idle and header timeouts: the short send timeout must win anyway
-    slow_config = config(send_timeout=0.3, keep_alive_timeout=30.0, header_timeout=30.0)
-    with serve_in_thread(app, slow_config) as server:
+    slow_config = fast_config(send_timeout=0.3, keep_alive_timeout=30.0, header_timeout=30.0)
+    with serve_in_thread(server_app, slow_config) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect(("127.0.0.1", server.port))
@@ -408,7 +322,7 @@ def test_send_timeout_drops_client_that_never_reads(app, caplog):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 # meanwhile others are served
-                assert httpx.get(server.url + "/", timeout=5).text == "index"
+                assert httpx.get(server.url + "/", timeout=5).text == "Hello, World!"
                 if not server.server.connections:
                     break
                 time.sleep(0.05)
@@ -430,10 +344,10 @@ def test_send_timeout_drops_client_that_never_reads(app, caplog):
 
 # -- graceful shutdown ---------------------------------------------------------------------
 
-def test_graceful_shutdown_finishes_request_in_flight(app):
+def test_graceful_shutdown_finishes_request_in_flight(server_app, fast_config):
     clients: list[RawClient] = []
     try:
-        with serve_in_thread(app, config(graceful_timeout=5.0)) as server:
+        with serve_in_thread(server_app, fast_config(graceful_timeout=5.0)) as server:
             port = server.port
             idle = RawClient(port)
             in_flight = RawClient(port)
@@ -457,9 +371,9 @@ def test_graceful_shutdown_finishes_request_in_flight(app):
             client.close()
 
 
-def test_shutdown_grace_period_cancels_long_request(app, caplog):
+def test_shutdown_grace_period_cancels_long_request(server_app, caplog, fast_config):
     caplog.set_level(logging.WARNING, logger="corofw.server")
-    with serve_in_thread(app, config(graceful_timeout=0.2)) as server:
+    with serve_in_thread(server_app, fast_config(graceful_timeout=0.2)) as server:
         client = RawClient(server.port)
         client.send(get("/sleep/30"))
         time.sleep(0.1)

@@ -9,57 +9,10 @@ import time
 import pytest
 from live import RawClient, get
 
-from corofw import Response, Router, StreamingResponse, sleep
+from corofw import Router, StreamingResponse, sleep
 from corofw.http.parser import Limits
 from corofw.http.server import ServerConfig
 from corofw.testing import serve_in_thread
-
-
-def make_app() -> Router:
-    app = Router()
-
-    @app.get("/")
-    def index(request):
-        return "Hello, World!"
-
-    @app.get("/client")
-    def client(request):
-        return str(request.client[1])
-
-    @app.get("/slow")
-    def slow(request):
-        yield from sleep(0.3)
-        return "slow"
-
-    @app.post("/echo")
-    def echo(request):
-        return Response(request.body, content_type="application/octet-stream")
-
-    @app.get("/boom")
-    def boom(request):
-        raise RuntimeError("boom")
-
-    @app.get("/stream")
-    def stream(request):
-        def body():
-            for i in range(3):
-                yield f"part{i};"
-                yield from sleep(0.05)
-        return StreamingResponse(body(), content_type="text/plain")
-
-    @app.get("/quick-stream")
-    def quick_stream(request):
-        def body():
-            for _ in range(5):
-                yield b"x" * 100
-        return StreamingResponse(body())
-
-    @app.get("/empty")
-    def empty(request):
-        return "ignored", 204
-
-    return app
-
 
 CONFIG = ServerConfig(keep_alive_timeout=3.0, header_timeout=3.0, body_timeout=3.0,
                       send_timeout=3.0, graceful_timeout=2.0, access_log=False,
@@ -68,8 +21,8 @@ CONFIG = ServerConfig(keep_alive_timeout=3.0, header_timeout=3.0, body_timeout=3
 
 
 @pytest.fixture(scope="module")
-def server():
-    with serve_in_thread(make_app(), CONFIG) as running:
+def server(new_server_app):
+    with serve_in_thread(new_server_app(), CONFIG) as running:
         yield running
 
 
@@ -92,8 +45,8 @@ def test_keep_alive_serves_requests_on_one_connection(client):
     assert not client.is_closed(timeout=0.1)
 
 
-def test_idle_keep_alive_connection_times_out():
-    with serve_in_thread(make_app(), ServerConfig(keep_alive_timeout=0.3,
+def test_idle_keep_alive_connection_times_out(server_app):
+    with serve_in_thread(server_app, ServerConfig(keep_alive_timeout=0.3,
                                                   access_log=False)) as server:
         with RawClient(server.port) as raw:
             assert raw.request("GET", "/").status == 200
@@ -109,11 +62,11 @@ def test_idle_keep_alive_connection_times_out():
             assert raw.is_closed(timeout=5)
 
 
-def test_idle_timeout_applies_after_a_longer_phase():
+def test_idle_timeout_applies_after_a_longer_phase(server_app):
     """The connection's deadline moves from a long phase (a slow request head)
     to a short one (keep-alive idle): the short one must still be kept."""
     config = ServerConfig(keep_alive_timeout=0.3, header_timeout=20.0, access_log=False)
-    with serve_in_thread(make_app(), config) as server, RawClient(server.port) as raw:
+    with serve_in_thread(server_app, config) as server, RawClient(server.port) as raw:
         raw.send(b"GET / HTTP/1.1\r\n")
         time.sleep(0.6)  # past the first idle deadline, well within the header timeout
         raw.send(b"Host: t\r\n\r\n")
@@ -192,12 +145,12 @@ def test_handler_error_keeps_pipelined_connection(client):
     assert not client.is_closed(timeout=0.1)
 
 
-def test_max_connections_closes_idle_connections_for_new_clients():
+def test_max_connections_closes_idle_connections_for_new_clients(server_app):
     """At the limit an idle keep-alive connection gives its slot to a new
     client at once (as nginx does), instead of the client waiting a whole
     keep-alive timeout."""
     config = ServerConfig(max_connections=2, keep_alive_timeout=30.0, access_log=False)
-    with serve_in_thread(make_app(), config) as server, \
+    with serve_in_thread(server_app, config) as server, \
             RawClient(server.port) as first, RawClient(server.port) as second:
         assert first.request("GET", "/").status == 200
         assert second.request("GET", "/").status == 200
@@ -209,9 +162,9 @@ def test_max_connections_closes_idle_connections_for_new_clients():
             assert len(server.server.connections) == 2
 
 
-def test_max_connections_busy_answers_503_at_once():
+def test_max_connections_busy_answers_503_at_once(server_app):
     config = ServerConfig(max_connections=2, access_log=False)
-    with serve_in_thread(make_app(), config) as server, \
+    with serve_in_thread(server_app, config) as server, \
             RawClient(server.port) as first, RawClient(server.port) as second:
         first.send(get("/slow"))
         second.send(get("/slow"))
@@ -271,10 +224,10 @@ def test_http11_streaming_is_chunked(client):
 # -- timeouts ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def impatient():
+def impatient(new_server_app):
     config = ServerConfig(keep_alive_timeout=0.4, header_timeout=0.4, body_timeout=0.4,
                           send_timeout=1.0, access_log=False)
-    with serve_in_thread(make_app(), config) as running:
+    with serve_in_thread(new_server_app(), config) as running:
         yield running
 
 
@@ -500,14 +453,14 @@ def test_client_disconnect_mid_request_is_harmless(server):
         assert raw.request("GET", "/").status == 200
 
 
-def test_a_pipelining_client_does_not_starve_a_fresh_one():
+def test_a_pipelining_client_does_not_starve_a_fresh_one(server_app):
     """One connection streaming pipelined requests as fast as it can must
     not keep the server from accepting and answering another client."""
     import select
     import socket
     import threading
 
-    with serve_in_thread(make_app(), ServerConfig(access_log=False)) as server:
+    with serve_in_thread(server_app, ServerConfig(access_log=False)) as server:
         stop = threading.Event()
 
         def flood():

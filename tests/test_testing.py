@@ -11,7 +11,7 @@ import httpx
 import pytest
 from live import RawClient, get
 
-from corofw import Router, sleep
+from corofw import sleep
 from corofw.http.server import ServerConfig
 from corofw.testing import run_virtual, serve_in_thread
 
@@ -19,21 +19,6 @@ from corofw.testing import run_virtual, serve_in_thread
 def fd_count() -> int:
     gc.collect()
     return len(os.listdir("/proc/self/fd"))
-
-
-def make_app() -> Router:
-    app = Router()
-
-    @app.get("/")
-    def index(request):
-        return "index"
-
-    @app.get("/sleep/{seconds:float}")
-    def nap(request, seconds):
-        yield from sleep(seconds)
-        return "done"
-
-    return app
 
 
 @pytest.fixture
@@ -46,13 +31,13 @@ def counts():
     assert (fd_count(), threading.active_count()) == before
 
 
-def test_serve_in_thread_leaves_no_thread_or_fd(counts):
-    with serve_in_thread(make_app()) as server:
+def test_serve_in_thread_leaves_no_thread_or_fd(counts, server_app):
+    with serve_in_thread(server_app) as server:
         assert server.url == f"http://127.0.0.1:{server.port}"
         assert server.host == "127.0.0.1"
         with httpx.Client() as client:
             for _ in range(3):
-                assert client.get(server.url + "/").text == "index"
+                assert client.get(server.url + "/").text == "Hello, World!"
         assert server.server is not None
         served = server.server
         deadline = time.monotonic() + 2.0  # counted just after the send, in the server's thread
@@ -62,11 +47,11 @@ def test_serve_in_thread_leaves_no_thread_or_fd(counts):
         assert threading.active_count() >= 2
 
 
-def test_open_client_connections_do_not_keep_it_alive(counts):
+def test_open_client_connections_do_not_keep_it_alive(counts, server_app):
     clients: list[RawClient] = []
     started = time.monotonic()
     try:
-        with serve_in_thread(make_app()) as server:
+        with serve_in_thread(server_app) as server:
             idle = RawClient(server.port)
             clients.append(idle)
             assert idle.request("GET", "/").status == 200
@@ -84,8 +69,8 @@ def test_open_client_connections_do_not_keep_it_alive(counts):
             client.close()
 
 
-def test_exception_in_block_still_stops_server(counts):
-    with pytest.raises(ZeroDivisionError), serve_in_thread(make_app()) as server:
+def test_exception_in_block_still_stops_server(counts, server_app):
+    with pytest.raises(ZeroDivisionError), serve_in_thread(server_app) as server:
         port = server.port
         1 / 0  # noqa: B018
     with pytest.raises(OSError):
@@ -97,16 +82,16 @@ def test_app_that_cannot_be_served_raises_at_once(counts):
         pass
 
 
-def test_two_servers_at_once(counts):
-    with serve_in_thread(make_app()) as one, serve_in_thread(make_app()) as two:
+def test_two_servers_at_once(counts, server_app):
+    with serve_in_thread(server_app) as one, serve_in_thread(server_app) as two:
         assert one.port != two.port
-        assert httpx.get(one.url + "/").text == httpx.get(two.url + "/").text == "index"
+        assert httpx.get(one.url + "/").text == httpx.get(two.url + "/").text == "Hello, World!"
 
 
-def test_request_in_flight_finishes_before_block_exits(counts):
+def test_request_in_flight_finishes_before_block_exits(counts, server_app):
     raw = None
     try:
-        with serve_in_thread(make_app(), ServerConfig(access_log=False)) as server:
+        with serve_in_thread(server_app, ServerConfig(access_log=False)) as server:
             raw = RawClient(server.port)
             raw.send(get("/sleep/0.3"))
             time.sleep(0.05)
