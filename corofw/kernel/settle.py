@@ -14,7 +14,7 @@ from types import GeneratorType
 from typing import Any
 
 from .task import Cancelled, SmallWaitQueue, Task
-from .traps import CURRENT, PARK, Coro
+from .traps import Coro, park, spawn
 
 
 class Outcome:
@@ -73,26 +73,29 @@ class _Children:
 
     __slots__ = ("tasks", "finished", "waiter", "decide", "decided", "fatal")
 
-    def __init__(self, parent: Task, coros: tuple[Coro[Any], ...], names: list[str] | None,
-                 what: str) -> None:
-        for coro in coros:
-            if not isinstance(coro, GeneratorType):
-                raise TypeError(f"{what}() needs generator objects, got {coro!r}")
-        kernel = parent._kernel
-        self.tasks = [kernel.spawn(coro, names[i] if names else None, parent)
-                      for i, coro in enumerate(coros)]
+    def __init__(self, what: str) -> None:
+        self.tasks: list[Task] = []
         self.finished: list[Task] = []
         self.waiter = SmallWaitQueue(what)
         self.decide: Any = None
         self.decided: int | None = None  # how many had finished when the caller decided
         self.fatal: BaseException | None = None
+
+    def start(self, coros: tuple[Coro[Any], ...], names: list[str] | None) -> Coro[None]:
+        """Spawn each coroutine as a child of the calling task."""
+        for coro in coros:
+            if not isinstance(coro, GeneratorType):
+                raise TypeError(f"{self.waiter.owner}() needs generator objects, got {coro!r}")
+        for i, coro in enumerate(coros):
+            task = yield from spawn(coro, names[i] if names else None)
+            self.tasks.append(task)
         for task in self.tasks:
             task.add_done_callback(self._on_done)
 
     def _on_done(self, task: Task) -> None:
         self.finished.append(task)
         if self.decided is None:
-            error = task._error
+            error = task.exception()
             if error is not None and not isinstance(error, (Exception, Cancelled)):
                 self.fatal = error  # KeyboardInterrupt, SystemExit: stop at once
                 self.decide_now("a sibling raised " + repr(error))
@@ -101,7 +104,7 @@ class _Children:
                 if reason:
                     self.decide_now(reason)
         if len(self.finished) == len(self.tasks):
-            self.waiter.wake_one()
+            self.waiter.wake_one()  # the caller acts only once all are done
 
     def decide_now(self, reason: str) -> None:
         self.decided = len(self.finished)
@@ -114,7 +117,7 @@ class _Children:
         them all, wait for them, and re-raise."""
         try:
             while len(self.finished) < len(self.tasks):
-                yield (PARK, self.waiter)
+                yield from park(self.waiter)
         except BaseException as exc:
             reason = exc.reason if isinstance(exc, Cancelled) else repr(exc)
             for task in self.tasks:
@@ -123,13 +126,13 @@ class _Children:
                                 f"({reason})")
             while len(self.finished) < len(self.tasks):
                 try:
-                    yield (PARK, self.waiter)
+                    yield from park(self.waiter)
                 except Cancelled:
                     pass
             raise
         finally:
             for task in self.tasks:
-                task._retrieved = True
+                task.exception()  # retrieved: what the caller does not return, it chose to drop
         if self.fatal is not None:
             raise self.fatal
 
@@ -142,8 +145,8 @@ class _Children:
 
 
 def _outcome(task: Task) -> Outcome:
-    error = task._error
-    return Outcome(task._result) if error is None else Outcome(error=error)
+    error = task.exception()
+    return Outcome(task.result()) if error is None else Outcome(error=error)
 
 
 def gather_settled(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Outcome]]:
@@ -152,8 +155,8 @@ def gather_settled(*coros: Coro[Any], names: list[str] | None = None) -> Coro[li
     disturb the others: its exception is its outcome's ``error``. When the
     caller is cancelled, every child is cancelled and waited for, then the
     ``Cancelled`` propagates. No child outlives the call."""
-    parent: Task = yield (CURRENT,)
-    children = _Children(parent, coros, names, "gather_settled")
+    children = _Children("gather_settled")
+    yield from children.start(coros, names)
     yield from children.wait()
     return [_outcome(task) for task in children.tasks]
 
@@ -179,12 +182,11 @@ def first_k(k: int, *coros: Coro[Any], names: list[str] | None = None
             if isinstance(coro, GeneratorType):
                 coro.close()
         raise ValueError(f"first_k() needs k from 0 to {n} (the number of calls), got {k!r}")
-    parent: Task = yield (CURRENT,)
-    children = _Children(parent, coros, names, "first_k")
+    children = _Children("first_k")
     counts = [0, 0]  # successes, failures
 
     def decide(task: Task) -> str | None:
-        counts[task._error is not None] += 1
+        counts[task.exception() is not None] += 1
         if counts[0] == k:
             return f"not needed: {k} of {n} calls had succeeded"
         if counts[1] > n - k:
@@ -192,6 +194,7 @@ def first_k(k: int, *coros: Coro[Any], names: list[str] | None = None
         return None
 
     children.decide = decide
+    yield from children.start(coros, names)
     if k == 0:
         children.decide_now("not needed: first_k(0, ...)")
     yield from children.wait()
