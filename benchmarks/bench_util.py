@@ -222,3 +222,21 @@ def pin_tree(pid: int, cpu: int | None) -> None:
                 os.sched_setaffinity(tid, {cpu})
             except OSError:
                 pass
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Seconds that a process's threads (and its children's) spent ready to
+    run but waiting for a CPU, from /proc/<pid>/task/*/schedstat: how much
+    other work on a shared machine held the process back."""
+    waited = 0
+    for member in _process_tree(pid):
+        try:
+            threads = os.listdir(f"/proc/{member}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                waited += int(Path(f"/proc/{member}/task/{tid}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # it just exited, or the kernel keeps no schedstats
+    return waited / 1e9

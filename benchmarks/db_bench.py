@@ -47,6 +47,7 @@ from bench_util import (
     now_utc,
     pin_tree,
     proc_stats,
+    run_queue_seconds,
     write_section,
     wrk,
 )
@@ -158,13 +159,16 @@ def throughput(names: list[str], tests: list[str], rounds: int, seconds: float, 
                 for test in tests:
                     for conns in CONNECTIONS:
                         cpu_before, _ = proc_stats(service.pid)
+                        queued_before = run_queue_seconds(service.pid)
                         result = wrk(base + test, conns, seconds, LOAD_CPU)
                         result["cpu"] = proc_stats(service.pid)[0] - cpu_before
+                        result["queued"] = run_queue_seconds(service.pid) - queued_before
                         results[(name, test, conns)].append(result)
                         print(f"round {round_no + 1}: {name:29} {test:20} c={conns:<4}"
                               f"{result['rps']:9,.0f} req/s  p99 {result.get('p99', 0):7.2f} ms"
-                              f"  cpu {result['cpu']:5.2f} s  errors {result['errors']:.0f}"
-                              f"  non-2xx {result['non2xx']:.0f}", flush=True)
+                              f"  cpu {result['cpu']:5.2f} s  queued {result['queued']:5.2f} s"
+                              f"  errors {result['errors']:.0f}  non-2xx {result['non2xx']:.0f}",
+                              flush=True)
                 peak_rss[name].append(proc_stats(service.pid)[1] / 2**20)
     return results, peak_rss
 
@@ -174,37 +178,57 @@ def rate(results: Results, name: str, test: str, conns: int) -> float | None:
     return median([r["rps"] for r in runs]) if runs else None
 
 
+def per_cpu_second(results: Results, name: str, test: str, conns: int) -> float | None:
+    """Requests served per second of the server's CPU time (median of the
+    rounds): throughput with the machine's other load taken out."""
+    runs = results.get((name, test, conns))
+    if not runs:
+        return None
+    return median([r["requests"] / r["cpu"] if r.get("cpu") else 0.0 for r in runs])
+
+
 def table(names: list[str], tests: list[str], results: Results,
           peak_rss: dict[str, list[float]]) -> str:
-    lines = ["| test | server | connections | req/s | p99 ms | server CPU s | errors + non-2xx"
-             " | corofw ÷ server |", "|---|---|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| test | server | connections | req/s | p99 ms | server CPU s | waiting for "
+             "CPU 0 s | req per CPU s | errors + non-2xx | corofw ÷ server (req/s) | "
+             "corofw ÷ server (req per CPU s) |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for test in tests:
         for conns in CONNECTIONS:
             base = rate(results, "corofw", test, conns)
+            base_cpu = per_cpu_second(results, "corofw", test, conns)
             for name in names:
                 runs = results[(name, test, conns)]
                 rps = median([r["rps"] for r in runs])
                 p99 = median([r.get("p99", float("nan")) for r in runs])
                 cpu = median([r["cpu"] for r in runs])
+                queued = median([r["queued"] for r in runs])
+                efficiency = per_cpu_second(results, name, test, conns) or 0.0
                 bad = sum(r["errors"] + r["non2xx"] for r in runs)
-                ratio = f"{base / rps:.2f}×" if base and name != "corofw" else "—"
+                ratio = f"{base / rps:.2f}×" if base and rps and name != "corofw" else "—"
+                ratio_cpu = (f"{base_cpu / efficiency:.2f}×" if base_cpu and efficiency
+                             and name != "corofw" else "—")
                 lines.append(f"| `{test}` | {name} | {conns} | {rps:,.0f} | {p99:.2f} | "
-                             f"{cpu:.1f} | {bad:.0f} | {ratio} |")
+                             f"{cpu:.1f} | {queued:.1f} | {efficiency:,.0f} | {bad:.0f} | "
+                             f"{ratio} | {ratio_cpu} |")
     lines += ["", "| server | peak RSS MiB (median of the rounds) |", "|---|--:|"]
     lines += [f"| {name} | {median(peak_rss[name]):.0f} |" for name in names]
     return "\n".join(lines)
 
 
 def targets(results: Results) -> str:
-    lines = ["| target | connections | ratio | result |", "|---|--:|--:|---|"]
+    lines = ["| target (req/s) | connections | ratio | result | ratio in req per CPU s |",
+             "|---|--:|--:|---|--:|"]
     for test, peer, factor in TARGETS:
         for conns in CONNECTIONS:
             mine, theirs = rate(results, "corofw", test, conns), rate(results, peer, test, conns)
             if not mine or not theirs:
                 continue
             verdict = "**pass**" if mine / theirs >= factor else "**FAIL**"
+            mine_cpu = per_cpu_second(results, "corofw", test, conns)
+            theirs_cpu = per_cpu_second(results, peer, test, conns)
+            cpu_ratio = f"{mine_cpu / theirs_cpu:.2f}×" if mine_cpu and theirs_cpu else "—"
             lines.append(f"| `{test}`: corofw ≥ {factor:g}× {peer} | {conns} | "
-                         f"{mine / theirs:.2f}× | {verdict} |")
+                         f"{mine / theirs:.2f}× | {verdict} | {cpu_ratio} |")
     return "\n".join(lines)
 
 
