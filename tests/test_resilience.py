@@ -20,9 +20,7 @@ from corofw import (
     spawn,
     timeout_after,
 )
-from corofw.http.breaker import Breaker, UpstreamUnavailable
-from corofw.http.policies import Hedge, Retry
-from corofw.http.upstream import Upstream
+from corofw.http.resilience import Breaker, Hedge, Retry, Upstream, UpstreamUnavailable
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
