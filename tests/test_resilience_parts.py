@@ -95,6 +95,18 @@ def test_the_reserve_lets_a_quiet_service_retry_and_refills_as_time_passes():
     assert sum(budget.try_withdraw() for _ in range(20)) == 5
 
 
+def test_the_floor_serves_light_traffic_and_adds_nothing_to_heavy_traffic():
+    clock = VirtualClock()
+    light = Budget(ratio=0.2, min_per_second=1.0, window=10.0, clock=clock)
+    for _ in range(20):
+        light.deposit()
+    assert sum(light.try_withdraw() for _ in range(50)) == 10  # the floor, not 4
+    heavy = Budget(ratio=0.2, min_per_second=1.0, window=10.0, clock=clock)
+    for _ in range(1000):
+        heavy.deposit()
+    assert sum(heavy.try_withdraw() for _ in range(500)) == 200  # 20%, not 20% + 10
+
+
 def test_deposits_expire_so_quiet_time_does_not_save_up_retries():
     clock = VirtualClock()
     budget = Budget(ratio=1.0, min_per_second=0, window=10.0, clock=clock)

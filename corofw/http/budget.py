@@ -1,13 +1,15 @@
 """Budgets of extra calls (hedges, retries), as Finagle and Envoy keep them.
 
-Every original call deposits ``ratio`` of a token; every extra call must
-withdraw a whole one, and is not sent when the balance is short. So over
-any ``window`` the extra calls are at most ``ratio`` times the original
-ones, plus ``min_per_second * window``: a reserve that lets a service with
-little traffic still retry its rare failure. Deposits and withdrawals both
-expire after ``window`` seconds (they are kept in ten slots of a tenth of
-the window each), so a quiet hour does not save up a storm of retries for
-the next failure.
+Every original call deposits ``ratio`` of a token and every extra call
+withdraws a whole one; an extra call is sent only while the withdrawals
+stay within the deposits. So over any ``window`` the extra calls are at
+most ``ratio`` times the original ones, or ``min_per_second * window`` if
+that is more: a floor (Envoy's ``min_retry_concurrency`` plays the same
+part) that lets a service with little traffic still retry its rare
+failure, and that adds nothing once traffic is heavy. Deposits and
+withdrawals both expire after ``window`` seconds (they are kept in ten
+slots of a tenth of the window each), so a quiet hour does not save up a
+storm of retries for the next failure.
 
 Time is the running kernel's clock, so a budget behaves the same under a
 :class:`~corofw.kernel.clock.VirtualClock`.
@@ -82,14 +84,14 @@ class SlidingCounts:
 
 
 class Budget:
-    """Extra calls allowed: ``ratio`` per original call, plus a reserve of
-    ``min_per_second`` per second, over a sliding ``window`` of seconds.
+    """Extra calls allowed over a sliding ``window`` of seconds: ``ratio``
+    per original call, but never fewer than ``min_per_second`` per second.
 
     Call :meth:`deposit` for each original call and :meth:`try_withdraw`
     before each extra one; send the extra call only if it returned True.
     """
 
-    __slots__ = ("ratio", "min_per_second", "_counts", "reserve")
+    __slots__ = ("ratio", "min_per_second", "_counts", "floor")
 
     def __init__(self, ratio: float, min_per_second: float = 10.0, window: float = 10.0,
                  clock: Callable[[], float] | None = None) -> None:
@@ -99,8 +101,8 @@ class Budget:
             raise ValueError(f"min_per_second must be zero or more, got {min_per_second!r}")
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
-        self._counts = SlidingCounts(window, 1, clock=clock)
-        self.reserve = self.min_per_second * self._counts.window
+        self._counts = SlidingCounts(window, 2, clock=clock)  # deposits, withdrawals
+        self.floor = self.min_per_second * self._counts.window
 
     def __repr__(self) -> str:
         return (f"<Budget ratio={self.ratio:g} min_per_second={self.min_per_second:g} "
@@ -109,7 +111,8 @@ class Budget:
     @property
     def balance(self) -> float:
         """Tokens available now (one per extra call)."""
-        return self.reserve + self._counts.totals()[0]
+        deposits, withdrawals = self._counts.totals()
+        return max(deposits, self.floor) - withdrawals
 
     def deposit(self) -> None:
         """Count one original call: ``ratio`` of a token more."""
@@ -120,5 +123,5 @@ class Budget:
         the balance is short of one."""
         if self.balance < 1.0 - 1e-9:
             return False
-        self._counts.add(0, -1.0)
+        self._counts.add(1, 1.0)
         return True
