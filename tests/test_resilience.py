@@ -451,6 +451,23 @@ def test_the_remaining_time_travels_in_a_header():
     assert backend.deadlines == [None, "2000", "1000", "1000", "99", None]
 
 
+def test_the_hedge_delay_is_no_deadline_of_the_call():
+    backend = Backend(delay=lambda n: 0.25)
+
+    def body(url):
+        client = Client(url)
+        api = Upstream(client, hedge=Hedge(after=0.1))
+        try:
+            yield from timeout_after(2.0, api.get("/item/1"))
+        finally:
+            client.close()
+        return api.stats
+
+    stats = run_served([backend.routes], body)
+    assert stats.hedges == 1
+    assert backend.deadlines == ["2000", "1900"]  # the copy went 0.1 s later
+
+
 def test_an_upstream_needs_addresses():
     with pytest.raises(ValueError, match="base_url"):
         Upstream(Client())

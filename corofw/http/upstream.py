@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..kernel import Cancelled, Coro, Queue, Task, move_on_after, sleep, spawn
+from ..kernel import Cancelled, Coro, Queue, Task, current_kernel, sleep, spawn
 from .breaker import Breaker, Circuit, UpstreamUnavailable
 from .budget import Budget, kernel_clock
 from .client import Client, ClientResponse
@@ -312,7 +312,7 @@ class Upstream:
         """The call as a child task and, if it has not answered well after
         ``delay`` seconds, a copy to another address (budget permitting);
         the first good answer wins and the other copy is cancelled."""
-        finished: Queue = Queue()
+        finished: Queue = Queue()  # the copies as they finish, and the alarm
         copies: list[Task] = []
         seen = 0
 
@@ -325,12 +325,16 @@ class Upstream:
         winner: Task | None = None
         good = False
         started = kernel_clock()
+        # A timer, not a timeout scope: the delay is no deadline of the call's.
+        kernel = current_kernel()
+        assert kernel is not None
+        alarm = kernel.add_timer(delay, finished.put_nowait, _HEDGE_NOW)
         try:
             yield from start(endpoint, admission)
-            task = yield from move_on_after(delay, finished.get())
-            if task is None:
+            task = yield from finished.get()
+            if task is _HEDGE_NOW:
                 yield from self._hedge(endpoint, start)
-                task = yield from finished.get()
+                task = yield from _next_copy(finished)
             while True:
                 seen += 1
                 error = task.exception()
@@ -340,8 +344,9 @@ class Upstream:
                 if seen == len(copies):
                     winner = task  # no good answer: the last one stands
                     break
-                task = yield from finished.get()
+                task = yield from _next_copy(finished)
         finally:
+            kernel.cancel_timer(alarm)
             yield from _finish_copies(copies, finished, seen, winner)
         first = copies[0]
         if winner is not first and first.cancelled:
@@ -349,7 +354,7 @@ class Upstream:
             # keeps slow calls in the percentile that decides when to hedge.
             endpoint.latencies.record(kernel_clock() - started)
         assert winner is not None
-        if good and winner is not copies[0]:
+        if good and winner is not first:
             self.stats.hedge_wins += 1
         return winner.result()
 
@@ -366,6 +371,17 @@ class Upstream:
             return
         self.stats.hedges += 1
         yield from start(target, admitted)
+
+
+_HEDGE_NOW = object()  # what the alarm puts in the queue of finished copies
+
+
+def _next_copy(finished: Queue) -> Coro[Task]:
+    """The next copy to finish (a late alarm is skipped)."""
+    while True:
+        item = yield from finished.get()
+        if item is not _HEDGE_NOW:
+            return item
 
 
 def _good(response: ClientResponse) -> bool:
@@ -386,7 +402,7 @@ def _finish_copies(copies: list[Task], finished: Queue, seen: int,
             task.cancel(reason)
     while seen < len(copies):
         try:
-            yield from finished.get()
+            yield from _next_copy(finished)
             seen += 1
         except Cancelled as exc:
             caught = exc
