@@ -357,7 +357,7 @@ def test_keyboard_interrupt_is_not_lost_behind_a_pending_cancel():
     def main():
         me = yield from current_task()
         me.cancel("first")
-        me._kernel._cancel(me, KeyboardInterrupt())
+        me.kernel.cancel(me, KeyboardInterrupt())
         try:
             yield from sleep(1)
         except BaseException as exc:
@@ -545,7 +545,7 @@ def test_an_interrupt_outranks_an_undelivered_cancel():
         task = yield from spawn(job())
         yield from sleep(0)
         task.cancel("first")
-        current_kernel()._cancel(task, KeyboardInterrupt())
+        current_kernel().cancel(task, KeyboardInterrupt())
         return (yield from task.join())
 
     assert vrun(main()) == "KeyboardInterrupt"

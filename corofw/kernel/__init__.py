@@ -1,9 +1,11 @@
 """The kernel: generator coroutines scheduled on an epoll reactor."""
 
 from .clock import VirtualClock
+from .context import current_kernel
+from .fdwait import forget_fd
 from .gather import gather
 from .introspect import dump_tasks, format_tasks
-from .loop import Kernel, current_kernel, forget_fd, run, stats
+from .loop import Kernel, run, stats
 from .signals import SignalCatcher, catch_signals
 from .sync import Event, Lock, Queue, QueueEmpty, QueueFull, Semaphore
 from .task import (
@@ -15,7 +17,7 @@ from .task import (
     TaskTimeout,
     WaitQueue,
 )
-from .timeouts import move_on_after, timeout_after
+from .timeouts import current_deadline, move_on_after, timeout_after
 from .traps import (
     Coro,
     current_task,
@@ -32,7 +34,7 @@ __all__ = [
     "BusyResourceError", "Cancelled", "ClosedResourceError", "Coro", "DeadlockError",
     "Event", "Kernel", "Lock", "Queue", "QueueEmpty", "QueueFull", "Semaphore",
     "SignalCatcher", "Task", "TaskTimeout", "VirtualClock", "WaitQueue", "catch_signals",
-    "current_kernel", "current_task", "current_time", "dump_tasks", "forget_fd",
+    "current_deadline", "current_kernel", "current_task", "current_time", "dump_tasks", "forget_fd",
     "format_tasks", "gather", "move_on_after", "park", "read_wait", "run",
     "run_in_thread", "sleep", "spawn", "stats", "timeout_after", "write_wait",
 ]

@@ -7,87 +7,88 @@ compares the clock with the latest deadline and re-arms itself if that has
 moved on. When it has passed, the task is cancelled at its wait point with a
 :class:`~corofw.kernel.task.Cancelled` whose ``scope`` is the deadline, so
 the owner can tell its own timeout from any other cancellation.
+
+A Deadline is a :class:`~corofw.kernel.cancel.Scope`: while armed it is one
+of its task's scopes, ranked against the task's other cancellations by the
+rules of :mod:`.cancel`, counted by ``current_deadline()`` and shown in the
+task dump.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .task import Cancelled, Task, renewed
+from .cancel import Scope
+from .task import Task
 from .timers import check_duration
 
-_RECHECK = 0.05
 
+class Deadline(Scope):
+    """The deadline of ``task``; ``label`` (e.g. "read") names the phase.
+    ``when`` is the deadline on the kernel clock, None while cleared."""
 
-class Deadline:
-    """The deadline of ``task``; ``label`` (e.g. "read") names the phase."""
-
-    __slots__ = ("task", "kernel", "when", "label", "entry", "seen")
+    __slots__ = ()
 
     def __init__(self, task: Task) -> None:
-        self.task = task
-        self.kernel = task._kernel
-        self.when: float | None = None
-        self.label = ""
-        self.entry: Any = None
-        self.seen = task._cancel_request
+        super().__init__(task, "")
 
     def __repr__(self) -> str:
         return f"<Deadline {self.label}>"
+
+    def _reason(self) -> str:
+        return f"{self.label} timeout"
 
     def set(self, seconds: float, label: str) -> None:
         """Expire ``seconds`` from now, in phase ``label`` (a negative
         ``seconds`` has already passed; NaN raises ValueError and leaves the
         deadline as it was)."""
         check_duration(seconds, f"Deadline.set({label!r})")
-        self._drop_stale_cancel()
-        when = self.when = self.kernel.clock() + seconds
+        if self.when is None:
+            self._enter()
+        else:
+            self._withdraw()
+            self.seen = self.task._cancel_request
+        kernel = self.kernel
+        when = self.when = kernel.clock() + seconds
         self.label = label
-        self.seen = self.task._cancel_request
+        self.expired = False
         entry = self.entry
         if entry is not None:
             if entry[0] <= when:
                 return  # the armed timer fires first and re-checks then
-            self.kernel.cancel_timer(entry)
-        self.entry = self.kernel.add_timer(seconds, self._fire, None)
+            kernel.timers.cancel(entry)
+        self.entry = kernel.timers.add(when, self._on_timer, None)
 
     def retarget(self, task: Task) -> None:
-        """Guard ``task`` from now on (a deadline kept with a resource, such
-        as a pooled connection, serves whichever task uses it)."""
+        """Guard ``task`` from now on, cleared (a deadline kept with a
+        resource, such as a pooled connection, serves whichever task uses
+        it, in whichever kernel)."""
         if task is not self.task:
             self.clear()
+            if task.kernel is not self.kernel:
+                self._drop_timer()  # it would fire in the old kernel, or never
+                self.kernel = task.kernel
             self.task = task
-            self.kernel = task._kernel
             self.seen = task._cancel_request
 
     def clear(self) -> None:
         """No deadline until the next :meth:`set`."""
-        self._drop_stale_cancel()
-        self.when = None
+        if self.when is not None:
+            self.when = None
+            self.expired = False
+            self._exit()
 
     def close(self) -> None:
         """Drop the timer; call when the task is done with the deadline."""
-        self.when = None
-        self._drop_stale_cancel()
-        if self.entry is not None:
-            self.kernel.cancel_timer(self.entry)
-            self.entry = None
+        self.clear()
+        self._drop_timer()
 
-    def _drop_stale_cancel(self) -> None:
-        pending = self.task._cancel_pending
-        if pending is not None and getattr(pending, "scope", None) is self:
-            self.task._cancel_pending = None
-
-    def _fire(self, _: Any) -> None:
+    def _on_timer(self, _: Any) -> None:
         self.entry = None
         when = self.when
         if when is None:
             return
-        left = when - self.kernel.clock()
-        if left > 0 or self.task._trap is None:  # moved on, or running right now
-            self.entry = self.kernel.add_timer(max(left, _RECHECK), self._fire, None)
+        if when > self.kernel.clock():  # moved on since the timer was armed
+            self.entry = self.kernel.timers.add(when, self._on_timer, None)
             return
-        # A cancel since the last set() outranks the deadline: deliver it again.
-        request = self.task._cancel_request
-        self.kernel._throw(self.task, Cancelled(f"{self.label} timeout", self)
-                           if request is self.seen or request is None else renewed(request))
+        self._expire()

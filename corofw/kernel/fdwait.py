@@ -1,10 +1,10 @@
 """Waiting for fds: which task waits on which fd, and epoll's interest list.
 
-The kernel keeps ``fd -> [reader, writer, mask, owner]``. An fd stays
+The kernel keeps one :class:`FdWaiters` per fd it has seen. An fd stays
 registered with epoll between waits; its mask only changes when a task
 waits for a direction not yet in it, or when epoll reports a direction
-nobody waits for any more. Closing a socket through
-:func:`~corofw.kernel.loop.forget_fd` drops the registration.
+nobody waits for any more. Closing a socket through :func:`forget_fd`
+drops the registration.
 
 A socket closed without it leaves the kernel believing in a registration
 that epoll dropped on close, and the OS hands the number to the next
@@ -20,27 +20,52 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .context import current_kernel
 from .reactor import READABLE, WRITABLE
 from .task import BusyResourceError, ClosedResourceError, Task
 from .traps import PARKED
 
-_DIRECTIONS = (READABLE, WRITABLE)
+
+class FdWaiters:
+    """What the kernel knows of one fd: the task waiting to read it, the
+    task waiting to write it (the same task in both for a
+    ``readwrite_wait``), the ``mask`` registered with epoll (0: not
+    registered) and ``owner``, a weak reference to the object it was last
+    waited on through (None for a bare number)."""
+
+    __slots__ = ("reader", "writer", "mask", "owner")
+
+    def __init__(self, owner: Callable[[], Any] | None) -> None:
+        self.reader: Task | None = None
+        self.writer: Task | None = None
+        self.mask = 0
+        self.owner = owner
 
 
 class FdWaits:
     """The fd traps of :class:`~corofw.kernel.loop.Kernel` and their undo
     (a mixin: it uses the kernel's ``reactor``, ``_fds``, ``_io_waiters``
-    and ``_reschedule_error``)."""
+    and ``reschedule_error``)."""
 
     reactor: Any
-    _fds: dict[int, list[Any]]
+    _fds: dict[int, FdWaiters]
     _io_waiters: int
-    _reschedule_error: Callable[[Task, BaseException], None]
+    reschedule_error: Callable[[Task, BaseException], None]
 
-    def _trap_fd(self, slot: int, task: Task, trap: tuple) -> Any:
-        """Park ``task`` until the fd of ``trap`` is ready in one direction:
-        slot 0 reads (EPOLLIN), slot 1 writes (EPOLLOUT). At most one task
-        waits per direction; the fd's mask only grows when it must."""
+    def _waiters_of(self, fd: int, owner: Any) -> FdWaiters:
+        """The record of ``fd``, made or rebuilt if ``owner`` (the object
+        waited on through, or None) is not the one last seen."""
+        waiters = self._fds.get(fd)
+        if waiters is None:
+            waiters = self._fds[fd] = FdWaiters(None if owner is None else _weak(owner))
+        elif _owner(waiters) is not owner:
+            self._rebind(fd, waiters, owner)
+        return waiters
+
+    def _trap_read(self, task: Task, trap: tuple) -> Any:
+        """Park ``task`` until the fd of ``trap`` is readable (EPOLLIN). At
+        most one task reads an fd at a time; the mask only grows when it
+        must."""
         fd = trap[1]
         if type(fd) is int:
             owner = None
@@ -48,87 +73,100 @@ class FdWaits:
             owner = fd
             fd = fd.fileno()
             trap = (trap[0], fd)
-        state = self._fds.get(fd)
-        if state is None:
-            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
-        else:
-            ref = state[3]
-            if (None if ref is None else ref()) is not owner:
-                self._rebind(fd, state, owner)
-            if state[slot] is not None:
-                raise BusyResourceError(
-                    f"another task is already waiting to {('read', 'write')[slot]} fd {fd}")
-        direction = _DIRECTIONS[slot]
-        mask = state[2]
-        if not mask & direction:
-            self._arm(fd, state, mask | direction)
-        state[slot] = task
+        waiters = self._fds.get(fd)
+        if waiters is None or (waiters.owner and waiters.owner()) is not owner:
+            waiters = self._waiters_of(fd, owner)
+        if waiters.reader is not None:
+            raise BusyResourceError(f"another task is already waiting to read fd {fd}")
+        mask = waiters.mask
+        if not mask & READABLE:
+            self._arm(fd, waiters, mask | READABLE)
+        waiters.reader = task
         self._io_waiters += 1
         task._trap = trap
         return PARKED
 
-    def _undo_fd(self, slot: int, task: Task, trap: tuple) -> None:
-        state = self._fds.get(trap[1])
-        if state is not None and state[slot] is task:
-            state[slot] = None
-            self._io_waiters -= 1
+    def _trap_write(self, task: Task, trap: tuple) -> Any:
+        """Park ``task`` until the fd of ``trap`` is writable (EPOLLOUT); as
+        :meth:`_trap_read` otherwise."""
+        fd = trap[1]
+        if type(fd) is int:
+            owner = None
+        else:
+            owner = fd
+            fd = fd.fileno()
+            trap = (trap[0], fd)
+        waiters = self._fds.get(fd)
+        if waiters is None or (waiters.owner and waiters.owner()) is not owner:
+            waiters = self._waiters_of(fd, owner)
+        if waiters.writer is not None:
+            raise BusyResourceError(f"another task is already waiting to write fd {fd}")
+        mask = waiters.mask
+        if not mask & WRITABLE:
+            self._arm(fd, waiters, mask | WRITABLE)
+        waiters.writer = task
+        self._io_waiters += 1
+        task._trap = trap
+        return PARKED
 
     def _trap_fd_either(self, task: Task, trap: tuple) -> Any:
-        """Park ``task`` in both slots of an fd until it is readable or
-        writable; whichever event comes first frees both slots."""
+        """Park ``task`` as both reader and writer of an fd until it is
+        readable or writable; whichever event comes first frees both."""
         fd = trap[1]
         owner = None
         if type(fd) is not int:
             owner = fd
             fd = fd.fileno()
             trap = (trap[0], fd)
-        state = self._fds.get(fd)
-        if state is None:
-            state = self._fds[fd] = [None, None, 0, None if owner is None else _weak(owner)]
-        else:
-            ref = state[3]
-            if (None if ref is None else ref()) is not owner:
-                self._rebind(fd, state, owner)
-            if state[0] is not None or state[1] is not None:
-                raise BusyResourceError(f"another task is already waiting on fd {fd}")
+        waiters = self._waiters_of(fd, owner)
+        if waiters.reader is not None or waiters.writer is not None:
+            raise BusyResourceError(f"another task is already waiting on fd {fd}")
         both = READABLE | WRITABLE
-        if state[2] & both != both:
-            self._arm(fd, state, state[2] | both)
-        state[0] = state[1] = task
+        if waiters.mask & both != both:
+            self._arm(fd, waiters, waiters.mask | both)
+        waiters.reader = waiters.writer = task
         self._io_waiters += 2
         task._trap = trap
         return PARKED
 
-    def _undo_fd_either(self, task: Task, trap: tuple) -> None:
-        self._undo_fd(0, task, trap)
-        self._undo_fd(1, task, trap)
+    def _undo_fd(self, task: Task, trap: tuple) -> None:
+        """Take ``task`` out of whichever slots of the fd it waits in."""
+        waiters = self._fds.get(trap[1])
+        if waiters is None:
+            return
+        if waiters.reader is task:
+            waiters.reader = None
+            self._io_waiters -= 1
+        if waiters.writer is task:
+            waiters.writer = None
+            self._io_waiters -= 1
 
-    def _rebind(self, fd: int, state: list[Any], owner: Any) -> None:
+    def _rebind(self, fd: int, waiters: FdWaiters, owner: Any) -> None:
         """``fd`` is waited on through another object than last time. The
         earlier one may have been closed without :func:`forget_fd` (epoll
         then dropped its registration, and the number was reused): so the
         kernel believes nothing of the fd's registration, registers it
         afresh, and a task still waiting on the closed object gets
         :class:`ClosedResourceError` instead of hanging."""
-        ref = state[3]
-        if ref is not None and _is_closed(ref(), fd):
-            self._close_waiters(fd, state)
-        state[3] = None if owner is None else _weak(owner)
-        if state[2]:
+        if waiters.owner is not None and _is_closed(waiters.owner(), fd):
+            self._close_waiters(fd, waiters)
+        waiters.owner = None if owner is None else _weak(owner)
+        if waiters.mask:
             try:
                 self.reactor.unregister(fd)
             except (OSError, ValueError):
                 pass  # already gone with the closed object
-            state[2] = 0
-            live = (READABLE if state[0] is not None else 0) \
-                | (WRITABLE if state[1] is not None else 0)
+            waiters.mask = 0
+            live = (READABLE if waiters.reader is not None else 0) \
+                | (WRITABLE if waiters.writer is not None else 0)
             if live:
-                self._arm(fd, state, live)
+                self._arm(fd, waiters, live)
 
-    def _arm(self, fd: int, state: list[Any], mask: int) -> None:
+    def _arm(self, fd: int, waiters: FdWaiters, mask: int) -> None:
+        """Register ``fd`` with epoll for ``mask``, or change its mask."""
         reactor = self.reactor
         try:
-            if state[2]:
+            if waiters.mask:
                 reactor.modify(fd, mask)
             else:
                 reactor.register(fd, mask)
@@ -136,11 +174,13 @@ class FdWaits:
             reactor.register(fd, mask)  # closed and reused behind our back
         except FileExistsError:
             reactor.modify(fd, mask)
-        state[2] = mask
+        waiters.mask = mask
 
-    def _disarm(self, fd: int, state: list[Any], direction: int) -> None:
-        mask = state[2] & ~direction
-        if state[0] is None and state[1] is None:
+    def _disarm(self, fd: int, waiters: FdWaiters, direction: int) -> None:
+        """Epoll reported ``direction`` and nobody waits for it: drop it
+        from the mask (unregister the fd once nobody waits at all)."""
+        mask = waiters.mask & ~direction
+        if waiters.reader is None and waiters.writer is None:
             mask = 0
         try:
             if mask:
@@ -149,30 +189,50 @@ class FdWaits:
                 self.reactor.unregister(fd)
         except OSError:
             mask = 0
-        state[2] = mask
+        waiters.mask = mask
 
     def _forget_fd(self, fd: int) -> None:
-        state = self._fds.pop(fd, None)
-        if state is None:
+        waiters = self._fds.pop(fd, None)
+        if waiters is None:
             return
-        if state[2]:
+        if waiters.mask:
             try:
                 self.reactor.unregister(fd)
             except (OSError, ValueError):
                 pass
-        self._close_waiters(fd, state)
+        self._close_waiters(fd, waiters)
 
-    def _close_waiters(self, fd: int, state: list[Any]) -> None:
+    def _close_waiters(self, fd: int, waiters: FdWaiters) -> None:
         """Wake the tasks waiting on ``fd`` with ClosedResourceError."""
-        reader, writer = state[0], state[1]
-        state[0] = state[1] = None
+        reader, writer = waiters.reader, waiters.writer
+        waiters.reader = waiters.writer = None
         self._io_waiters -= (reader is not None) + (writer is not None)
         if reader is writer:  # a readwrite_wait holds both slots
             writer = None
         for task in (reader, writer):
             if task is not None:
                 task._trap = None
-                self._reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
+                self.reschedule_error(task, ClosedResourceError(f"fd {fd} was closed"))
+
+
+def forget_fd(fd: Any) -> None:
+    """Tell this thread's kernel that ``fd`` (a number, or an object with
+    ``fileno()`` such as a socket) is about to be closed: drop its epoll
+    registration and wake any task waiting on it with
+    :class:`ClosedResourceError`. Safe to call with no kernel running.
+
+    Call it before closing an fd that tasks wait on by number. For an fd
+    waited on as an object, the kernel notices on its own when the number
+    turns up again with another object, but a task waiting on the closed
+    object is only woken then."""
+    kernel = current_kernel()
+    if kernel is not None:
+        kernel._forget_fd(fd if type(fd) is int else fd.fileno())
+
+
+def _owner(waiters: FdWaiters) -> Any:
+    ref = waiters.owner
+    return None if ref is None else ref()
 
 
 def _weak(owner: Any) -> Callable[[], Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from types import GeneratorType
 from typing import Any
 
+from .cancel import enclose
 from .task import Cancelled, SmallWaitQueue, Task
-from .traps import CURRENT, PARK, Coro
+from .traps import Coro, current_task, park
 
 
 def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]:
@@ -20,10 +21,11 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
     for coro in coros:
         if not isinstance(coro, GeneratorType):
             raise TypeError(f"gather() needs generator objects, got {coro!r}")
-    parent: Task = yield (CURRENT,)
-    kernel = parent._kernel
+    parent: Task = yield from current_task()
+    kernel = parent.kernel
     children = [kernel.spawn(coro, names[i] if names else None, parent)
                 for i, coro in enumerate(coros)]
+    enclose(children, parent)
     finished: list[Task] = []
     waiter = SmallWaitQueue("gather")
 
@@ -39,7 +41,7 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
         seen = 0
         while len(finished) < len(children):
             if seen == len(finished):
-                yield (PARK, waiter)
+                yield from park(waiter)
             for task in finished[seen:]:
                 if failure is None and task._error is not None:
                     failure = task
@@ -51,7 +53,7 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
             child.cancel(f"the task running gather() was cancelled ({reason})")
         while len(finished) < len(children):
             try:
-                yield (PARK, waiter)
+                yield from park(waiter)
             except Cancelled:
                 pass
         _retrieve(children)

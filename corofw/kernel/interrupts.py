@@ -40,8 +40,8 @@ class SignalRouting:
     _wake_w: Any
     _ready: Any
     _undoers: dict[Any, Any]
-    _cancel: Any
-    _cancel_all: Any
+    cancel: Any
+    cancel_all: Any
     _finish: Any
 
     def _install_signals(self) -> None:
@@ -122,12 +122,12 @@ class SignalRouting:
         name = signal.Signals(signum).name
         main = self.main_task
         if main is not None and main.state is not DONE:
-            self._cancel(main, exc)
+            self.cancel(main, exc)
         elif self._interrupts == 1:
             # Main has ended and the others are cleaning up: cut that short
             # and let run() raise the interrupt once they have finished.
             self._interrupted = exc
-            self._cancel_all(f"interrupted by {name}")
+            self.cancel_all(f"interrupted by {name}")
         else:
             if self._interrupted is None:
                 self._interrupted = exc

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import linecache
 import sys
+import time
 from typing import Any
 
 from . import traps
+from .context import current_kernel
 
 
 def coro_frames(coro: Any) -> list[tuple[str, int, str]]:
@@ -33,7 +35,7 @@ def describe_wait(task: Any, now: float) -> str:
     timer and when it fires, the primitive (Event, Lock, Queue, ...), the
     task being joined, or the function running in a thread."""
     trap = task._trap
-    kernel = task._kernel
+    kernel = task.kernel
     if trap is None:
         return "running" if task is kernel.current else "ready to run"
     op = trap[0]
@@ -66,10 +68,36 @@ def task_info(task: Any, now: float) -> dict[str, Any]:
         "parent": task.parent.id if task.parent is not None else None,
         "age": now - task.created,
         "waiting_for": describe_wait(task, now),
-        "deadlines": [f"{s!r}: deadline in {s.deadline - now:.3f} s"
-                      for s in (task._scopes or ())],
+        "deadlines": [f"{s!r}: deadline in {s.when - now:.3f} s"
+                      for s in (task._scopes or ()) if s.when is not None],
         "pending_cancel": repr(task._cancel_pending) if task._cancel_pending else None,
         "frames": coro_frames(task.coro),
+    }
+
+
+def kernel_stats(kernel: Any) -> dict[str, Any]:
+    """What :meth:`Kernel.stats <corofw.kernel.loop.Kernel.stats>` returns."""
+    wall = time.monotonic() - kernel.started
+    cpu = None
+    if kernel._cpu_clock is not None:
+        try:
+            cpu = time.clock_gettime(kernel._cpu_clock) - kernel._cpu_started
+        except OSError:
+            cpu = None
+    return {
+        "tasks": len(kernel.tasks),
+        "ready": len(kernel._ready),
+        "fds_registered": sum(1 for waiters in kernel._fds.values() if waiters.mask),
+        "fds_waited_on": kernel._io_waiters,
+        "timers": len(kernel.timers),
+        "thread_jobs": len(kernel._thread_jobs),
+        "ticks": kernel.ticks,
+        "steps": kernel.steps,
+        "uptime_s": round(wall, 3),
+        "cpu_s": None if cpu is None else round(cpu, 3),
+        "busy_fraction": None if cpu is None or wall <= 0 else round(min(cpu / wall, 1.0), 4),
+        "reactor": kernel.reactor.name,
+        "watchdog_warnings": kernel.watchdog.warnings if kernel.watchdog else 0,
     }
 
 
@@ -78,8 +106,6 @@ def format_tasks(kernel: Any = None) -> str:
     parent, each with its age, what it waits for, its deadlines and the
     chain of frames where it is suspended."""
     if kernel is None:
-        from .loop import current_kernel
-
         kernel = current_kernel()
         if kernel is None:
             return "no corofw kernel is running in this thread\n"

@@ -11,13 +11,24 @@ One tick of the loop:
 3. Make the tasks waiting on those fds ready, then fire the timers that are
    due.
 
-The fd traps and their epoll bookkeeping are in :mod:`.fdwait`, signal
-handling in :mod:`.interrupts`; both are mixins of :class:`Kernel`.
+The fd traps and their epoll bookkeeping are in :mod:`.fdwait`, the
+cancellation rules in :mod:`.cancel`, signal handling in :mod:`.interrupts`
+and the thread pool in :mod:`.threads`: all mixins of :class:`Kernel`.
+
+The internal API, for primitives built on the kernel (everything else
+yields the traps of :mod:`.traps`): :meth:`Kernel.reschedule` and
+:meth:`Kernel.reschedule_error` make a parked task ready (after it has
+left whatever it waited in, e.g. a :class:`~corofw.kernel.task.WaitQueue`),
+:meth:`~corofw.kernel.cancel.Cancellation.cancel` and
+:meth:`~corofw.kernel.cancel.Cancellation.deliver_cancel` cancel it,
+:meth:`Kernel.add_timer` calls a function later, and
+:func:`~corofw.kernel.context.current_kernel` and
+:func:`~corofw.kernel.context.running_task` find the kernel and the task
+without a trap.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import socket
@@ -25,21 +36,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from types import GeneratorType
 from typing import Any
 
-from . import traps
-from .fdwait import FdWaits
-from .interrupts import SignalRouting
-from .introspect import format_tasks
-from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
-from .task import (
-    DONE,
-    Cancelled,
-    DeadlockError,
-    Task,
+from . import context, traps
+from .cancel import Cancellation
+from .context import current_kernel  # noqa: F401  TRANSITION: callers move to .context
+from .fdwait import (
+    FdWaiters,
+    FdWaits,
+    forget_fd,  # noqa: F401  TRANSITION: callers move to .fdwait
 )
+from .interrupts import SignalRouting
+from .introspect import format_tasks, kernel_stats
+from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
+from .task import DONE, Cancelled, DeadlockError, Task
 from .threads import ThreadJob, ThreadOffload
 from .timers import Timers, check_duration
 from .watchdog import Watchdog
@@ -50,66 +61,6 @@ _PARKED = traps.PARKED
 _MAX_POLL = 86400.0  # epoll and select overflow on far-away deadlines (sleep(inf))
 _READ_EVENTS = READABLE | ERROR_MASK
 _WRITE_EVENTS = WRITABLE | ERROR_MASK
-_local = threading.local()
-
-
-def current_kernel() -> Kernel | None:
-    """The kernel running in this thread, or None."""
-    return getattr(_local, "kernel", None)
-
-
-def forget_fd(fd: Any) -> None:
-    """Tell this thread's kernel that ``fd`` (a number, or an object with
-    ``fileno()`` such as a socket) is about to be closed: drop its epoll
-    registration and wake any task waiting on it with
-    :class:`ClosedResourceError`. Safe to call with no kernel running.
-
-    Call it before closing an fd that tasks wait on by number. For an fd
-    waited on as an object, the kernel notices on its own when the number
-    turns up again with another object, but a task waiting on the closed
-    object is only woken then."""
-    kernel = getattr(_local, "kernel", None)
-    if kernel is not None:
-        kernel._forget_fd(fd if type(fd) is int else fd.fileno())
-
-
-def _bad_trap(trap: Any) -> TypeError:
-    if isinstance(trap, GeneratorType):
-        name = getattr(trap, "__qualname__", "generator")
-        return TypeError(
-            f"a coroutine yielded the generator {name}() instead of a trap; "
-            f"did you forget `yield from`?"
-        )
-    if isinstance(trap, traps.Op):
-        return TypeError(
-            f"a coroutine yielded {trap!r} on its own; traps are yielded with a plain "
-            f"`yield {trap.name}(...)`, not `yield from`"
-        )
-    return TypeError(
-        f"a coroutine yielded {trap!r}, which is not a corofw trap; yield from "
-        f"corofw coroutines (sleep, recv, ...) or yield read_wait()/write_wait()"
-    )
-
-
-def _outranks(new: BaseException, old: BaseException, task: Task) -> bool:
-    """Which of two undelivered cancellations a task keeps: anything that is
-    not a Cancelled (KeyboardInterrupt, DeadlockError) beats a Cancelled; a
-    plain cancel beats a timeout's; the outermost expired timeout beats the
-    inner ones. The loser would otherwise be lost when the winner's timeout
-    scope closes and clears it."""
-    if not isinstance(old, Cancelled):
-        return False
-    if not isinstance(new, Cancelled):
-        return True
-    if old.scope is None:
-        return False
-    if new.scope is None:
-        return True
-    scopes = task._scopes or []
-    try:
-        return scopes.index(new.scope) < scopes.index(old.scope)
-    except ValueError:
-        return False
 
 
 def _abandon(task: Task) -> None:
@@ -124,7 +75,7 @@ def _abandon(task: Task) -> None:
         pass  # "generator ignored GeneratorExit": nothing more can be done
 
 
-class Kernel(FdWaits, SignalRouting, ThreadOffload):
+class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
     """Runs one main coroutine and every task it spawns, in this thread.
 
     Most programs call :func:`corofw.run`; build a Kernel directly to choose
@@ -155,7 +106,7 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         self._cpu_started = 0.0
         self._io_waiters = 0
         self._ready: deque[Task] = deque()
-        self._fds: dict[int, list[Any]] = {}
+        self._fds: dict[int, FdWaiters] = {}
         self._thread_jobs: set[ThreadJob] = set()
         self._thread_done: deque[ThreadJob] = deque()
         self._pool: Any = None
@@ -173,8 +124,8 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         self.reactor.register(self._wake_fd, READABLE)
         self._autojump = getattr(self.clock, "autojump_threshold", None)
         self._handlers: dict[traps.Op, Callable[[Task, tuple], Any]] = {
-            traps.READ: partial(self._trap_fd, 0),
-            traps.WRITE: partial(self._trap_fd, 1),
+            traps.READ: self._trap_read,
+            traps.WRITE: self._trap_write,
             traps.EITHER: self._trap_fd_either,
             traps.SLEEP: self._trap_sleep,
             traps.SPAWN: self._trap_spawn,
@@ -184,9 +135,9 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
             traps.CLOCK: lambda task, trap: self.clock(),
         }
         self._undoers: dict[traps.Op, Callable[[Task, tuple], None]] = {
-            traps.READ: partial(self._undo_fd, 0),
-            traps.WRITE: partial(self._undo_fd, 1),
-            traps.EITHER: self._undo_fd_either,
+            traps.READ: self._undo_fd,
+            traps.WRITE: self._undo_fd,
+            traps.EITHER: self._undo_fd,
             traps.SLEEP: lambda task, trap: self.timers.cancel(trap[1]),
             traps.PARK: self._undo_park,
             traps.THREAD: self._undo_thread,
@@ -204,10 +155,11 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
                 f"corofw.run() needs a generator object (call your generator function), "
                 f"got {type(coro).__name__}"
             )
-        if current_kernel() is not None:
+        try:
+            context.enter(self)
+        except RuntimeError:
             self.close()
-            raise RuntimeError("a corofw kernel is already running in this thread")
-        _local.kernel = self
+            raise
         self._install_signals()
         self.started = time.monotonic()
         if hasattr(time, "pthread_getcpuclockid"):
@@ -218,7 +170,7 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         try:
             main = self.main_task = self.spawn(coro, name)
             self._loop(lambda: main.state is DONE)
-            self._cancel_all("the main task finished")
+            self.cancel_all("the main task finished")
             self._loop(lambda: not self.tasks)
             if self._signals:
                 self._dispatch_signals()
@@ -230,7 +182,7 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
             try:
                 self.close()
             finally:
-                _local.kernel = None
+                context.leave()
 
     def close(self) -> None:
         """Release the reactor, the wake-up socket and the thread pool.
@@ -312,7 +264,7 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
                         value = None
                         continue
                     if value is _PARKED:
-                        if task._cancel_pending is not None:
+                        if task._cancel_pending is not None:  # see cancel.py
                             self._deliver_pending(task)
                         break
             self.current = None
@@ -339,35 +291,35 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
                         timeout = _MAX_POLL
             events = poll(timeout)
             for fd, mask in events:
-                state = fds.get(fd)
-                if state is None:
+                waiters = fds.get(fd)
+                if waiters is None:
                     if fd == wake_fd:
-                        self._drain_wakeup()
+                        self._drain_wake_socket()
                     continue
                 if mask & _READ_EVENTS:
-                    task = state[0]
-                    if task is not None:
-                        state[0] = None
-                        task._trap = None
-                        ready.append(task)
+                    reader = waiters.reader
+                    if reader is not None:
+                        waiters.reader = None
+                        reader._trap = None
+                        ready.append(reader)
                         self._io_waiters -= 1
-                        if state[1] is task:  # a readwrite_wait
-                            state[1] = None
+                        if waiters.writer is reader:  # a readwrite_wait
+                            waiters.writer = None
                             self._io_waiters -= 1
-                    elif state[2] & READABLE or mask & ERROR_MASK:
-                        self._disarm(fd, state, READABLE)
+                    elif waiters.mask & READABLE or mask & ERROR_MASK:
+                        self._disarm(fd, waiters, READABLE)
                 if mask & _WRITE_EVENTS:
-                    task = state[1]
-                    if task is not None:
-                        state[1] = None
-                        task._trap = None
-                        ready.append(task)
+                    writer = waiters.writer
+                    if writer is not None:
+                        waiters.writer = None
+                        writer._trap = None
+                        ready.append(writer)
                         self._io_waiters -= 1
-                        if state[0] is task:  # a readwrite_wait
-                            state[0] = None
+                        if waiters.reader is writer:  # a readwrite_wait
+                            waiters.reader = None
                             self._io_waiters -= 1
-                    elif state[2] & WRITABLE or mask & ERROR_MASK:
-                        self._disarm(fd, state, WRITABLE)
+                    elif waiters.mask & WRITABLE or mask & ERROR_MASK:
+                        self._disarm(fd, waiters, WRITABLE)
             if self._signals:
                 self._dispatch_signals()
             if timers.heap:
@@ -405,30 +357,9 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         queue length, fds registered and waited on, timers pending, thread
         jobs, loop ticks and steps, and how the kernel thread's time split
         between running tasks (CPU) and waiting (mostly in ``epoll_wait``)."""
-        wall = time.monotonic() - self.started
-        cpu = None
-        if self._cpu_clock is not None:
-            try:
-                cpu = time.clock_gettime(self._cpu_clock) - self._cpu_started
-            except OSError:
-                cpu = None
-        return {
-            "tasks": len(self.tasks),
-            "ready": len(self._ready),
-            "fds_registered": sum(1 for state in self._fds.values() if state[2]),
-            "fds_waited_on": self._io_waiters,
-            "timers": len(self.timers),
-            "thread_jobs": len(self._thread_jobs),
-            "ticks": self.ticks,
-            "steps": self.steps,
-            "uptime_s": round(wall, 3),
-            "cpu_s": None if cpu is None else round(cpu, 3),
-            "busy_fraction": None if cpu is None or wall <= 0 else round(min(cpu / wall, 1.0), 4),
-            "reactor": self.reactor.name,
-            "watchdog_warnings": self.watchdog.warnings if self.watchdog else 0,
-        }
+        return kernel_stats(self)
 
-    # -- finishing and cancelling ----------------------------------------
+    # -- finishing and rescheduling ----------------------------------------
 
     def _finish(self, task: Task, result: Any, error: BaseException | None) -> None:
         task.state = DONE
@@ -443,7 +374,7 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
             task._retrieved = True
             main = self.main_task
             if main is not None and main.state is not DONE:
-                self._cancel(main, error)
+                self.cancel(main, error)
         joiners = task._joiners
         if joiners:
             joiners.wake_all()
@@ -456,66 +387,25 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
                 except Exception:
                     log.exception("done callback %r of %r failed", fn, task)
 
-    def _cancel(self, task: Task, exc: BaseException) -> None:
-        """Cancel ``task`` from outside any timeout (``Task.cancel``, an
-        interrupt, shutdown): :meth:`_throw` ``exc``, and remember it, so
-        that a timeout the task entered before and that expires during its
-        clean-up delivers this again instead of a timeout of its own."""
-        if task.state is DONE:
-            return
-        task._cancel_request = exc
-        self._throw(task, exc)
-
-    def _throw(self, task: Task, exc: BaseException) -> None:
-        """Throw ``exc`` into ``task`` at its wait point, undoing the wait; if
-        it is running or ready, at its next wait. Cancellations the task has
-        not received yet merge: the one that outranks the other is kept."""
-        if task.state is DONE:
-            return
-        trap = task._trap
-        if trap is not None:
-            self._undoers[trap[0]](task, trap)
-            task._trap = None
-            self._reschedule_error(task, exc)
-        elif isinstance(task._exc, Cancelled):  # ready, with a cancellation not yet thrown
-            if _outranks(exc, task._exc, task):
-                task._exc = exc
-        elif task is not self.current and task._exc is None \
-                and inspect.getgeneratorstate(task.coro) == inspect.GEN_CREATED:
-            task._exc = exc  # not started yet: it never runs a line
-        elif task._cancel_pending is None or _outranks(exc, task._cancel_pending, task):
-            task._cancel_pending = exc
-
-    def _deliver_pending(self, task: Task) -> None:
-        exc = task._cancel_pending
-        task._cancel_pending = None
-        trap = task._trap
-        if trap is not None:
-            self._undoers[trap[0]](task, trap)
-            task._trap = None
-        else:
-            self._ready.remove(task)
-        self._reschedule_error(task, exc)  # type: ignore[arg-type]
-
-    def _reschedule_error(self, task: Task, exc: BaseException) -> None:
-        task._value = None
-        task._exc = exc
-        self._ready.append(task)
-
-    def _wake(self, task: Task, value: Any = None) -> None:
-        """Make a parked task ready with ``value`` (used by primitives)."""
+    def reschedule(self, task: Task, value: Any = None) -> None:
+        """Make the parked ``task`` ready; its trap returns ``value``. The
+        caller has taken it out of whatever it waited in (a primitive pops
+        it from its :class:`~corofw.kernel.task.WaitQueue` first)."""
         task._trap = None
         task._value = value
         self._ready.append(task)
 
-    def _cancel_all(self, reason: str) -> None:
-        for task in list(self.tasks):
-            self._cancel(task, Cancelled(reason))
+    def reschedule_error(self, task: Task, exc: BaseException) -> None:
+        """Make ``task`` ready; its trap raises ``exc``. As for
+        :meth:`reschedule`, its wait must be over or undone already."""
+        task._value = None
+        task._exc = exc
+        self._ready.append(task)
 
     def _trap_error(self, trap: Any, error: Exception) -> Exception:
         if type(trap) is tuple and trap and isinstance(trap[0], traps.Op):
             return error
-        return _bad_trap(trap)
+        return traps.not_a_trap(trap)
 
     # -- traps ---------------------------------------------------------------
 
@@ -526,11 +416,11 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
             task._trap = None
             self._ready.append(task)
             return _PARKED
-        entry = self.timers.add(self.clock() + seconds, self._wake_sleeper, task)
+        entry = self.timers.add(self.clock() + seconds, self._sleep_over, task)
         task._trap = (traps.SLEEP, entry)
         return _PARKED
 
-    def _wake_sleeper(self, task: Task) -> None:
+    def _sleep_over(self, task: Task) -> None:
         task._trap = None
         self._ready.append(task)
 
@@ -576,9 +466,9 @@ class Kernel(FdWaits, SignalRouting, ThreadOffload):
         error = DeadlockError(
             "deadlock: every task waits for something that nothing can wake\n" + report)
         if main is not None and main.state is not DONE:
-            self._cancel(main, error)
+            self.cancel(main, error)
         else:
-            self._cancel_all("deadlock")
+            self.cancel_all("deadlock")
 
 
 def run(coro: Any, *, clock: Callable[[], float] | None = None,
@@ -595,7 +485,7 @@ def run(coro: Any, *, clock: Callable[[], float] | None = None,
 
 def stats() -> dict[str, Any]:
     """:meth:`Kernel.stats` of the kernel running in this thread."""
-    kernel = current_kernel()
+    kernel = context.current_kernel()
     if kernel is None:
         raise RuntimeError("no corofw kernel is running in this thread")
     return kernel.stats()

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any
 
 from .task import WaitQueue
-from .traps import CURRENT, PARK, Coro
+from .traps import Coro, current_task, park
 
 
 class SignalCatcher:
@@ -48,11 +48,11 @@ class SignalCatcher:
     def wait(self) -> Coro[int]:
         """Return the next signal caught."""
         while not self._pending:
-            yield (PARK, self._waiters)
+            yield from park(self._waiters)
         return self._pending.popleft()
 
 
 def catch_signals(*signals: int) -> Coro[SignalCatcher]:
     """A :class:`SignalCatcher` for ``signals`` in the running kernel."""
-    task = yield (CURRENT,)
-    return SignalCatcher(task._kernel, signals)
+    task = yield from current_task()
+    return SignalCatcher(task.kernel, signals)

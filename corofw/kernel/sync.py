@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from .task import Task, WaitQueue
-from .traps import CURRENT, PARK, Coro
+from .traps import Coro, current_task, park
 
 
 class Event:
@@ -42,7 +42,7 @@ class Event:
     def wait(self) -> Coro[None]:
         """Wait until the flag is set (return at once if it already is)."""
         if not self._flag:
-            yield (PARK, self._waiters)
+            yield from park(self._waiters)
 
 
 class Semaphore:
@@ -84,7 +84,7 @@ class Semaphore:
         if self._value > 0 and not self._waiters:
             self._value -= 1
         else:
-            yield (PARK, self._waiters)  # woken holding the permit
+            yield from park(self._waiters)  # woken holding the permit
         return self
 
     def release(self) -> None:
@@ -119,7 +119,7 @@ class Lock(Semaphore):
         """Wait until the lock is free and take it; return self, so
         ``with (yield from lock.acquire()):`` releases it at the end of the
         block. Raises ``RuntimeError`` if this task already holds it."""
-        task = yield (CURRENT,)
+        task = yield from current_task()
         if self._owner is task:
             raise RuntimeError("this task already holds the lock (Lock is not reentrant)")
         yield from super().acquire()
@@ -133,7 +133,7 @@ class Lock(Semaphore):
         owner = self._owner
         if owner is None:
             raise RuntimeError("release() of a lock that is not held")
-        caller = owner._kernel.current
+        caller = owner.kernel.current
         if caller is not owner:
             by = "outside any task" if caller is None else f"by task {caller.id} {caller.name!r}"
             raise RuntimeError(f"release() {by} of a lock held by task {owner.id} "
@@ -181,7 +181,7 @@ class Queue:
     def put(self, item: Any) -> Coro[None]:
         """Add ``item``, waiting while the queue is full."""
         while self.full():
-            yield (PARK, self._putters)
+            yield from park(self._putters)
         self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
@@ -195,7 +195,7 @@ class Queue:
     def get(self) -> Coro[Any]:
         """Remove and return the oldest item, waiting while there is none."""
         while not self._items:
-            yield (PARK, self._getters)
+            yield from park(self._getters)
         return self.get_nowait()
 
     def get_nowait(self) -> Any:

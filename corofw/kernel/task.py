@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from .traps import PARK, Coro
+from .traps import Coro, park
 
 log = logging.getLogger("corofw.kernel")
 
@@ -27,15 +27,6 @@ class Cancelled(BaseException):
         super().__init__(reason)
         self.reason = reason
         self.scope = scope
-
-
-def renewed(request: BaseException) -> BaseException:
-    """What a timeout delivers instead of its own Cancelled when the task
-    was cancelled otherwise (``request``) after the timeout began: that
-    cancellation again, so it is never turned into a timeout."""
-    if isinstance(request, Cancelled):
-        return Cancelled(request.reason)
-    return request
 
 
 class TaskTimeout(TimeoutError):
@@ -72,14 +63,14 @@ class WaitQueue(deque):
         if not self:
             return None
         task = self.popleft()
-        task._kernel._wake(task, value)
+        task.kernel.reschedule(task, value)
         return task
 
     def wake_all(self, value: Any = None) -> None:
         """Wake every waiter with ``value``, oldest first."""
         while self:
             task = self.popleft()
-            task._kernel._wake(task, value)
+            task.kernel.reschedule(task, value)
 
 
 class SmallWaitQueue(list):
@@ -98,7 +89,7 @@ class SmallWaitQueue(list):
         if not self:
             return None
         task = self.pop(0)
-        task._kernel._wake(task, value)
+        task.kernel.reschedule(task, value)
         return task
 
     def wake_all(self, value: Any = None) -> None:
@@ -106,7 +97,7 @@ class SmallWaitQueue(list):
         waiters = self[:]
         self.clear()
         for task in waiters:
-            task._kernel._wake(task, value)
+            task.kernel.reschedule(task, value)
 
 
 PENDING, DONE = "pending", "done"
@@ -115,14 +106,15 @@ PENDING, DONE = "pending", "done"
 class Task:
     """A coroutine scheduled by the kernel.
 
-    A caller may rely on: ``name``, ``parent``, ``done``, ``cancelled``,
+    A caller may rely on: ``name``, ``parent``, ``kernel`` (the kernel that
+    runs it), ``done``, ``cancelled``,
     ``join()`` (returns the result or re-raises the task's exception),
     ``cancel()``, and ``result()`` / ``exception()`` once done.
     """
 
     __slots__ = (
         "id", "_name", "coro", "parent", "created", "state", "context",
-        "_kernel", "_value", "_exc", "_trap",
+        "kernel", "_value", "_exc", "_trap",
         "_cancel_pending", "_cancel_request", "_result", "_error", "_joiners", "_watchers",
         "_scopes", "_retrieved", "__weakref__",
     )
@@ -136,7 +128,7 @@ class Task:
         self.created = created
         self.state = PENDING
         self.context: Any = None
-        self._kernel = kernel
+        self.kernel = kernel
         self._value: Any = None
         self._exc: BaseException | None = None
         self._trap: tuple | None = None
@@ -151,6 +143,10 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name!r} {self.state}>"
+
+    @property
+    def _kernel(self) -> Any:  # TRANSITION: callers move to .kernel
+        return self.kernel
 
     @property
     def name(self) -> str:
@@ -180,7 +176,7 @@ class Task:
         current wait point (after that wait is undone), or at its next one if
         it is running now. Cancelling a finished task does nothing."""
         if self.state is not DONE:
-            self._kernel._cancel(self, Cancelled(reason))
+            self.kernel.cancel(self, Cancelled(reason))
 
     def join(self) -> Coro[Any]:
         """Wait for the task to finish; return its result or re-raise its
@@ -188,7 +184,7 @@ class Task:
         if self.state is not DONE:
             if self._joiners is None:
                 self._joiners = SmallWaitQueue(self)
-            yield (PARK, self._joiners)
+            yield from park(self._joiners)
         return self.result()
 
     def result(self) -> Any:

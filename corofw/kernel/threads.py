@@ -44,8 +44,8 @@ class ThreadOffload:
     _thread_done: deque[ThreadJob]
     _wake_r: Any
     _wake_w: Any
-    _reschedule_error: Callable[[Task, BaseException], None]
-    _wake: Callable[[Task, Any], None]
+    reschedule_error: Callable[[Task, BaseException], None]
+    reschedule: Callable[[Task, Any], None]
 
     def _trap_thread(self, task: Task, trap: tuple) -> Any:
         if self._pool is None:
@@ -62,7 +62,7 @@ class ThreadOffload:
         except BaseException as error:
             job.error = error
         self._thread_done.append(job)
-        self._wakeup()
+        self._wake_loop()
 
     def _undo_thread(self, task: Task, trap: tuple) -> None:
         job = trap[1]
@@ -70,13 +70,13 @@ class ThreadOffload:
         job.future.cancel()
         self._thread_jobs.discard(job)
 
-    def _wakeup(self) -> None:
+    def _wake_loop(self) -> None:
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # a wake-up is already pending, or the kernel has closed
 
-    def _drain_wakeup(self) -> None:
+    def _drain_wake_socket(self) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
@@ -91,6 +91,6 @@ class ThreadOffload:
                 continue
             task._trap = None
             if job.error is not None:
-                self._reschedule_error(task, job.error)
+                self.reschedule_error(task, job.error)
             else:
-                self._wake(task, job.result)
+                self.reschedule(task, job.result)

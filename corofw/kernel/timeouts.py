@@ -6,85 +6,59 @@ deadline passes, the task is cancelled at its wait point with a
 it into :class:`~corofw.kernel.task.TaskTimeout` (or a default value, for
 ``move_on_after``). Each scope has its own timer, so an inner scope with a
 later deadline can never extend an outer one: the outer timer still fires,
-and its ``Cancelled`` passes through the inner scope untouched.
+and its ``Cancelled`` passes through the inner scope untouched. The rules
+that rank a scope against other cancellations are in :mod:`.cancel`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .task import Cancelled, Task, TaskTimeout, renewed
+from .cancel import Scope, effective_deadline
+from .context import running_task
+from .task import Cancelled, Task, TaskTimeout
 from .timers import check_duration
-from .traps import CURRENT, Coro, T
+from .traps import Coro, T, current_task
 
 
-class TimeoutScope:
-    """One active deadline of a task (shown in the task dump)."""
+class TimeoutScope(Scope):
+    """One ``timeout_after`` or ``move_on_after`` of a task, active from
+    creation to :meth:`close` (shown in the task dump)."""
 
-    __slots__ = ("task", "seconds", "deadline", "entry", "label", "seen", "expired")
+    __slots__ = ("seconds",)
 
     def __init__(self, task: Task, seconds: float, label: str) -> None:
-        kernel = task._kernel
-        self.task = task
+        super().__init__(task, label)
         self.seconds = seconds
-        self.deadline = kernel.clock() + seconds
-        self.label = label
-        self.seen = task._cancel_request  # a later one outranks this scope
-        self.expired = False
-        self.entry = kernel.add_timer(seconds, _expire, self)
+        self.when = when = self.kernel.clock() + seconds
+        self._enter()
+        self.entry = self.kernel.timers.add(when, self._on_timer, None)
 
     def __repr__(self) -> str:
         return f"{self.label}({self.seconds:g} s)"
 
+    def _reason(self) -> str:
+        return f"{self!r} expired (deadline was t={self.when:.3f} on the kernel clock)"
+
+    def _on_timer(self, _: Any) -> None:
+        self.entry = None
+        self._expire()
+
     def close(self) -> None:
         """Leave the scope: drop its timer and any cancellation of its own
-        that was not delivered yet."""
-        task = self.task
-        task._kernel.cancel_timer(self.entry)
-        pending = task._cancel_pending
-        if isinstance(pending, Cancelled) and pending.scope is self:
-            task._cancel_pending = None
-        scopes = task._scopes
-        if scopes:
-            scopes.remove(self)
-
-
-def _expire(scope: TimeoutScope) -> None:
-    """Cancel the task for ``scope``, unless a cancellation that outranks
-    it has already reached the task and is still being handled (its
-    clean-up waits): an explicit cancel since the scope began, or an
-    enclosing scope that has expired. That one is delivered again instead,
-    so the clean-up is cut short without being turned into this scope's
-    timeout."""
-    scope.expired = True
-    task = scope.task
-    request = task._cancel_request
-    if request is not scope.seen and request is not None:
-        exc = renewed(request)
-    else:
-        exc = Cancelled(_reason(scope), scope)
-        for outer in task._scopes or ():
-            if outer is scope:
-                break
-            if outer.expired:
-                exc = Cancelled(_reason(outer), outer)
-                break
-    task._kernel._throw(task, exc)
-
-
-def _reason(scope: TimeoutScope) -> str:
-    return f"{scope!r} expired (deadline was t={scope.deadline:.3f} on the kernel clock)"
+        that the task has not received yet."""
+        self._drop_timer()
+        self._exit()
 
 
 def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
     if not hasattr(coro, "send"):
         raise TypeError(f"{label}() needs a generator object, got {coro!r}")
     check_duration(seconds, f"{label}()")
-    task = yield (CURRENT,)
+    task = running_task()
+    if task is None:
+        task = yield from current_task()
     scope = TimeoutScope(task, seconds, label)
-    if task._scopes is None:
-        task._scopes = []
-    task._scopes.append(scope)
     try:
         return True, (yield from coro)
     except Cancelled as exc:
@@ -112,3 +86,17 @@ def move_on_after(seconds: float, coro: Coro[T], default: Any = None) -> Coro[An
     :func:`timeout_after`)."""
     finished, value = yield from _guarded(seconds, coro, "move_on_after")
     return value if finished else default
+
+
+def current_deadline() -> Coro[float | None]:
+    """The calling task's effective deadline: the earliest deadline, on the
+    kernel clock (see ``current_time()``), of the ``timeout_after``,
+    ``move_on_after`` and armed :class:`~corofw.kernel.deadline.Deadline`
+    scopes its code runs in; None when none has one. A deadline that has
+    already passed is returned as it is (earlier than now). For passing a
+    budget on to a call that leaves the process: ``remaining = deadline -
+    (yield from current_time())``."""
+    task = running_task()
+    if task is None:
+        task = yield from current_task()
+    return effective_deadline(task)

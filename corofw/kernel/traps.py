@@ -11,12 +11,18 @@ Three traps are public and meant for a plain ``yield``::
     yield readwrite_wait(sock)  # park until it is either
 
 Everything else is wrapped in a small generator function and used with
-``yield from`` (``yield from sleep(1)``), so the raw tuples stay private.
+``yield from`` (``yield from sleep(1)``), so the raw tuples stay private:
+this module is the only place that builds one, and code outside the kernel
+(sockets, HTTP, the database clients) waits only through these functions.
+A primitive of its own parks in a :class:`~corofw.kernel.task.WaitQueue`
+with :func:`park` and is woken by the queue's ``wake_one``/``wake_all``
+(the kernel's ``reschedule``), which is all Event, Lock and Queue use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from types import GeneratorType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -116,3 +122,23 @@ def run_in_thread(fn: Any, *args: Any) -> Coro[Any]:
     ``fn`` to the end, since Python threads cannot be interrupted.
     """
     return (yield (THREAD, fn, args))
+
+
+def not_a_trap(trap: Any) -> TypeError:
+    """The error thrown into a coroutine that yielded ``trap``, which is not
+    a trap, saying what it most likely meant."""
+    if isinstance(trap, GeneratorType):
+        name = getattr(trap, "__qualname__", "generator")
+        return TypeError(
+            f"a coroutine yielded the generator {name}() instead of a trap; "
+            f"did you forget `yield from`?"
+        )
+    if isinstance(trap, Op):
+        return TypeError(
+            f"a coroutine yielded {trap!r} on its own; traps are yielded with a plain "
+            f"`yield {trap.name}(...)`, not `yield from`"
+        )
+    return TypeError(
+        f"a coroutine yielded {trap!r}, which is not a corofw trap; yield from "
+        f"corofw coroutines (sleep, recv, ...) or yield read_wait()/write_wait()"
+    )
