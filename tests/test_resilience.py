@@ -136,6 +136,24 @@ def test_the_losing_copy_is_cancelled_and_its_connection_never_reused():
     assert [body["n"] for body in later] == [2, 3, 4, 5, 6]
 
 
+def test_a_streamed_answer_can_be_hedged_and_read():
+    backend = Backend(delay=lambda n: 1.0 if n == 0 else 0.01)
+
+    def body(url):
+        client = Client(url)
+        api = Upstream(client, hedge=Hedge(after=0.1))
+        try:
+            with (yield from api.get("/item/3", stream=True)) as response:
+                data = yield from response.read()
+            again = yield from api.get("/item/4")
+        finally:
+            client.close()
+        return data, again.json()
+
+    data, again = run_served([backend.routes], body)
+    assert data == b'{"id":3,"n":1}' and again == {"id": 4, "n": 2}
+
+
 def test_a_hedge_goes_to_another_address():
     slow = Backend(delay=lambda n: 5.0)
     fast = Backend(delay=lambda n: 0.01)
