@@ -15,6 +15,7 @@ import time
 from types import SimpleNamespace
 
 import httpx
+import psycopg
 import pytest
 from board_util import (
     BODY_LIMIT,
@@ -31,6 +32,7 @@ from board_util import (
 import apps.board.auth as auth
 from apps.backend import routes as backend_routes
 from apps.board.settings import MiB, Service
+from corofw import Router
 from corofw.testing import serve_in_thread
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -483,10 +485,73 @@ def test_the_status_panel_with_the_backend_down_still_answers(database, tmp_path
         panel = client.get("/status.json").json()
     assert panel["answered"] == 0
     assert {probe["state"] for probe in panel["probes"]} == {"failed"}
-    assert all("ConnectionRefused" in probe["detail"] for probe in panel["probes"])
+    assert all("ConnectionRefused" in probe["detail"] or "UpstreamUnavailable" in probe["detail"]
+               for probe in panel["probes"])
+
+
+def test_a_caller_s_shorter_deadline_shortens_the_panel(database, backend_url, tmp_path):
+    with serve_board(database, backend_url, str(tmp_path), services=PANEL,
+                     status_deadline=2.0) as (server, _), BoardClient(server.url) as client:
+        client.signup("ada")
+        response = client.get("/status.json",
+                              headers={"x-envoy-expected-rq-timeout-ms": "400"})
+    assert response.status_code == 200   # partial results, not a 504
+    panel = response.json()
+    assert 0.3 <= panel["deadline"] <= 0.35 and panel["seconds"] < 1.0
+    states = {probe["service"]: probe["state"] for probe in panel["probes"]}
+    assert states == {"fast": "answered", "slower": "answered", "stuck": "timed out",
+                      "broken": "failed"}
+
+
+def test_the_panel_tells_the_backend_how_long_it_may_take(database, tmp_path):
+    seen = []
+    recorder = Router()
+
+    @recorder.get("/api/{number:int}")
+    def api(request, number):
+        seen.append(request.headers.get("x-envoy-expected-rq-timeout-ms"))
+        return {"value": number}
+
+    with serve_in_thread(recorder) as backend, \
+            serve_board(database, backend.url, str(tmp_path), status_deadline=0.5) as (server, _), \
+            BoardClient(server.url) as client:
+        client.signup("ada")
+        assert client.get("/status.json").json()["answered"] == 4
+    assert len(seen) == 4
+    assert all(400 <= int(ms) <= 500 for ms in seen), seen
 
 
 # -- errors, headers, compression ----------------------------------------------------------
+
+
+def test_a_request_past_its_deadline_is_cut_short_with_a_504(database, backend_url, tmp_path):
+    with serve_board(database, backend_url, str(tmp_path)) as (server, _), \
+            BoardClient(server.url) as client:
+        assert client.signup("ada").status_code == 303   # hashing may take a while
+    with serve_board(database, backend_url, str(tmp_path), request_deadline=0.3) as (server, _), \
+            BoardClient(server.url, cookies=client.cookies) as client:
+        with psycopg.connect(database) as locker:
+            locker.execute("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            page = client.get("/")
+            api = client.get("/api/posts")
+            took = time.monotonic() - started
+            deadline = time.monotonic() + 5.0   # cancel requests travel on their own
+            while True:
+                waiting = locker.execute("SELECT count(*) FROM pg_stat_activity "
+                                         "WHERE wait_event_type = 'Lock'").fetchone()[0]
+                if waiting == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            locker.rollback()
+        assert client.get("/").status_code == 200
+    assert took < 3.0
+    assert page.status_code == 504 and "Too slow <small>(504)</small>" in page.text
+    assert "deadline exceeded: request deadline of 0.3 s" in page.text
+    assert api.status_code == 504 and api.json()["error"] == "deadline exceeded"
+    assert waiting == 0   # the queries were cancelled on the server, not left waiting
+
+
 
 
 def test_unknown_pages_and_methods_get_a_page_or_json(site):

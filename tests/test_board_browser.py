@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -154,9 +155,14 @@ def board(pg_server, tmp_path_factory, artifacts) -> Iterator[SimpleNamespace]:
     with serve_in_thread(backend_routes) as backend, \
             serve_board(pg_server.dsn, backend.url, media) as (server, _):
         try:
-            for name in ("ada", "bob"):
-                browsers.append(Browser(server.url, name))
-                sign_up(browsers[-1], name)
+            with ThreadPoolExecutor(2) as starting:   # the two start-ups overlap
+                launches = [starting.submit(Browser, server.url, name) for name in ("ada", "bob")]
+            browsers.extend(launch.result() for launch in launches if not launch.exception())
+            for launch in launches:
+                if launch.exception():
+                    raise launch.exception()
+            for browser in browsers:
+                sign_up(browser, browser.name)
             yield SimpleNamespace(ada=browsers[0], bob=browsers[1], media=media,
                                   artifacts=artifacts)
         finally:

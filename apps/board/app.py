@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 
 from corofw import Router
 from corofw.web import compression_middleware, csrf_middleware, session_middleware
+from corofw.web.deadline import deadline_middleware
 from corofw.web.templates import Templates
 
 from . import auth, live, pages, posts, status
@@ -51,6 +52,7 @@ def make_app(settings: Settings) -> tuple[Router, Board]:
     routes = Router()
     pages.install(routes, board)
     routes.middleware(compression_middleware())
+    routes.middleware(deadline_middleware(default=settings.request_deadline))
     routes.middleware(session_middleware(list(settings.secret_keys),
                                          max_age=settings.session_max_age,
                                          clock=settings.clock))

@@ -13,6 +13,7 @@ headers of :data:`SECURITY_HEADERS`.
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import quote
 
@@ -32,9 +33,21 @@ SECURITY_HEADERS = (
     ("x-frame-options", "DENY"),
 )
 
+def _json_error(body: bytes) -> str:
+    """The message of a JSON error body (``{"error": ..., ...}``), as text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "The request failed."
+    if isinstance(data, dict) and "error" in data:
+        details = [str(value) for key, value in data.items() if key not in ("error", "timeout")]
+        return ": ".join([str(data["error"]), *details])
+    return str(data)
+
+
 TITLES = {400: "Bad request", 401: "Please log in", 403: "Refused", 404: "Not found",
           405: "Not allowed", 409: "Conflict", 413: "Too large",
-          415: "Unsupported file", 500: "Something went wrong"}
+          415: "Unsupported file", 500: "Something went wrong", 504: "Too slow"}
 
 
 def install(routes: Router, board: Board) -> None:
@@ -51,19 +64,25 @@ def install(routes: Router, board: Board) -> None:
     @routes.middleware
     def error_pages(request, call_next):
         response = yield from call_next(request)
-        if (type(response) is not Response or response.status < 400
-                or not (response.content_type or "").startswith("text/plain")):
+        if type(response) is not Response or response.status < 400:
             return response
-        message = bytes(response.body).decode("utf-8", "replace").strip()
+        content_type = (response.content_type or "").split(";")[0]
+        if content_type == "application/json":
+            if wants_json(request):
+                return response
+            message = _json_error(response.body)
+        elif content_type == "text/plain":
+            message = bytes(response.body).decode("utf-8", "replace").strip()
+        else:
+            return response
         headers = Headers([(name, value) for name, value in (response.headers or Headers()).items()
                            if name.lower() != "content-type"])
         if wants_json(request):
             return Response.json({"error": message}, response.status, headers)
-        page = board.templates.render(
+        return board.templates.render(
             "error.html", status=response.status, headers=headers, request=request,
             user=current_user(request), settings=board.settings, message=message,
             title=TITLES.get(response.status, "Error"), code=response.status)
-        return page
 
     @routes.error_handler(LoginRequired)
     def login_required(request, exc):

@@ -56,6 +56,8 @@ class Settings:
     max_post_chars: int = 2000
     page_size: int = 20
     status_deadline: float = 0.5
+    #: every request's deadline (seconds); a caller's header may shorten it
+    request_deadline: float = 10.0
     services: tuple[Service, ...] = DEFAULT_SERVICES
     #: seconds between keep-alive comments on an idle live-update stream
     heartbeat: float = 15.0

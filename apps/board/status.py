@@ -1,11 +1,20 @@
 """The status panel: several backend APIs called at once, under one deadline.
 
-Every service of ``Settings.services`` is called concurrently (``gather``);
-each call is bounded by what is left of the panel's deadline
-(``timeout_after``), and catches its own failure, so one slow or broken
-backend costs the panel its row, never the page: the panel answers, at the
-latest, at the deadline, with what answered by then. Each row says whether
+Every service of ``Settings.services`` is called concurrently with
+``gather_settled``, which keeps each call's outcome, a value or an error,
+so one slow or broken backend costs the panel its row, never the page.
+Each call runs within what is left of the panel's deadline
+(``timeout_after``); the backend is reached through an ``Upstream``, which
+sends that remaining time along (``x-envoy-expected-rq-timeout-ms``),
+retries a failed connection only while the deadline allows, and fails
+fast once the backend has kept failing (its circuit breaker). So the
+panel answers, at the latest, at its deadline, and each row says whether
 the service answered, failed or ran out of time, and how long it took.
+
+The panel's deadline is its own (``Settings.status_deadline``) or, when
+the request's deadline leaves less time (a caller that sent a short
+``x-envoy-expected-rq-timeout-ms``), a little less than what is left of
+that, so the panel still shows what answered rather than a 504.
 """
 
 from __future__ import annotations
@@ -13,21 +22,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from corofw import (
-    Client,
-    ClientError,
-    Coro,
-    Router,
-    TaskTimeout,
-    current_time,
-    gather,
-    timeout_after,
-)
+from corofw import ClientError, Coro, Router, TaskTimeout, current_time, timeout_after
+from corofw.http.resilience import Breaker, Retry, Upstream, time_left
+from corofw.kernel.settle import Outcome, gather_settled
 
 from .context import Board, require_user
 from .settings import Service
 
 ANSWERED, FAILED, TIMED_OUT = "answered", "failed", "timed out"
+#: What the panel leaves of the request's deadline to render its page.
+MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,35 +46,58 @@ class Probe:
     detail: str
 
 
-def call_service(client: Client, service: Service, deadline: float) -> Coro[Probe]:
-    """Call ``service`` with whatever is left until ``deadline`` (a
-    ``current_time()`` value); never raises for the backend's failures."""
+def backend_upstream(board: Board) -> Upstream:
+    """The backend as the panel calls it: one retry of a failed connection,
+    and a breaker that fails fast while the backend keeps failing."""
+    return Upstream(board.backend, retry=Retry(attempts=2), breaker=Breaker(failures=5))
+
+
+def call_service(upstream: Upstream, service: Service, times: dict[str, float]) -> Coro[Any]:
+    """What ``service`` answers (its JSON); its time goes into ``times``
+    however the call ends."""
     started = yield from current_time()
     try:
-        response = yield from timeout_after(
-            deadline - started,
-            client.get(f"/api/{service.number}", params={"delay": service.delay}))
+        response = yield from upstream.get(f"/api/{service.number}",
+                                           params={"delay": service.delay})
         response.raise_for_status()
-        data = response.json()
-        state, detail = ANSWERED, f"value {data.get('value')}"
-    except TaskTimeout:
-        state, detail = TIMED_OUT, "no answer before the deadline"
-    except ClientError as exc:
-        state, detail = FAILED, f"{type(exc).__name__}: {str(exc)[:120]}"
-    except ValueError as exc:
-        state, detail = FAILED, f"not JSON: {str(exc)[:120]}"
-    elapsed = (yield from current_time()) - started
-    return Probe(service.name, state, round(elapsed, 4), detail)
+        return response.json()
+    finally:
+        times[service.name] = (yield from current_time()) - started
 
 
-def fan_out(client: Client, services: tuple[Service, ...], seconds: float
+def _probe(service: Service, outcome: Outcome, seconds: float) -> Probe:
+    error = outcome.error
+    if error is None:
+        return Probe(service.name, ANSWERED, seconds, f"value {outcome.value.get('value')}")
+    if isinstance(error, TaskTimeout):
+        return Probe(service.name, TIMED_OUT, seconds, "no answer before the deadline")
+    if isinstance(error, (ClientError, ValueError)):
+        return Probe(service.name, FAILED, seconds, f"{type(error).__name__}: {error}"[:160])
+    raise error
+
+
+def panel_deadline(configured: float) -> float:
+    """The panel's time: ``configured``, or less when the request's own
+    deadline leaves less (minus :data:`MARGIN`)."""
+    left = time_left()
+    if left is None:
+        return configured
+    return max(0.0, min(configured, left - MARGIN))
+
+
+def fan_out(upstream: Upstream, services: tuple[Service, ...], seconds: float
             ) -> Coro[dict[str, Any]]:
-    """Call every service at once within ``seconds``: the probes, in the
-    order of ``services``, and the panel's own time."""
+    """Call every service at once, each within ``seconds`` from now: the
+    probes, in the order of ``services``, and the panel's own time."""
     started = yield from current_time()
-    probes = yield from gather(*(call_service(client, service, started + seconds)
-                                 for service in services))
+    times: dict[str, float] = {}
+    outcomes = yield from gather_settled(
+        *(timeout_after(seconds, call_service(upstream, service, times))
+          for service in services),
+        names=[f"status: {service.name}" for service in services])
     elapsed = (yield from current_time()) - started
+    probes = [_probe(service, outcome, round(times.get(service.name, elapsed), 4))
+              for service, outcome in zip(services, outcomes, strict=True)]
     return {"deadline": seconds, "seconds": round(elapsed, 4), "probes": probes,
             "answered": sum(probe.state == ANSWERED for probe in probes)}
 
@@ -79,9 +106,11 @@ def make_routes(board: Board) -> Router:
     """``/status`` (a page) and ``/status.json``."""
     routes = Router()
     settings = board.settings
+    upstream = backend_upstream(board)
 
     def panel() -> Coro[dict[str, Any]]:
-        return (yield from fan_out(board.backend, settings.services, settings.status_deadline))
+        seconds = panel_deadline(settings.status_deadline)
+        return (yield from fan_out(upstream, settings.services, seconds))
 
     @routes.get("/status")
     def status_page(request):
