@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as _json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -10,15 +9,14 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from ..kernel.traps import Coro
+from .charsets import content_type_charset, text_codec
 from .cookies import EPOCH, format_set_cookie, parse_cookie_header
 from .forms import FormData, FormError, FormLimits, read_form
 from .headers import Headers
+from .jsontext import decode_json, encode_json
 from .multidict import MultiDict
 from .status import reason_phrase
 
-# NaN and Infinity are not JSON: refused (ValueError) rather than sent as invalid JSON
-_encode_json = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False).encode
 # what a URL cannot carry as is: a "%" that starts no %XX escape, and any
 # character that is neither unreserved nor reserved (RFC 3986 section 2)
 #: where ``request.form()`` keeps the form it read, in ``request.state``
@@ -126,16 +124,14 @@ class Request:
     @property
     def text(self) -> str:
         """The body decoded with the charset of Content-Type, or UTF-8 when
-        there is none or it is not a text encoding Python knows
-        (``charset=nope``, ``charset=hex``), as Django and httpx do. Bytes
-        that do not decode become U+FFFD: reading ``text`` never fails."""
-        charset = _charset(self.content_type)
-        if charset is not None:
-            try:
-                return self.body.decode(charset, "replace")
-            except (LookupError, UnicodeError):  # unknown, not text, or strict-only
-                pass
-        return self.body.decode("utf-8", "replace")
+        there is none or it is not a real character set
+        (``charset=nope``, ``charset=hex``, ``charset=unicode_escape``,
+        ``charset=utf-7``: see :mod:`corofw.http.charsets`). Bytes that do
+        not decode become U+FFFD: reading ``text`` never fails, escapes in
+        the body stay as written, and the text has no lone surrogates, so
+        it can always be sent back as UTF-8."""
+        return self.body.decode(text_codec(content_type_charset(self.content_type)),
+                                "replace")
 
     def form(self, limits: FormLimits | None = None) -> Coro[FormData]:
         """The body read as a form: ``form = yield from request.form()``.
@@ -181,23 +177,15 @@ class Request:
     def json(self) -> Any:
         """The body parsed as JSON. A body that is not JSON raises
         :class:`MalformedBody`: the client gets a 400 that says what is
-        wrong, and a handler may still catch it as a ``ValueError``."""
+        wrong, and a handler may still catch it as a ``ValueError``.
+        ``NaN``, ``Infinity`` and numbers beyond a float's range
+        (``1e999``) are not JSON here either (see :mod:`.jsontext`)."""
         try:
-            return _json.loads(self.body)
+            return decode_json(self.body)
         except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32
             raise MalformedBody(f"request body is not valid JSON: {exc}") from None
         except RecursionError:
             raise MalformedBody("request body is not valid JSON: nested too deeply") from None
-
-
-def _charset(content_type: str | None) -> str | None:
-    if not content_type:
-        return None
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset":
-            return value.strip('"') or None
-    return None
 
 
 class _ResponseHeaders:
@@ -284,7 +272,7 @@ class Response(_ResponseHeaders):
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
         """``data`` serialised as compact JSON, ``application/json``."""
-        body = _encode_json(data).encode()
+        body = encode_json(data)
         return cls(body, status, headers, "application/json")
 
     @classmethod

@@ -4,10 +4,11 @@ Routers are searched from the one that owns the route outward to the root;
 the first router with a matching handler wins. Within one router a status
 handler (``error_handler(404)``) matching an :class:`HTTPError` comes
 before the exception-class handlers, which are looked up along the
-exception's MRO. An ``HTTPError`` is offered to status handlers and to
-handlers of ``HTTPError`` and its subclasses (or of another base class it
-has, such as ``ValueError``), never to a catch-all ``Exception`` handler:
-an HTTP error raised on purpose keeps its status, as in Starlette. An
+exception's MRO (the most specific class first). An ``HTTPError`` is
+offered to status handlers and to handlers of ``HTTPError`` and its
+subclasses only, never to a handler of a base class that is not an HTTP
+error (``Exception``, or ``ValueError`` for a :class:`MalformedBody`): an
+HTTP error raised on purpose keeps its status, as in Starlette. An
 unhandled ``HTTPError`` becomes ``HTTPError.to_response()``; any other
 unhandled exception propagates.
 An error handler may itself raise a new ``HTTPError``, which becomes its
@@ -26,7 +27,6 @@ from ..http.messages import HTTPError, Request, Response, StreamingResponse
 from .coerce import coerce
 
 Handled = Response | StreamingResponse | FileResponse
-_CATCH_ALL = (Exception, BaseException, object)
 
 
 class ErrorScope:
@@ -39,12 +39,14 @@ class ErrorScope:
         self.routers = tuple(routers)
 
     def find(self, exc: BaseException) -> Any:
-        """The handler for ``exc``, or ``None``. An ``HTTPError`` is not
-        offered to handlers of ``Exception`` (or ``BaseException``): a
-        catch-all handler must not turn a deliberate 404 into a 500."""
+        """The handler for ``exc``, or ``None``. An ``HTTPError`` is
+        offered only to handlers of its status and of ``HTTPError`` or its
+        subclasses: a handler of a non-HTTP base (``Exception``,
+        ``ValueError``) must not turn a deliberate 400 or 404 into its
+        own answer."""
         if isinstance(exc, HTTPError):
             status = exc.status
-            mro = tuple(cls for cls in type(exc).__mro__ if cls not in _CATCH_ALL)
+            mro = tuple(cls for cls in type(exc).__mro__ if issubclass(cls, HTTPError))
         else:
             status = None
             mro = type(exc).__mro__

@@ -87,6 +87,11 @@ class PathPattern:
         clients resolve those (``/files/..`` is requested as ``/``), and
         percent-encoding them does not help, since browsers treat ``%2e``
         as a dot too.
+
+        The result never starts with ``//`` (which a browser reads as
+        another host's URL): a ``path`` value that would make it so has its
+        leading '/' percent-encoded (``/%2Fevil.com``), which the router
+        decodes back to the same value, as Starlette does.
         """
         label = f"route {name!r} ({self.source})" if name else f"pattern {self.source!r}"
         expected = self.param_names
@@ -117,7 +122,10 @@ class PathPattern:
         path = "".join(pieces)
         if "/." in path:
             _refuse_dot_segments(path, label, params)
-        return quote(path, safe="/")
+        url = quote(path, safe="/")
+        if url.startswith("//"):
+            url = "/%2F" + url[2:]
+        return url
 
 
 def _refuse_dot_segments(path: str, label: str, params: dict[str, Any]) -> None:
