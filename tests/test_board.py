@@ -439,6 +439,20 @@ def test_posts_reach_pages_served_by_another_process(database, backend_url, tmp_
             assert stream.next_of("post", timeout=1.0)["id"] == str(post_id)
 
 
+def test_the_live_feed_survives_losing_its_database_connection(site):
+    writer = signed_up(site, "ada")
+    reader = signed_up(site, "bob")
+    with open_events(site.server, reader) as stream:
+        stream.next_of("ready")
+        killed = query(site.dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = 'board live feed'")
+        assert [row[0] for row in killed] == [True]
+        post_id = writer.post_text("posted while the feed reconnects")
+        assert stream.next_of("post", timeout=5.0)["id"] == str(post_id)
+        later = writer.post_text("posted once it listens again")
+        assert stream.next_of("post", timeout=5.0)["id"] == str(later)
+
+
 def test_an_idle_stream_gets_keep_alive_comments(site):
     client = signed_up(site, "ada")
     with open_events(site.server, client) as stream:
