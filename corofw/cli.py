@@ -13,14 +13,17 @@ from typing import Any
 
 import click
 
-from .http.config import ServerConfig
+from .http.config import MAX_WATCHDOG, ServerConfig
 from .http.parser import Limits
 from .runner import (
     DEFAULT_BACKLOG,
     DEFAULT_GC_THRESHOLD,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    MAX_BACKLOG,
+    MAX_GC_THRESHOLD,
     StartupError,
+    gc_threshold_setting,
     run_app,
     run_reloading,
 )
@@ -96,13 +99,16 @@ class _SpecError(click.ClickException):
 
 
 class Seconds(click.ParamType):
-    """A finite number of seconds, at least ``minimum`` (or above it)."""
+    """A finite number of seconds, at least ``minimum`` (or above it), and
+    below ``below`` when given."""
 
     name = "seconds"
 
-    def __init__(self, minimum: float = 0.0, inclusive: bool = True) -> None:
+    def __init__(self, minimum: float = 0.0, inclusive: bool = True,
+                 below: float | None = None) -> None:
         self.minimum = minimum
         self.inclusive = inclusive
+        self.below = below
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         try:
@@ -110,8 +116,12 @@ class Seconds(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         within = number >= self.minimum if self.inclusive else number > self.minimum
+        if self.below is not None:
+            within = within and number < self.below
         if not math.isfinite(number) or not within:
             bound = f">= {self.minimum:g}" if self.inclusive else f"> {self.minimum:g}"
+            if self.below is not None:
+                bound += f" and < {self.below:g}"
             self.fail(f"{value!r} is not a finite number of seconds {bound}", param, ctx)
         return number
 
@@ -140,7 +150,7 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
       type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @_opt("--access-log/--no-access-log", "ACCESS_LOG", default=_CONFIG.access_log,
       help="One line per request.")
-@_opt("--backlog", "BACKLOG", default=DEFAULT_BACKLOG, type=click.IntRange(1))
+@_opt("--backlog", "BACKLOG", default=DEFAULT_BACKLOG, type=click.IntRange(1, MAX_BACKLOG))
 @_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=_CONFIG.keep_alive_timeout,
       type=Seconds(0, inclusive=False), help="Seconds an idle keep-alive connection is kept.")
 @_opt("--header-timeout", "HEADER_TIMEOUT", default=_CONFIG.header_timeout,
@@ -169,9 +179,11 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
 @_opt("--max-request-line", "MAX_REQUEST_LINE", default=_LIMITS.max_request_line,
       type=click.IntRange(64),
       help="Longest request line in bytes (414 beyond).")
-@_opt("--watchdog", "WATCHDOG", default=_CONFIG.watchdog or 0.0, type=Seconds(0),
+@_opt("--watchdog", "WATCHDOG", default=_CONFIG.watchdog or 0.0,
+      type=Seconds(0, below=MAX_WATCHDOG),
       help="Warn when one task step blocks the loop longer than this (seconds; 0: off).")
-@_opt("--gc-threshold", "GC_THRESHOLD", default=DEFAULT_GC_THRESHOLD, type=click.IntRange(0),
+@_opt("--gc-threshold", "GC_THRESHOLD", default=DEFAULT_GC_THRESHOLD,
+      type=click.IntRange(0, MAX_GC_THRESHOLD),
       help="Allocations between collections of the youngest GC generation (0: Python's).")
 def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_level: str,
         backlog: int, gc_threshold: int, **settings: Any) -> None:
@@ -180,7 +192,12 @@ def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_lev
         raise click.UsageError("--reload serves with one worker: leave out --workers")
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = server_config(**settings)
+    try:
+        config = server_config(**settings)
+        gc_threshold = gc_threshold_setting(gc_threshold)
+    except ValueError as exc:  # a bound the option types missed
+        raise click.UsageError(str(exc))
+    _check_host(host, port)
     try:
         if reload:
             _split_spec(app_spec)
@@ -201,12 +218,25 @@ def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_lev
     sys.exit(status)
 
 
+def _check_host(host: str, port: int) -> None:
+    """Refuse, in one line, a host name the socket module cannot encode
+    (IDNA: a label over 63 characters, an empty label, a surrogate), which
+    ``getaddrinfo`` would raise as ``UnicodeError`` rather than ``OSError``."""
+    try:
+        host.encode("idna")  # as socket.getaddrinfo encodes a str host
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc
+        raise click.ClickException(f"cannot listen on {host}:{port}: not a valid host name "
+                                   f"({reason})") from None
+
+
 def server_config(*, access_log: bool, keep_alive_timeout: float, header_timeout: float,
                   body_timeout: float, send_timeout: float, graceful_timeout: float,
                   max_connections: int, max_body_size: int, max_header_size: int,
                   max_headers: int, max_request_line: int, watchdog: float) -> ServerConfig:
     """The :class:`ServerConfig` that ``run``'s options describe (a watchdog
-    of 0 is off)."""
+    of 0 is off). Raises ``ValueError``, naming the setting, for a value
+    the server cannot run with."""
     limits = Limits(max_request_line=max_request_line, max_header_bytes=max_header_size,
                     max_headers=max_headers, max_body_bytes=max_body_size)
     return ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,

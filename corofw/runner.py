@@ -43,6 +43,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_BACKLOG = 1024
 DEFAULT_GC_THRESHOLD = 50_000
+# listen() and gc.set_threshold() take a C int (the kernel caps a backlog at somaxconn)
+MAX_BACKLOG = MAX_GC_THRESHOLD = 2**31 - 1
 # supervisor -> worker: one byte asks to stop, a second one to hurry
 _STOP = b"s"
 # worker -> supervisor, one line each: "R" serving, "E<reason>" could not
@@ -130,16 +132,19 @@ def gc_threshold_setting(value: int | None = None) -> int:
     """The garbage collector threshold to serve with: ``value``, else the
     ``COROFW_GC_THRESHOLD`` environment variable, else 50,000 (0 leaves
     Python's defaults). Raises ``ValueError`` (a one-line message) for a
-    value that is not a whole number >= 0, before anything starts."""
+    value that is not a whole number from 0 to ``MAX_GC_THRESHOLD``,
+    before anything starts."""
+    bounds = f"a whole number from 0 to {MAX_GC_THRESHOLD}"
     if value is None:
         text = os.environ.get("COROFW_GC_THRESHOLD", "").strip()
         if not text:
             return DEFAULT_GC_THRESHOLD
-        value = int(text) if text.isdigit() and text.isascii() else -1
-        if value < 0:
-            raise ValueError(f"COROFW_GC_THRESHOLD must be a whole number >= 0, not {text!r}")
-    if value < 0:
-        raise ValueError(f"the GC threshold must be a whole number >= 0, not {value!r}")
+        digits = text.isdigit() and text.isascii() and len(text) <= 10
+        value = int(text) if digits else -1
+        if not 0 <= value <= MAX_GC_THRESHOLD:
+            raise ValueError(f"COROFW_GC_THRESHOLD must be {bounds}, not {text!r}")
+    if not 0 <= value <= MAX_GC_THRESHOLD:
+        raise ValueError(f"the GC threshold must be {bounds}, not {value!r}")
     return value
 
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from .parser import DEFAULT_LIMITS, Limits
 
+#: the watchdog threshold must be below a day, the kernel's longest wait
+MAX_WATCHDOG = 86400.0
+
 
 @dataclass
 class ServerConfig:
@@ -24,7 +27,9 @@ class ServerConfig:
     abandoned when its client reads nothing for that long.
     ``graceful_timeout``: what requests in flight get to finish on
     shutdown. ``max_connections``: open connections; at the limit a new
-    client takes the place of an idle one, or gets a 503.
+    client takes the place of an idle one, or gets a 503. ``watchdog``:
+    warn when one step of a task blocks the loop longer than this many
+    seconds (below ``MAX_WATCHDOG``); None or 0 is off.
     """
 
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
@@ -46,6 +51,9 @@ class ServerConfig:
         _check_seconds("graceful_timeout", self.graceful_timeout, 0.0, inclusive=True)
         if self.watchdog is not None:
             _check_seconds("watchdog", self.watchdog, 0.0, inclusive=True)
+            if self.watchdog >= MAX_WATCHDOG:
+                raise ValueError(f"watchdog must be below {MAX_WATCHDOG:g} seconds (a day), "
+                                 f"not {self.watchdog!r}")
         if type(self.max_connections) is not int or self.max_connections < 1:
             raise ValueError(f"max_connections must be a whole number >= 1, "
                              f"not {self.max_connections!r}")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
-from ..http.messages import Request, Response, StreamingResponse
+from ..http.messages import HTTPError, Request, Response, StreamingResponse
 from ..kernel.traps import Coro
 from .chain import Scope
 from .coerce import describe
@@ -310,20 +310,38 @@ class Router:
         return table.resolve(request, candidates)
 
     def accepts(self, request: Request) -> bool:
-        """Whether a route takes ``request``'s method and path (its handler
-        would run). The server asks before it answers ``Expect:
-        100-continue``, so a request nothing would take gets its 404 or 405
-        without being invited to send its body."""
+        """Whether the app's own code may read ``request``'s body: a route
+        takes its method and path, or the router's answer to it (a 404, a
+        405, a slash redirect) would pass through middleware or an error
+        handler, which may read the body. The server asks before it answers
+        ``Expect: 100-continue``: a request the router alone answers gets
+        its 404 or 405 without being invited to send its body, and no code
+        of the app ever sees it with its body left out."""
         table = self._table
         if table is None:
             table = self._compiled()
         method, path = request.method, request.path
         if method in table.static.get(path, ()):
             return True
-        return any(method in entry.methods and entry.pattern.match(path) is not None
-                   for entry in table.dynamic)
+        if any(method in entry.methods and entry.pattern.match(path) is not None
+               for entry in table.dynamic):
+            return True
+        return self._app_code_answers_misses()
 
     # -- internals --------------------------------------------------------------
+
+    def _app_code_answers_misses(self) -> bool:
+        """Whether a router of this tree has middleware, a status handler
+        or an ``HTTPError`` handler: the router's own answers (404, 405,
+        redirects) pass through those, so they may read a request's body."""
+        routers = [self]
+        while routers:
+            router = routers.pop()
+            if (router._middleware or router._status_handlers
+                    or HTTPError in router._exception_handlers):
+                return True
+            routers.extend(item.router for item in router._items if isinstance(item, _Mount))
+        return False
 
     def _compiled(self) -> RouteTable:
         table = self._table
