@@ -29,7 +29,7 @@ TEXT_CHARSETS = frozenset({
     "euc_jp", "shift_jis", "cp932", "euc_kr", "cp949",
 })
 
-_MAX_LABEL = 40  # the longest IANA charset name has 45 characters, aliases far fewer
+_MAX_LABEL = 64  # longer than any charset name (IANA's longest has 45 characters)
 
 
 def content_type_charset(content_type: str | None) -> str | None:
