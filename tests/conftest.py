@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import time
 
 import pytest
 
-from corofw import Event, Response, Router, StreamingResponse, sleep
+from corofw import Event, Response, Router, StreamingResponse, run, serve, sleep, spawn
 from corofw.http.config import ServerConfig
+from corofw.net import listen
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -212,6 +214,32 @@ def fast_config():
     def config(**overrides) -> ServerConfig:
         return ServerConfig(**{**FAST_SETTINGS, **overrides})
     return config
+
+
+@pytest.fixture
+def beside_server():
+    """``beside_server(app, client, config=None)``: serve ``app`` on a free
+    loopback port and run the coroutine ``client(port)`` beside it in one
+    kernel (on the real clock); once ``client`` returns, stop the server
+    gracefully and return what ``client`` returned."""
+    def run_beside(app, client, config=None):
+        def main():
+            listener = listen("127.0.0.1", 0)
+            stop_r, stop_w = socket.socketpair()
+            try:
+                server = yield from spawn(serve(app, listener, config or ServerConfig(
+                    access_log=False, graceful_timeout=2.0), stop=stop_r), "server")
+                try:
+                    return (yield from client(listener.getsockname()[1]))
+                finally:
+                    stop_w.send(b"x")
+                    yield from server.join()
+            finally:
+                listener.close()
+                stop_r.close()
+                stop_w.close()
+        return run(main())
+    return run_beside
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 A :class:`Connection` records the phase a connection is in (which decides
 what shutting down may close at once), its deadline and its parser. The
 functions here move its bytes: sending with backpressure under the send
-deadline, and draining what a client still sends before a close.
+deadline, draining what a client still sends before a close, and watching
+the client while its request is answered (:func:`watch_client`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ..kernel import Task
 from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, WRITE, Coro
 from ..net import Socket
@@ -33,10 +35,16 @@ class Connection:
     ``filled``: the last ``recv`` filled its buffer (more may be waiting).
     ``unyielded``: requests answered since the task last let others run.
     ``sent_continue``: ``100 Continue`` went out for the request being read.
-    ``linger``: close with :func:`linger` (an error response was sent)."""
+    ``linger``: close with :func:`linger` (an error response was sent).
+    ``watching``: the number of the answer under way whose client is to be
+    watched (0: none); ``answers`` counts them. ``watch``: the timer that
+    starts watching (armed for answer number ``timed``), or the task
+    running :func:`watch_client`, or None.
+    ``gone``: the client closed or reset the connection."""
 
-    __slots__ = ("sock", "client", "config", "task", "phase", "deadline", "parser",
-                 "filled", "unyielded", "sent_continue", "linger")
+    __slots__ = ("sock", "client", "config", "task", "phase", "deadline", "parser", "filled",
+                 "unyielded", "sent_continue", "linger", "watching", "answers", "timed", "watch",
+                 "gone")
 
     def __init__(self, sock: Socket, client: Any, config: ServerConfig) -> None:
         self.sock = sock
@@ -50,6 +58,11 @@ class Connection:
         self.unyielded = 0
         self.sent_continue = False
         self.linger = False
+        self.watching = 0
+        self.answers = 0
+        self.timed = 0
+        self.watch: Any = None
+        self.gone = False
 
 
 def send(conn: Connection, data: bytes, body: bytes | None = None) -> Coro[None]:
@@ -115,6 +128,35 @@ def linger(conn: Connection) -> Coro[None]:
     conn.sock.shutdown(socket.SHUT_WR)
     conn.deadline.set(LINGER_SECONDS, "lingering close")
     yield from drain(conn.sock)
+
+
+def watch_client(conn: Connection, task: Task) -> Coro[None]:
+    """Watch the client while ``task`` (the connection's) answers its
+    request: when the client closes its end or resets the connection,
+    cancel ``task`` with "client disconnected", so that the handler and
+    what it started stop and clean up. Bytes that arrive meanwhile are
+    pipelined requests, not a disconnect: they are read into the parser
+    and kept, until a ``RECV_SIZE`` of them waits; then watching stops and
+    the rest stays in the socket, where TCP pushes back on the client.
+
+    A client that half-closes (``shutdown(SHUT_WR)``) after its request
+    is taken as gone too: an end of file cannot tell it from a close."""
+    recv = conn.sock.sock.recv
+    read_trap = (READ, conn.sock.fd)
+    parser = conn.parser
+    while parser.buffered < RECV_SIZE:
+        yield read_trap
+        try:
+            data = recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:  # a reset
+            data = b""
+        if not data:
+            conn.gone = True
+            task.cancel("client disconnected")
+            return
+        parser.feed(data)
 
 
 def readable(sock: Socket) -> Coro[None]:

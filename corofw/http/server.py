@@ -27,6 +27,7 @@ from ..kernel import (
     ClosedResourceError,
     Event,
     catch_signals,
+    current_kernel,
     current_task,
     current_time,
     move_on_after,
@@ -55,8 +56,9 @@ from .connection import (
     send,
     send_rest,
     try_send,
+    watch_client,
 )
-from .messages import Request, Response
+from .messages import Request, Response, StreamingResponse
 from .parser import ProtocolError, RequestParser
 from .responding import encode_at_once, log_access, write_response
 from .serialize import CONTINUE, error_response
@@ -68,6 +70,7 @@ _FAIR_SHARE = 16  # pipelined requests served in a row before letting other task
 _YIELD_TRAP = (SLEEP, 0)
 _MAX_REFUSING = 64  # clients answered 503 at once at max_connections; beyond, accepting pauses
 _RESCAN_DELAY = 0.01
+_WATCH_AFTER = 0.005  # seconds into answering a request before the client is watched
 _OVERLOADED = error_response(503, "server at its connection limit, try again later")
 
 # What reading a request may come to besides a Request
@@ -83,7 +86,9 @@ class Server:
     An app may also have ``accepts(request) -> bool``, asked with the head
     of a request that expects ``100 Continue``: when it says False, the
     request is answered at once (``handle`` gets it with an empty body) and
-    the connection closes, without inviting the client to send its body."""
+    the connection closes, without inviting the client to send its body.
+    So an app says False only when none of its own code would see that
+    request, as a Router does for a 404 or 405 it answers by itself."""
 
     def __init__(self, app: Any, config: ServerConfig | None = None) -> None:
         if not callable(getattr(app, "handle", None)):
@@ -101,11 +106,13 @@ class Server:
         self._no_idle_until = 0.0
         self._all_closed = Event()
         self._all_closed.set()
+        self._kernel: Any = None
 
     # -- accepting -----------------------------------------------------------
 
     def accept_loop(self, listener: Socket) -> Coro[None]:
         """Accept connections until :meth:`shutdown` closes ``listener``."""
+        self._kernel = current_kernel()
         self._listeners.append(listener)
         sock = listener.sock
         fd = listener.fd
@@ -118,7 +125,8 @@ class Server:
                     yield (READ, fd)  # make room only once a new client is waiting
                 except ClosedResourceError:
                     return
-                full = not (yield from self._make_room())
+                # connections may have closed while the loop waited
+                full = len(self.connections) >= cap and not (yield from self._make_room())
                 if full and self._refusing >= _MAX_REFUSING:
                     self._slot_free.clear()
                     yield from self._slot_free.wait()
@@ -206,7 +214,7 @@ class Server:
         read a request (deciding on the way whether to invite a body that
         waits for ``100 Continue``), run the handler, write the response,
         then keep the connection for the next request or close it."""
-        task = yield from current_task()
+        task = conn.task = yield from current_task()
         task.name = f"connection {format_client(conn.client)}"
         deadline = conn.deadline = Deadline(task)
         conn.parser = RequestParser(self.config.limits, conn.client)
@@ -258,6 +266,8 @@ class Server:
                     if access_log:
                         log_access(conn, request, response.status, len(response.body))
                 task.context = None
+                if conn.watching:
+                    self._unwatch(conn)
                 if not keep_alive:
                     break
                 if self._keep_alive(conn):
@@ -265,7 +275,7 @@ class Server:
             if conn.linger:
                 yield from linger(conn)
         except Cancelled as exc:
-            if exc.scope is not deadline:
+            if exc.scope is not deadline and not conn.gone:
                 raise
             if conn.phase in READING and deadline.label in ("request header", "request body"):
                 try_send(conn.sock, error_response(408, "request timeout"))
@@ -275,6 +285,9 @@ class Server:
         except Exception:
             log.exception("%s failed", task.name)
         finally:
+            conn.watching = 0
+            if conn.watch is not None:
+                self._unwatch(conn)
             deadline.close()
             conn.sock.close()
             self.connections.discard(conn)
@@ -360,14 +373,57 @@ class Server:
     def _wait_for_app(self, conn: Connection, request: Request, app_coroutine: Any
                       ) -> Coro[Any]:
         """Running a handler that waits (the app returned a generator): drive
-        it to its response, with no deadline meanwhile; an exception it
-        raises is answered with a 500."""
+        it to its response, with no deadline meanwhile but with the client
+        watched (:meth:`_watch`); an exception it raises is answered with a
+        500."""
         conn.phase = BUSY
         conn.deadline.clear()
+        self._watch(conn)
         try:
             return (yield from app_coroutine)
         except Exception:
             return _app_failed(request)
+        except Cancelled:
+            if conn.gone and self.config.access_log:
+                log_access(conn, request, 499, 0, "client disconnected")
+            raise
+
+    def _watch(self, conn: Connection) -> None:
+        """Watch the client while its request is answered (a handler waits,
+        a response streams): :func:`~corofw.http.connection.watch_client`
+        cancels the connection's task if the client goes away. Watching
+        starts once the answer has taken ``_WATCH_AFTER``: a handler that
+        returns soon costs no watcher task (a client that left meanwhile is
+        found gone as soon as watching starts), and a busy connection keeps
+        one timer for its answers rather than one per answer."""
+        if conn.watching:
+            return  # a stream after a handler that waited: one answer
+        conn.answers += 1
+        conn.watching = conn.answers
+        if conn.watch is None:
+            conn.timed = conn.answers
+            conn.watch = self._kernel.add_timer(_WATCH_AFTER, self._watch_due, conn)
+
+    def _watch_due(self, conn: Connection) -> None:
+        """The timer of :meth:`_watch`: start watching an answer that has
+        lasted ``_WATCH_AFTER``; give a later answer its own time."""
+        if not conn.watching:
+            conn.watch = None
+        elif conn.watching == conn.timed:
+            conn.watch = self._kernel.spawn(watch_client(conn, conn.task), "client watcher",
+                                            conn.task)
+        else:
+            conn.timed = conn.watching
+            conn.watch = self._kernel.add_timer(_WATCH_AFTER, self._watch_due, conn)
+
+    def _unwatch(self, conn: Connection) -> None:
+        """The answer is over: stop its watcher (a timer, if any, stays armed
+        for the next answer and otherwise goes quietly)."""
+        conn.watching = 0
+        watch = conn.watch
+        if watch is not None and type(watch) is not list:
+            conn.watch = None
+            watch.cancel("response sent")
 
     def _write(self, conn: Connection, request: Request, response: Any,
                keep_alive: bool) -> Coro[bool]:
@@ -378,6 +434,8 @@ class Server:
         does not read."""
         conn.phase = BUSY
         conn.deadline.clear()
+        if type(response) is StreamingResponse:
+            self._watch(conn)
         keep_alive, complete = yield from write_response(conn, request, response, keep_alive)
         if complete:
             self.requests_served += 1
