@@ -453,6 +453,19 @@ def test_the_live_feed_survives_losing_its_database_connection(site):
         assert stream.next_of("post", timeout=5.0)["id"] == str(later)
 
 
+def test_a_burst_of_posts_reaches_a_stream_whole_and_in_order(site):
+    client = signed_up(site, "ada")
+    with open_events(site.server, client) as stream:
+        stream.next_of("ready")
+        query(site.dsn, """
+            WITH new AS (INSERT INTO posts (author_id, body)
+                         SELECT 1, 'burst ' || n FROM generate_series(1, 150) AS n
+                         RETURNING id)
+            SELECT pg_notify('board_posts', id::text) FROM new""")
+        ids = [int(stream.next_of("post")["id"]) for _ in range(150)]
+    assert ids == list(range(1, 151))
+
+
 def test_an_idle_stream_gets_keep_alive_comments(site):
     client = signed_up(site, "ada")
     with open_events(site.server, client) as stream:

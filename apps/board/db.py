@@ -115,10 +115,11 @@ class Store:
         """The id of the newest post (0 when there is none)."""
         return (yield from self.pool.fetchval("SELECT coalesce(max(id), 0) FROM posts"))
 
-    def post(self, post_id: int) -> Coro[Post | None]:
-        """The post with that id, or None."""
-        row = yield from self.pool.fetchrow(f"SELECT {_POST_COLUMNS} WHERE p.id = $1", post_id)
-        return _post(row) if row else None
+    def posts_by_ids(self, ids: list[int]) -> Coro[list[Post]]:
+        """The posts with these ids that exist, oldest first."""
+        rows = yield from self.pool.fetch(
+            f"SELECT {_POST_COLUMNS} WHERE p.id = ANY($1) ORDER BY p.id", ids)
+        return [_post(row) for row in rows]
 
 
 def create_schema(dsn: str) -> Coro[None]:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 from corofw import run
 
@@ -69,9 +70,12 @@ def stop(process: subprocess.Popen, grace: float = GRACE + 5.0) -> int:
 
 
 @contextmanager
-def started(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen]:
-    """``command`` running in a session of its own until the block ends."""
-    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+def started(command: list[str], env: dict[str, str], port: int, log: IO[str] | None = None
+            ) -> Iterator[subprocess.Popen]:
+    """``command`` running in a session of its own until the block ends;
+    its output goes to ``log`` (default: this process's)."""
+    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True,
+                               stdout=log, stderr=log)
     try:
         wait_listening(port, process)
         yield process

@@ -5,8 +5,9 @@ Adding a post notifies the channel ``board_posts`` with the post's id
 (:mod:`apps.board.db`), whichever process served the request. Each process
 keeps one :class:`LiveFeed`: one connection of its own that listens on the
 channel, started by the first page that subscribes. For each notification
-it reads the post once, renders it once, and hands it to every
-subscriber's queue; the ``/events`` streams write it out. So two pages
+(or burst of them) it reads the posts in one query, renders each once,
+and hands them to every subscriber's queue; each ``/events`` stream writes
+out what its queue holds, all of it in one write when several piled up. So two pages
 served by different ``--workers`` processes see the same posts.
 
 A stream starts with the posts newer than the one its page showed last
@@ -32,6 +33,7 @@ from corofw import (
     QueueFull,
     Router,
     StreamingResponse,
+    TaskTimeout,
     move_on_after,
     sleep,
     spawn,
@@ -47,6 +49,7 @@ log = logging.getLogger("board.live")
 #: notifications may have been missed meanwhile, read them from the database.
 RESYNC = "resync"
 BACKLOG_LIMIT = 100
+BATCH_LIMIT = 100
 SEEN_LIMIT = 1000
 
 
@@ -55,7 +58,7 @@ class FeedUnavailable(Exception):
 
 
 class Subscription:
-    """One stream's queue of ``(post_id, event_data)`` items (or
+    """One stream's queue of ``(post_id, event_text)`` items (or
     :data:`RESYNC`); ``dropped`` once it fell too far behind."""
 
     def __init__(self, size: int) -> None:
@@ -125,16 +128,27 @@ class LiveFeed:
                         self._broadcast(RESYNC)
                     delay = 0.1
                     while True:
-                        note = yield from conn.next_notification()
-                        post = yield from self.store.post(int(note.payload))
-                        if post is not None:
-                            self._broadcast((post.id, self.event_data(post)))
+                        ids = yield from _next_ids(conn)
+                        for post in (yield from self.store.posts_by_ids(ids)):
+                            self._broadcast((post.id, _event(post.id, self.event_data(post))))
             except (pg.PgError, OSError) as exc:
                 log.warning("live feed: %s; listening again in %.1f s", exc, delay)
             self._listening.clear()
             reconnecting = True
             yield from sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _next_ids(conn: pg.Connection) -> Coro[list[int]]:
+    """The post ids of the next notification and of those already received
+    behind it (a burst of posts is read in one query and rendered once)."""
+    notes = [(yield from conn.next_notification())]
+    while len(notes) < BATCH_LIMIT:
+        try:
+            notes.append((yield from conn.next_notification(timeout=0)))
+        except TaskTimeout:
+            break
+    return [int(note.payload) for note in notes]
 
 
 def _event(post_id: int, data: str, kind: str = "post") -> str:
@@ -172,16 +186,22 @@ def stream_posts(feed: LiveFeed, after: int | None, heartbeat: float) -> Iterato
         last = after
         yield from fresh((yield from feed.store.posts_after(after, BACKLOG_LIMIT)))
         yield "event: ready\ndata: {}\n\n"
-        while not (subscription.dropped and subscription.queue.empty()):
-            item = yield from move_on_after(heartbeat, subscription.queue.get())
-            if item is None:
+        queue = subscription.queue
+        while not (subscription.dropped and queue.empty()):
+            first = yield from move_on_after(heartbeat, queue.get())
+            if first is None:
                 yield ": keep-alive\n\n"
-            elif item == RESYNC:
-                yield from fresh((yield from feed.store.posts_after(last, BACKLOG_LIMIT)))
-            elif item[0] not in seen:
-                seen[item[0]] = None
-                last = max(last, item[0])
-                yield _event(item[0], item[1])
+                continue
+            chunk = []
+            for item in [first, *(queue.get_nowait() for _ in range(len(queue)))]:
+                if item == RESYNC:
+                    chunk += fresh((yield from feed.store.posts_after(last, BACKLOG_LIMIT)))
+                elif item[0] not in seen:
+                    seen[item[0]] = None
+                    last = max(last, item[0])
+                    chunk.append(item[1])
+            if chunk:
+                yield "".join(chunk)   # what piled up goes out in one write
     finally:
         if subscription is not None:
             feed.unsubscribe(subscription)
