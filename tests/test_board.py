@@ -491,6 +491,7 @@ def test_the_status_panel_answers_by_its_deadline_with_what_answered(database, b
         panel = client.get("/status.json").json()
         took = time.monotonic() - started
         page = client.get("/status").text
+        with_panel, without = client.get("/?panel=1").text, client.get("/").text
     assert 0.45 <= panel["seconds"] < 1.5 and took < 2.0   # the deadline, not the 5 s call
     assert panel["deadline"] == 0.5 and panel["answered"] == 2
     probes = {probe["service"]: probe for probe in panel["probes"]}
@@ -503,6 +504,8 @@ def test_the_status_panel_answers_by_its_deadline_with_what_answered(database, b
     assert probes["broken"]["state"] == "failed" and "400" in probes["broken"]["detail"]
     assert "2 of 4 services answered within the 500 ms deadline" in " ".join(page.split())
     assert re.search(r'<tr class="timed-out">\s*<td>stuck</td><td>timed out</td>', page)
+    assert "2 of 4 services answered" in with_panel and 'id="posts"' in with_panel
+    assert "services answered" not in without and 'href="/?panel=1"' in without
 
 
 def test_the_status_panel_with_the_backend_down_still_answers(database, tmp_path):

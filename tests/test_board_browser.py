@@ -216,6 +216,19 @@ def test_a_post_with_an_image_appears_live_in_the_other_browser(board, tmp_path)
     screenshot(board, ada, "board-ada")
 
 
+def test_the_status_panel_shows_each_backend_call(board):
+    ada = board.ada
+    ada.open("/")
+    ada.submit("#show-status")
+    rows = ada.driver.find_elements(By.CSS_SELECTOR, "#status tbody tr")
+    assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == \
+        ["accounts", "search", "billing", "recommendations"]
+    assert rows[-1].get_attribute("class") == "timed-out"
+    assert "3 of 4 services answered within the 500 ms deadline" in ada.find(".summary").text
+    assert ada.driver.find_elements(By.CSS_SELECTOR, "article.post")   # the posts are there too
+    screenshot(board, ada, "board-with-status-panel")
+
+
 def test_a_forged_csrf_token_is_refused_with_a_page(board):
     ada = board.ada
     ada.open("/")

@@ -48,6 +48,7 @@ def make_app(settings: Settings) -> tuple[Router, Board]:
     board = Board(settings, templates)
     board.feed = live.LiveFeed(settings.database_url, board.store,
                                lambda post: templates.render_text("_post.html", post=post))
+    board.status = status.StatusPanel(board)
 
     routes = Router()
     pages.install(routes, board)

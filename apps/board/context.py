@@ -30,7 +30,8 @@ class LoginRequired(Exception):
 
 class Board:
     """One instance of the app: its settings and the resources built from
-    them. ``feed`` is set by :mod:`apps.board.live` when the app is made."""
+    them. ``feed`` (the live feed) and ``status`` (the status panel) are
+    set when the app is made (:func:`apps.board.app.make_app`)."""
 
     def __init__(self, settings: Settings, templates: Templates) -> None:
         self.settings = settings
@@ -39,6 +40,7 @@ class Board:
         self.templates = templates
         self.backend = Client(settings.backend_url, timeout=5.0)
         self.feed: Any = None
+        self.status: Any = None
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any
              ) -> Response:

@@ -1,5 +1,6 @@
-"""The board itself: the list of posts (newest first, a page at a time)
-and posting, from the page's form or as JSON."""
+"""The board itself: the list of posts (newest first, a page at a time;
+with the status panel above them when asked, ``?panel=1``) and posting,
+from the page's form or as JSON."""
 
 from __future__ import annotations
 
@@ -69,8 +70,10 @@ def make_routes(board: Board) -> Router:
         require_user(request)
         posts, older = yield from one_page(request)
         first_page = not request.query.get("before")
+        panel = (yield from board.status.collect()) if request.query.get("panel") == "1" \
+            else None
         return board.page(request, "index.html", posts=posts, older=older, live=first_page,
-                          newest=posts[0].id if posts else 0)
+                          newest=posts[0].id if posts else 0, panel=panel)
 
     @routes.post("/posts")
     def create(request):

@@ -102,25 +102,35 @@ def fan_out(upstream: Upstream, services: tuple[Service, ...], seconds: float
             "answered": sum(probe.state == ANSWERED for probe in probes)}
 
 
-def make_routes(board: Board) -> Router:
-    """``/status`` (a page) and ``/status.json``."""
-    routes = Router()
-    settings = board.settings
-    upstream = backend_upstream(board)
+class StatusPanel:
+    """The panel of one app: its backend ``Upstream`` (whose breaker and
+    latency history last as long as the app) and its settings."""
 
-    def panel() -> Coro[dict[str, Any]]:
-        seconds = panel_deadline(settings.status_deadline)
-        return (yield from fan_out(upstream, settings.services, seconds))
+    def __init__(self, board: Board) -> None:
+        self.settings = board.settings
+        self.upstream = backend_upstream(board)
+
+    def collect(self) -> Coro[dict[str, Any]]:
+        """Call every service now: what :func:`fan_out` returns."""
+        seconds = panel_deadline(self.settings.status_deadline)
+        return (yield from fan_out(self.upstream, self.settings.services, seconds))
+
+
+def make_routes(board: Board) -> Router:
+    """``/status`` (a page) and ``/status.json``; the list page shows the
+    same panel with ``?panel=1``."""
+    routes = Router()
+    panel = board.status
 
     @routes.get("/status")
     def status_page(request):
         require_user(request)
-        return board.page(request, "status.html", **(yield from panel()))
+        return board.page(request, "status.html", panel=(yield from panel.collect()))
 
     @routes.get("/status.json")
     def status_json(request):
         require_user(request)
-        result = yield from panel()
+        result = yield from panel.collect()
         result["probes"] = [asdict(probe) for probe in result["probes"]]
         return result
 
