@@ -6,10 +6,9 @@ from __future__ import annotations
 import socket
 import time
 
-import pytest
 from live import RawClient, get
 
-from corofw import Response, Router, sleep
+from corofw import HTTPError, Request, Response, Router, sleep
 from corofw.http.server import ServerConfig
 from corofw.testing import serve_in_thread
 
@@ -46,10 +45,6 @@ def wait_until(condition, timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="Server.accept_loop decides 'full' from a connection "
-                   "count taken before it waited for the next client: once the server has "
-                   "been at max_connections, the next client gets a 503 even though every "
-                   "connection has closed since")
 def test_no_503_once_the_connections_at_the_limit_have_closed(no_leaks):
     config = ServerConfig(max_connections=1, access_log=False)
     with serve_in_thread(make_app(), config) as server:
@@ -92,11 +87,53 @@ def test_expect_continue_to_a_route_gets_its_body(no_leaks):
     assert received.endswith(b"route got 10 bytes")
 
 
-@pytest.mark.xfail(strict=True, reason="Router.accepts looks only at routes, so a request "
-                   "that middleware answers itself is not invited to send its body and the "
-                   "middleware silently sees an empty body (uvicorn sends 100 Continue when "
-                   "the app reads the body, and the middleware gets it)")
 def test_expect_continue_to_a_path_middleware_answers_keeps_the_body(no_leaks):
     with serve_in_thread(make_app()) as server:
         received = _post_expecting_continue(server.port, "/middleware-echo", b"x" * 10)
     assert received.endswith(b"middleware got 10 bytes"), received
+
+
+def test_expect_continue_to_a_path_an_error_handler_answers_keeps_the_body(no_leaks):
+    app = Router()
+
+    @app.error_handler(404)
+    def not_found(request, exc):
+        return f"404 handler got {len(request.body)} bytes", 404
+
+    with serve_in_thread(app) as server:
+        received = _post_expecting_continue(server.port, "/nowhere", b"x" * 10)
+    assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 ")
+    assert received.endswith(b"404 handler got 10 bytes"), received
+
+
+def _head(method: str, path: str) -> Request:
+    return Request(method, path, headers={"expect": "100-continue", "content-length": "5"})
+
+
+def test_router_accepts_a_miss_only_when_its_own_code_may_answer_it():
+    plain = Router()
+    plain.post("/upload")(lambda request: "ok")
+    assert plain.accepts(_head("POST", "/upload"))
+    assert not plain.accepts(_head("POST", "/nowhere"))  # 404 from the router alone
+    assert not plain.accepts(_head("PUT", "/upload"))  # 405 from the router alone
+
+    plain.error_handler(ValueError)(lambda request, exc: "never sees an HTTPError")
+    assert not plain.accepts(_head("POST", "/nowhere"))
+
+    for register in (lambda router: router.middleware(_passing),
+                     lambda router: router.error_handler(405)(_answer),
+                     lambda router: router.error_handler(HTTPError)(_answer)):
+        root, inner = Router(), Router()
+        root.mount("/api", inner)
+        assert not root.accepts(_head("POST", "/api/nowhere"))
+        register(inner)  # a mounted router's code may answer too
+        assert root.accepts(_head("POST", "/api/nowhere"))
+        assert root.accepts(_head("PUT", "/elsewhere"))
+
+
+def _passing(request, call_next):
+    return (yield from call_next(request))
+
+
+def _answer(request, exc):
+    return "answered", exc.status
