@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .http.lifespan import StartupError
 from .http.server import ServerConfig, serve
 from .kernel import run
 from .kernel.traps import Coro
@@ -60,18 +61,14 @@ _HURRY_SECONDS = 5.0
 WorkerTarget = Callable[[socket.socket, Callable[[], None]], None]
 
 
-class StartupError(RuntimeError):
-    """The server could not start (its workers failed before serving);
-    ``str()`` is a one-line reason."""
-
-
 def run_app(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1,
             config: ServerConfig | None = None, backlog: int = DEFAULT_BACKLOG,
             gc_threshold: int | None = None) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; return the exit status (0 after a
     graceful shutdown). Raises ``OSError`` if the address cannot be bound,
     ``ValueError`` for a bad setting (before any worker starts) and
-    :class:`StartupError` if the workers fail as they start.
+    :class:`StartupError` if the app's start-up, or the workers, fail as
+    they start (each worker runs the app's start-up hooks).
 
     ``gc_threshold``: see :func:`gc_threshold_setting`."""
     config = config or ServerConfig()
@@ -515,6 +512,8 @@ def _kill(pid: int, signum: int) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, StartupError):
+        return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[:1].lower() + exc.strerror[1:]
     message = " ".join(str(exc).split())

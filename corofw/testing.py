@@ -45,7 +45,10 @@ def serve_in_thread(app: Any, config: ServerConfig | None = None,
                     timeout: float = 10.0) -> Iterator[TestServer]:
     """Serve ``app`` in a background thread until the block exits; then shut
     the server down gracefully and join the thread (nothing is left behind).
-    An exception that stopped the server is re-raised at the end."""
+    The app's start-up hooks run before the block is entered (one that
+    fails raises :class:`~corofw.http.lifespan.StartupError` here), its
+    shutdown hooks before the block's exit returns. An exception that
+    stopped the server is re-raised at the end."""
     config = config or ServerConfig(access_log=False)
     listener = listen(host, port)
     bound_host, bound_port = listener.getsockname()[:2]

@@ -21,6 +21,8 @@ from .status import reason_phrase
 # character that is neither unreserved nor reserved (RFC 3986 section 2)
 #: where ``request.form()`` keeps the form it read, in ``request.state``
 FORM_STATE_KEY = "corofw.form"
+#: where request.background() keeps its coroutines until the server starts them
+BACKGROUND_STATE_KEY = "corofw.background"
 _FORM_PIECE = 65536
 _NOT_IN_URL = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
@@ -110,6 +112,19 @@ class Request:
         if self._state is None:
             self._state = {}
         return self._state
+
+    def background(self, coro: Coro[Any]) -> None:
+        """Run the coroutine ``coro`` as a task of its own once this
+        request's response has been sent (or its client has gone):
+        ``request.background(send_welcome_mail(user))``. It runs even if
+        the client leaves, but not if the handler fails or is cancelled.
+        A graceful shutdown waits for it within the grace period, then
+        cancels it. The server runs it: a handler called directly (in a
+        unit test) leaves it in ``request.state``."""
+        if not hasattr(coro, "send") or not hasattr(coro, "throw"):
+            raise TypeError(f"background() needs a generator object (call the generator "
+                            f"function), not {coro!r}")
+        self.state.setdefault(BACKGROUND_STATE_KEY, []).append(coro)
 
     @property
     def host(self) -> str | None:

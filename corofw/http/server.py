@@ -58,6 +58,7 @@ from .connection import (
     try_send,
     watch_client,
 )
+from .lifespan import BackgroundTasks, StartupError, drop_background, start_app, stop_app
 from .messages import Request, Response, StreamingResponse
 from .parser import ProtocolError, RequestParser
 from .responding import encode_at_once, log_access, write_response
@@ -107,6 +108,9 @@ class Server:
         self._all_closed = Event()
         self._all_closed.set()
         self._kernel: Any = None
+        self.background = BackgroundTasks()
+        self._hooks: Any = None  # the task running the app's start-up or shutdown
+        self._started = False
 
     # -- accepting -----------------------------------------------------------
 
@@ -252,19 +256,23 @@ class Server:
                     response = yield from self._wait_for_app(conn, request, response)
                 keep_alive = request.keep_alive and not self.closing
                 wire = encode_at_once(response, request, keep_alive)
-                if wire is None:
-                    keep_alive = yield from self._write(conn, request, response, keep_alive)
-                else:
-                    try:
-                        sent = send_now(wire)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent != len(wire):  # the client's buffer is full
-                        conn.phase = BUSY
-                        yield from send_rest(conn, wire, sent)
-                    self.requests_served += 1
-                    if access_log:
-                        log_access(conn, request, response.status, len(response.body))
+                try:
+                    if wire is None:
+                        keep_alive = yield from self._write(conn, request, response, keep_alive)
+                    else:
+                        try:
+                            sent = send_now(wire)
+                        except BlockingIOError:
+                            sent = 0
+                        if sent != len(wire):  # the client's buffer is full
+                            conn.phase = BUSY
+                            yield from send_rest(conn, wire, sent)
+                        self.requests_served += 1
+                        if access_log:
+                            log_access(conn, request, response.status, len(response.body))
+                finally:
+                    if request._state is not None:  # request.background() may have been used
+                        self.background.start_for(request)
                 task.context = None
                 if conn.watching:
                     self._unwatch(conn)
@@ -384,6 +392,7 @@ class Server:
         except Exception:
             return _app_failed(request)
         except Cancelled:
+            drop_background(request)
             if conn.gone and self.config.access_log:
                 log_access(conn, request, 499, 0, "client disconnected")
             raise
@@ -457,11 +466,33 @@ class Server:
 
     # -- shutting down ---------------------------------------------------------
 
+    # -- starting and shutting down -------------------------------------------
+
+    def start(self) -> Coro[None]:
+        """Run the app's start-up (a Router's ``on_startup`` hooks), inside
+        the kernel, before any connection is accepted. Raises
+        :class:`~corofw.http.lifespan.StartupError` if it fails, or is
+        cancelled by :meth:`abort`."""
+        hooks = self._hooks = yield from spawn(start_app(self.app), "start-up")
+        try:
+            yield from hooks.join()
+        except Cancelled:
+            if not hooks.done:  # this task is cancelled, not the start-up
+                hooks.cancel("server cancelled")
+                raise
+            raise StartupError("start-up cancelled: asked again to stop") from None
+        finally:
+            self._hooks = None
+        self._started = True
+
     def shutdown(self, grace: float | None = None) -> Coro[None]:
         """Stop accepting, close connections with no request in flight
-        (idle ones, and those still receiving a request's head), let requests in flight
-        finish for up to ``grace`` seconds, then cancel what is left."""
+        (idle ones, and those still receiving a request's head), let requests
+        in flight and background tasks finish for up to ``grace`` seconds,
+        then cancel what is left; then run the app's shutdown (a Router's
+        ``on_shutdown`` hooks) if its start-up ran."""
         grace = self.config.graceful_timeout if grace is None else grace
+        ends = (yield from current_time()) + grace
         self.closing = True
         for listener in self._listeners:
             listener.close()
@@ -476,16 +507,48 @@ class Server:
                         len(self.connections))
             self.abort("server shutdown grace period over")
             yield from self._all_closed.wait()
+        yield from self._finish_background(ends)
+        if self._started:
+            self._started = False
+            hooks = self._hooks = yield from spawn(stop_app(self.app), "shutdown")
+            try:
+                yield from hooks.join()
+            except Cancelled:
+                if not hooks.done:
+                    hooks.cancel("server cancelled")
+                    raise
+            finally:
+                self._hooks = None
+
+    def _finish_background(self, ends: float) -> Coro[None]:
+        """Let the background tasks finish until ``ends`` (the end of the
+        grace period), then cancel those still running; say so in the log."""
+        background = self.background
+        if not background.running:
+            return
+        log.info("waiting for %d background task(s)", len(background.running))
+        left = ends - (yield from current_time())
+        if not (yield from background.wait(max(left, 0.0))):
+            log.warning("grace period over: cancelling %d background task(s)",
+                        len(background.running))
+            background.cancel("server shutdown grace period over")
+        yield from background.finish()
 
     def abort(self, reason: str = "server aborted") -> None:
-        """Cancel every connection, requests in flight included."""
+        """Cancel everything in flight: every connection (requests
+        included), the background tasks, and the app's start-up or
+        shutdown if it is running."""
         for conn in list(self.connections):
             if conn.task is not None:
                 conn.task.cancel(reason)
+        self.background.cancel(reason)
+        if self._hooks is not None:
+            self._hooks.cancel(reason)
 
 
 def _app_failed(request: Request) -> Response:
     log.exception("error handling %s %s", request.method, request.target)
+    drop_background(request)
     return Response(b"Internal Server Error\n", 500, None, "text/plain; charset=utf-8")
 
 
@@ -503,21 +566,29 @@ def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
     directly (Ctrl-C signals the whole process group, as does systemd's
     control-group kill) does not hurry it.
 
+    The app's start-up runs before the first connection is accepted
+    (:class:`~corofw.http.lifespan.StartupError` if it fails), and its
+    shutdown after the last request and background task have finished.
     ``on_ready(server)`` is called once the server accepts connections.
     """
     server = Server(app, config)
+    server.background.owner = yield from current_task()
     stopped = Event()
     with (yield from catch_signals(signal.SIGINT, signal.SIGTERM)) as signals:
-        accept = yield from spawn(server.accept_loop(listener), "accept loop")
-        watchers = [(yield from spawn(watch_signals(signals, stopped, server.abort),
-                                      "signal watcher"))]
+        helpers = [(yield from spawn(watch_signals(signals, stopped, server.abort),
+                                     "signal watcher"))]
         if stop is not None:
-            watchers.append((yield from spawn(watch_channel(stop, stopped, server.abort),
-                                              "stop watcher")))
-        if on_ready is not None:
-            on_ready(server)
-        yield from stopped.wait()
-        yield from server.shutdown()
-        for task in (accept, *watchers):
-            task.cancel("server stopped")
+            helpers.append((yield from spawn(watch_channel(stop, stopped, server.abort),
+                                             "stop watcher")))
+        try:
+            yield from server.start()
+            if not stopped.is_set():  # not asked to stop during the start-up
+                helpers.append((yield from spawn(server.accept_loop(listener), "accept loop")))
+                if on_ready is not None:
+                    on_ready(server)
+                yield from stopped.wait()
+            yield from server.shutdown()
+        finally:
+            for task in helpers:
+                task.cancel("server stopped")
     return server

@@ -25,8 +25,10 @@ are exposed unchanged (and must not clash with the parent's).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from types import GeneratorType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -40,6 +42,7 @@ from .static import StaticFiles
 from .table import RouteTable
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("corofw.server")
 
 
 class Route:
@@ -103,6 +106,8 @@ class Router:
         self._shapes: dict[str, list[tuple[Route, PathPattern]]] = {}
         self._names: dict[str, tuple[Route, PathPattern]] = {}
         self._table: RouteTable | None = None
+        self._on_startup: list[Callable[[], Any]] = []
+        self._on_shutdown: list[Callable[[], Any]] = []
 
     def __repr__(self) -> str:
         return f"<Router {len(self.routes)} routes>"
@@ -255,6 +260,51 @@ class Router:
             self._invalidate()
             return fn
         return decorator
+
+    def on_startup(self, fn: F) -> F:
+        """Decorator: call ``fn()`` (a plain or generator function) when the
+        server starts, inside the kernel, before the first request is
+        accepted: where an app opens its database pool and clients. With
+        ``--workers N`` each worker calls it. Hooks run in the order
+        registered, this router's before those of the routers mounted in
+        it. One that raises stops the server from starting (one line saying
+        what failed, a non-zero exit); the shutdown hooks do not run then."""
+        _check_function(fn, "start-up hook")
+        self._on_startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Decorator: call ``fn()`` when the server stops, once the last
+        request and background task have finished: where an app closes what
+        its start-up opened. Shutdown hooks run in the reverse order of the
+        start-up hooks (mounted routers' first); one that raises is logged
+        and the others still run."""
+        _check_function(fn, "shutdown hook")
+        self._on_shutdown.append(fn)
+        return fn
+
+    def startup(self) -> Coro[None]:
+        """Run the start-up hooks (the server does, once, before serving);
+        the first that raises stops the others and its error propagates."""
+        for fn in self._hooks("_on_startup"):
+            yield from _call_hook(fn)
+
+    def shutdown(self) -> Coro[None]:
+        """Run the shutdown hooks (the server does, once, after serving);
+        one that raises is logged, the others still run."""
+        for fn in reversed(self._hooks("_on_shutdown")):
+            try:
+                yield from _call_hook(fn)
+            except Exception:
+                log.exception("shutdown hook %s failed", describe(fn))
+
+    def _hooks(self, kind: str) -> list[Callable[[], Any]]:
+        """This router's hooks of ``kind``, then those of mounted routers."""
+        hooks = list(getattr(self, kind))
+        for item in self._items:
+            if isinstance(item, _Mount):
+                hooks += item.router._hooks(kind)
+        return hooks
 
     # -- lookup ---------------------------------------------------------------
 
@@ -443,6 +493,12 @@ def _normalize_prefix(prefix: str) -> str:
     if "{" in prefix or "}" in prefix:
         raise ValueError(f"mount prefix {prefix!r} must be a static path, without parameters")
     return prefix
+
+
+def _call_hook(fn: Callable[[], Any]) -> Coro[None]:
+    result = fn()
+    if isinstance(result, GeneratorType):
+        yield from result
 
 
 def _check_function(fn: Any, what: str) -> None:
