@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..kernel import Cancelled, Coro, Queue, Task, current_kernel, sleep, spawn
-from .breaker import Breaker, Circuit, UpstreamUnavailable
+from .breaker import ADMITTED, Breaker, Circuit, UpstreamUnavailable
 from .budget import Budget, kernel_clock
 from .client import Client, ClientResponse
 from .client_errors import (
@@ -249,6 +249,11 @@ class Upstream:
         other than ``avoid`` if there is such), with its admission."""
         endpoints = self.endpoints
         count = len(endpoints)
+        if count == 1:
+            endpoint = endpoints[0]
+            circuit = endpoint.circuit
+            admission = circuit.admit() if circuit is not None else ADMITTED
+            return None if admission is None else (endpoint, admission)
         start = self._next
         self._next = (start + 1) % count
         order = [endpoints[(start + i) % count] for i in range(count)]
@@ -257,7 +262,7 @@ class Upstream:
             order.append(avoid)
         for endpoint in order:
             circuit = endpoint.circuit
-            admission = circuit.admit() if circuit is not None else "admitted"
+            admission = circuit.admit() if circuit is not None else ADMITTED
             if admission is not None:
                 return endpoint, admission
         return None
