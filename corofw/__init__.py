@@ -29,6 +29,7 @@ from .http.client_errors import (
     WriteTimeout,
 )
 from .http.headers import Headers
+from .http.lifespan import StartupError
 from .http.messages import (
     HTTPError,
     MalformedBody,
@@ -39,6 +40,7 @@ from .http.messages import (
 )
 from .http.parser import Limits
 from .http.server import Server, ServerConfig, serve
+from .http.sse import ServerSentEvent, event_stream, last_event_id
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
 from .kernel.deadline import Deadline
@@ -79,5 +81,6 @@ __all__ = [
     "register_converter", "BadSignature", "FileResponse", "FormData", "FormLimits",
     "MalformedBody", "Redis", "Session", "SignatureExpired", "Signer", "StaticFiles",
     "UploadFile", "compression_middleware", "cors_middleware", "csrf_middleware", "csrf_token",
-    "get_session", "serve_file", "session_middleware",
+    "get_session", "serve_file", "session_middleware", "ServerSentEvent", "StartupError",
+    "event_stream", "last_event_id",
 ]
