@@ -94,6 +94,7 @@ class BackgroundTasks:
         if not coros:
             return
         kernel = current_kernel()
+        assert kernel is not None, "background tasks start in the server's kernel"
         for coro in coros:
             name = f"background {getattr(coro, '__name__', 'task')} after " \
                    f"{request.method} {request.path}"
