@@ -56,19 +56,15 @@ def serve_board(dsn: str, backend_url: str, media_dir: str, **settings: Any
                 ) -> Iterator[tuple[TestServer, Any]]:
     """The board served in a thread on 127.0.0.1, port 0: the server and
     the app's :class:`~apps.board.context.Board`. ``settings`` override
-    those of :class:`Settings` (a short heartbeat by default, so streams
-    notice a client that left)."""
+    those of :class:`Settings` (a short keep-alive by default)."""
     settings.setdefault("heartbeat", 0.2)
     board_settings = Settings(database_url=dsn, backend_url=backend_url, secret_keys=(KEY,),
                               media_dir=media_dir, **settings)
     routes, board = make_app(board_settings)
     config = ServerConfig(access_log=False, limits=Limits(max_body_bytes=BODY_LIMIT),
                           graceful_timeout=2.0)
-    try:
-        with serve_in_thread(routes, config) as server:
-            yield server, board
-    finally:
-        run(board.close())
+    with serve_in_thread(routes, config) as server:   # its hooks open and close the pool
+        yield server, board
 
 
 def hidden_token(page: str) -> str:

@@ -32,7 +32,7 @@ from board_util import (
 import apps.board.auth as auth
 from apps.backend import routes as backend_routes
 from apps.board.settings import MiB, Service
-from corofw import Router
+from corofw import Router, StartupError
 from corofw.testing import serve_in_thread
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -194,6 +194,27 @@ def test_log_in_redirects_only_to_this_site(site, target):
     client.submit("/logout")
     response = client.login("ada", next=target)
     assert (response.status_code, response.headers["location"]) == (303, "/")
+
+
+def test_start_up_opens_the_pool_and_the_feed_and_shutdown_closes_them(database, backend_url,
+                                                                        tmp_path):
+    with serve_board(database, backend_url, str(tmp_path)) as (_, app):
+        assert app.pool.size == 1 and app.feed._listening.is_set()
+        feed_task = app.feed._task
+        listening = query(database, "SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE application_name = 'board live feed'")[0][0]
+        assert listening == 1
+    assert app.pool.closed and feed_task.done
+
+
+def test_a_database_that_is_down_stops_the_start_in_one_line(tmp_path):
+    with pytest.raises(StartupError) as failure, \
+            serve_board("postgresql://postgres@127.0.0.1:9/postgres", "http://127.0.0.1:9",
+                        str(tmp_path)):
+        pass
+    message = str(failure.value)
+    assert message.startswith("start-up failed: ConnectError") and "\n" not in message
+    assert "app.py" in message   # the app's line that failed
 
 
 # -- CSRF ---------------------------------------------------------------------------
@@ -387,7 +408,7 @@ def test_a_new_post_reaches_an_open_page_within_a_second(site):
     with open_events(site.server, reader, "/events?after=0") as stream:
         assert stream.status == 200
         assert stream.headers["content-type"] == "text/event-stream"
-        assert stream.headers["cache-control"] == "no-cache"
+        assert stream.headers["cache-control"] == "no-store"
         stream.next_of("ready")
         started = time.monotonic()
         writer.submit("/posts", {"body": "hello, live world"})
@@ -416,6 +437,17 @@ def test_a_stream_starts_with_what_the_page_missed_and_resumes_from_last_event_i
     with open_events(site.server, client, "/events") as stream:   # no ?after: from now on
         assert stream.next_event() == {"retry": "1000"}
         assert stream.next_event() == {"event": "ready", "data": "{}"}
+
+
+def test_a_post_the_page_shows_already_is_not_sent_again_when_the_feed_lags(site):
+    client = signed_up(site, "ada")
+    query(site.dsn, "INSERT INTO posts (author_id, body) SELECT 1, 'old ' || n "
+                    "FROM generate_series(1, 3) AS n")   # on the page, not yet announced
+    with open_events(site.server, client, "/events?after=3") as stream:
+        stream.next_of("ready")
+        query(site.dsn, "SELECT pg_notify('board_posts', '1')")   # the feed hands it out late
+        new = client.post_text("new")
+        assert stream.next_of("post")["id"] == str(new)
 
 
 def test_a_bad_stream_position_is_a_json_400(site):

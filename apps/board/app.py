@@ -41,7 +41,8 @@ def when(moment: datetime) -> str:
 
 def make_app(settings: Settings) -> tuple[Router, Board]:
     """The board's routes for ``settings``, and the :class:`Board` holding
-    its resources (close them with ``yield from board.close()``)."""
+    its resources. The routes' start-up hook opens the database pool and
+    starts the live feed; their shutdown hook stops and closes them."""
     os.makedirs(settings.media_dir, exist_ok=True)
     templates = Templates(os.path.join(HERE, "templates"))
     templates.env.filters["when"] = when
@@ -63,6 +64,17 @@ def make_app(settings: Settings) -> tuple[Router, Board]:
     routes.static("/media", settings.media_dir, name="media", cache_control=IMAGE_CACHE_CONTROL)
     for part in (auth, posts, live, status):
         routes.mount("", part.make_routes(board))
+
+    @routes.on_startup
+    def open_resources():
+        yield from board.pool.open()   # a database that is down stops the start, in one line
+        yield from board.feed.start()
+
+    @routes.on_shutdown
+    def close_resources():
+        yield from board.feed.stop()
+        yield from board.close()
+
     return routes, board
 
 

@@ -35,7 +35,7 @@ class Board:
 
     def __init__(self, settings: Settings, templates: Templates) -> None:
         self.settings = settings
-        self.pool = pg.Pool(settings.database_url, min_size=0, max_size=10)
+        self.pool = pg.Pool(settings.database_url, min_size=1, max_size=10)
         self.store = Store(self.pool)
         self.templates = templates
         self.backend = Client(settings.backend_url, timeout=5.0)

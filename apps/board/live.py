@@ -3,19 +3,19 @@ fed by PostgreSQL ``LISTEN``/``NOTIFY``.
 
 Adding a post notifies the channel ``board_posts`` with the post's id
 (:mod:`apps.board.db`), whichever process served the request. Each process
-keeps one :class:`LiveFeed`: one connection of its own that listens on the
-channel, started by the first page that subscribes. For each notification
-(or burst of them) it reads the posts in one query, renders each once,
-and hands them to every subscriber's queue; each ``/events`` stream writes
-out what its queue holds, all of it in one write when several piled up. So two pages
+keeps one :class:`LiveFeed`, started by the app's start-up hook: one
+connection of its own that listens on the channel. For each notification
+(or burst of them) it reads the posts in one query, renders each once as
+an event, and hands the events to every subscriber's queue; each
+``/events`` stream (:func:`corofw.event_stream`) sends them on. So pages
 served by different ``--workers`` processes see the same posts.
 
 A stream starts with the posts newer than the one its page showed last
 (``?after=``, or the ``Last-Event-ID`` a reconnecting browser sends), so
 nothing posted in between is missed; every event carries the post's id.
 A subscriber that falls too far behind is dropped: its browser reconnects
-and catches up from the database the same way, as it does after the
-listening connection was lost and re-opened.
+and catches up from the database the same way, as every stream does after
+the listening connection was lost and opened again.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from corofw import (
+    Cancelled,
     Coro,
     Event,
     HTTPError,
     Queue,
     QueueFull,
     Router,
-    StreamingResponse,
+    ServerSentEvent,
     TaskTimeout,
+    event_stream,
+    last_event_id,
     move_on_after,
     sleep,
     spawn,
@@ -45,20 +48,21 @@ from .db import POSTS_CHANNEL, Post, Store
 
 log = logging.getLogger("board.live")
 
-#: Put in every queue after the listening connection was re-opened:
+#: Put in every queue after the listening connection was opened again:
 #: notifications may have been missed meanwhile, read them from the database.
 RESYNC = "resync"
 BACKLOG_LIMIT = 100
 BATCH_LIMIT = 100
 SEEN_LIMIT = 1000
+READY = ServerSentEvent("{}", event="ready")
 
 
 class FeedUnavailable(Exception):
-    """The feed could not start listening (the database is unreachable)."""
+    """The feed is not listening (the database is unreachable)."""
 
 
 class Subscription:
-    """One stream's queue of ``(post_id, event_text)`` items (or
+    """One stream's queue of ``(post_id, ServerSentEvent)`` items (or
     :data:`RESYNC`); ``dropped`` once it fell too far behind."""
 
     def __init__(self, size: int) -> None:
@@ -83,24 +87,44 @@ class LiveFeed:
         self._task: Any = None
         self._listening = Event()
 
-    def event_data(self, post: Post) -> str:
-        """What an event says about ``post``: JSON with its id and HTML."""
-        return json.dumps({"id": post.id, "html": self.render(post)})
+    def event(self, post: Post) -> ServerSentEvent:
+        """The event announcing ``post``: JSON with its id and HTML."""
+        return ServerSentEvent(json.dumps({"id": post.id, "html": self.render(post)}),
+                               event="post", id=str(post.id))
 
-    def subscribe(self) -> Coro[Subscription]:
-        """A new subscription, once the feed listens (it starts listening
-        when the first one comes); :class:`FeedUnavailable` when it cannot
-        listen within ``ready_timeout`` seconds."""
+    def start(self) -> Coro[None]:
+        """Start listening (the app's start-up hook calls it), and return
+        once the feed listens; :class:`FeedUnavailable` when it cannot
+        within ``ready_timeout`` seconds."""
         if self._task is None or self._task.done:
             self._listening = Event()
             self._task = yield from spawn(self._listen(), "board live feed")
-        subscription = Subscription(self.queue_size)
-        self.subscribers.add(subscription)
+        yield from self._wait_listening()
+
+    def stop(self) -> Coro[None]:
+        """Stop listening and close the connection (the shutdown hook)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done:
+            task.cancel("the board is stopping")
+            try:
+                yield from task.join()
+            except Cancelled:
+                if not task.cancelled:
+                    raise
+
+    def _wait_listening(self) -> Coro[None]:
         listening = self._listening
         yield from move_on_after(self.ready_timeout, listening.wait())
         if not listening.is_set():
-            self.subscribers.discard(subscription)
             raise FeedUnavailable("the live feed cannot reach the database")
+
+    def subscribe(self) -> Coro[Subscription]:
+        """A new subscription, once the feed listens (it may be opening its
+        connection again); :class:`FeedUnavailable` when it does not
+        within ``ready_timeout`` seconds."""
+        yield from self._wait_listening()
+        subscription = Subscription(self.queue_size)
+        self.subscribers.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -130,7 +154,7 @@ class LiveFeed:
                     while True:
                         ids = yield from _next_ids(conn)
                         for post in (yield from self.store.posts_by_ids(ids)):
-                            self._broadcast((post.id, _event(post.id, self.event_data(post))))
+                            self._broadcast((post.id, self.event(post)))
             except (pg.PgError, OSError) as exc:
                 log.warning("live feed: %s; listening again in %.1f s", exc, delay)
             self._listening.clear()
@@ -151,57 +175,47 @@ def _next_ids(conn: pg.Connection) -> Coro[list[int]]:
     return [int(note.payload) for note in notes]
 
 
-def _event(post_id: int, data: str, kind: str = "post") -> str:
-    return f"id: {post_id}\nevent: {kind}\ndata: {data}\n\n"
-
-
-def stream_posts(feed: LiveFeed, after: int | None, heartbeat: float) -> Iterator[Any]:
-    """The body of an ``/events`` response: the posts after post ``after``
-    (from now on when it is None), then each new one as it comes, a comment every ``heartbeat`` idle
-    seconds. It ends when the subscription is dropped (the browser then
-    reconnects and catches up)."""
+def stream_posts(feed: LiveFeed, after: int | None) -> Iterator[Any]:
+    """The events of an ``/events`` stream: the posts after post ``after``
+    (from now on when it is None), then each new one as it comes. It ends
+    when the subscription is dropped (the browser then reconnects and
+    catches up)."""
     subscription = None
     seen: dict[int, None] = {}
-    last = 0
+    last = floor = 0
 
-    def fresh(posts: list[Post]) -> Iterator[str]:
+    def fresh(events: list[tuple[int, ServerSentEvent]]) -> list[ServerSentEvent]:
         nonlocal last
-        for post in posts:
-            if post.id not in seen:
-                seen[post.id] = None
-                last = max(last, post.id)
-                yield _event(post.id, feed.event_data(post))
+        new = []
+        for post_id, event in events:
+            if post_id > floor and post_id not in seen:
+                seen[post_id] = None
+                last = max(last, post_id)
+                new.append(event)
         while len(seen) > SEEN_LIMIT:
             del seen[next(iter(seen))]
+        return new
+
+    def missed() -> Coro[list[tuple[int, ServerSentEvent]]]:
+        posts = yield from feed.store.posts_after(last, BACKLOG_LIMIT)
+        return [(post.id, feed.event(post)) for post in posts]
 
     try:
         try:
             subscription = yield from feed.subscribe()
         except FeedUnavailable as exc:
-            yield f"retry: 5000\nevent: unavailable\ndata: {json.dumps(str(exc))}\n\n"
+            yield ServerSentEvent(json.dumps(str(exc)), event="unavailable", retry=5000)
             return
-        yield "retry: 1000\n\n"
-        if after is None:
-            after = yield from feed.store.newest_id()
-        last = after
-        yield from fresh((yield from feed.store.posts_after(after, BACKLOG_LIMIT)))
-        yield "event: ready\ndata: {}\n\n"
+        yield ServerSentEvent(retry=1000)
+        # the page shows the posts up to `after`: the feed may still be handing
+        # some of them out (it lags under load), and they are not news here
+        last = floor = after if after is not None else (yield from feed.store.newest_id())
+        yield from fresh((yield from missed()))
+        yield READY
         queue = subscription.queue
         while not (subscription.dropped and queue.empty()):
-            first = yield from move_on_after(heartbeat, queue.get())
-            if first is None:
-                yield ": keep-alive\n\n"
-                continue
-            chunk = []
-            for item in [first, *(queue.get_nowait() for _ in range(len(queue)))]:
-                if item == RESYNC:
-                    chunk += fresh((yield from feed.store.posts_after(last, BACKLOG_LIMIT)))
-                elif item[0] not in seen:
-                    seen[item[0]] = None
-                    last = max(last, item[0])
-                    chunk.append(item[1])
-            if chunk:
-                yield "".join(chunk)   # what piled up goes out in one write
+            item = yield from queue.get()
+            yield from fresh((yield from missed()) if item == RESYNC else [item])
     finally:
         if subscription is not None:
             feed.unsubscribe(subscription)
@@ -214,15 +228,13 @@ def make_routes(board: Board) -> Router:
     @routes.get("/events")
     def events(request):
         require_user(request)
-        raw = request.headers.get("last-event-id") or request.query.get("after")
+        raw = last_event_id(request) or request.query.get("after")
         after = None
         if raw is not None:
             if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
                 raise HTTPError(400, {"error": f"after must be a post number, not {raw[:40]!r}"})
             after = int(raw)
-        body = stream_posts(board.feed, after, board.settings.heartbeat)
-        return StreamingResponse(body, content_type="text/event-stream",
-                                 headers={"cache-control": "no-cache",
-                                          "x-accel-buffering": "no"})
+        return event_stream(stream_posts(board.feed, after),
+                            keep_alive=board.settings.heartbeat)
 
     return routes

@@ -22,8 +22,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from corofw import ClientError, Coro, Router, TaskTimeout, current_time, timeout_after
-from corofw.http.resilience import Breaker, Retry, Upstream, time_left
+from corofw import (
+    ClientError,
+    Coro,
+    Router,
+    TaskTimeout,
+    current_deadline,
+    current_time,
+    timeout_after,
+)
+from corofw.http.resilience import Breaker, Retry, Upstream
 from corofw.kernel.settle import Outcome, gather_settled
 
 from .context import Board, require_user
@@ -76,12 +84,13 @@ def _probe(service: Service, outcome: Outcome, seconds: float) -> Probe:
     raise error
 
 
-def panel_deadline(configured: float) -> float:
+def panel_deadline(configured: float) -> Coro[float]:
     """The panel's time: ``configured``, or less when the request's own
     deadline leaves less (minus :data:`MARGIN`)."""
-    left = time_left()
-    if left is None:
+    deadline = yield from current_deadline()
+    if deadline is None:
         return configured
+    left = deadline - (yield from current_time())
     return max(0.0, min(configured, left - MARGIN))
 
 
@@ -112,7 +121,7 @@ class StatusPanel:
 
     def collect(self) -> Coro[dict[str, Any]]:
         """Call every service now: what :func:`fan_out` returns."""
-        seconds = panel_deadline(self.settings.status_deadline)
+        seconds = yield from panel_deadline(self.settings.status_deadline)
         return (yield from fan_out(self.upstream, self.settings.services, seconds))
 
 
