@@ -9,16 +9,10 @@ import time
 
 import pytest
 
-from corofw import VirtualClock, current_task, move_on_after, run, sleep, spawn
+from corofw import VirtualClock, gather, move_on_after, run, sleep, spawn
 from corofw.http.breaker import ADMITTED, CLOSED, HALF_OPEN, OPEN, PROBE, Breaker
 from corofw.http.budget import Budget, SlidingCounts
-from corofw.http.deadlines import (
-    current_deadline,
-    deadline_of,
-    format_timeout,
-    parse_timeout,
-    time_left,
-)
+from corofw.http.deadlines import deadline_now, format_timeout, parse_timeout, time_left
 from corofw.http.latency import LatencyTracker
 from corofw.http.policies import Hedge, Retry, parse_retry_after
 
@@ -265,20 +259,11 @@ def test_retry_after_in_seconds_or_as_an_http_date():
 
 def test_a_wait_is_the_longer_of_backoff_and_retry_after_unless_too_long():
     retry = Retry(backoff=0.01, max_retry_after=10, seed=1)
-
-    def main():
-        asked = retry.wait_before(1, "3")
-        too_long = retry.wait_before(1, "11")
-        past_deadline = yield from move_on_after(2.0, _wait(retry, "3"), "expired")
-        within = yield from move_on_after(5.0, _wait(retry, "3"), "expired")
-        return asked, too_long, past_deadline, within
-
-    assert run(main(), clock=VirtualClock()) == (3.0, None, None, 3.0)
-
-
-def _wait(retry, header):
-    yield from sleep(0)
-    return retry.wait_before(1, header)
+    assert retry.wait_before(1, "3") == 3.0
+    assert retry.wait_before(1, "11") is None           # more than max_retry_after
+    assert retry.wait_before(1, "3", left=2.0) is None  # would end past the deadline
+    assert retry.wait_before(1, "3", left=5.0) == 3.0
+    assert 0 <= retry.wait_before(2, None, left=5.0) <= 0.02
 
 
 # -- deadlines --------------------------------------------------------------------------------
@@ -294,25 +279,25 @@ def test_the_header_carries_whole_milliseconds_rounded_down():
         assert parse_timeout(junk) is None
 
 
-def test_the_deadline_is_the_earliest_enclosing_scope_of_the_task_and_its_parents():
+def test_the_deadline_is_the_earliest_scope_and_gathered_calls_share_their_callers():
     seen = {}
 
-    def child():
+    def call(name):
         yield from sleep(1)
-        seen["child"] = current_deadline(), time_left()
+        seen[name] = deadline_now(), time_left()
 
     def inner():
-        seen["inner"] = current_deadline()
-        task = yield from spawn(child())
+        seen["inner"] = deadline_now()
+        yield from gather(call("gathered"), call("also gathered"))
+        task = yield from spawn(call("spawned"))  # not cancelled with its caller: no deadline
         yield from task.join()
 
     def main():
-        seen["outside"] = current_deadline(), time_left()
+        seen["outside"] = deadline_now(), time_left()
         yield from sleep(1)
         yield from move_on_after(10, move_on_after(4, inner()))
-        me = yield from current_task()
-        return deadline_of(me)
 
-    assert run(main(), clock=VirtualClock()) is None
-    assert seen == {"outside": (None, None), "inner": 5.0, "child": (5.0, 3.0)}
-    assert current_deadline() is None and time_left() is None  # no kernel at all
+    run(main(), clock=VirtualClock())
+    assert seen == {"outside": (None, None), "inner": 5.0, "gathered": (5.0, 3.0),
+                    "also gathered": (5.0, 3.0), "spawned": (None, None)}
+    assert deadline_now() is None and time_left() is None and time_left(3.0) is None

@@ -9,6 +9,7 @@ from corofw import (
     Cancelled,
     TaskTimeout,
     VirtualClock,
+    current_deadline,
     current_task,
     current_time,
     run,
@@ -264,3 +265,16 @@ def test_first_k_caller_cancelled_cancels_every_child():
     assert reason == "the page was closed"
     assert sorted(log) == [("a", 1.0), ("b", 1.0)]
     assert alive == set()
+
+
+def test_the_children_run_within_their_callers_deadline():
+    def deadline_seen():
+        yield from sleep(1)
+        return (yield from current_deadline())
+
+    def main():
+        settled = yield from timeout_after(5, gather_settled(deadline_seen(), deadline_seen()))
+        firsts = yield from timeout_after(3, first_k(1, deadline_seen()))
+        return [o.value for o in settled], [o.value for o in firsts]
+
+    assert vrun(main()) == ([5.0, 5.0], [4.0])

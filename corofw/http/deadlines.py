@@ -1,12 +1,12 @@
-"""Request deadlines that travel: read the running task's deadline, and
-carry what is left of it to the next service in a header.
+"""Request deadlines that travel: what is left of the running task's
+deadline, carried to the next service in a header.
 
-A task's deadline is the earliest of the timeout scopes it runs in
-(``timeout_after``, ``move_on_after``, the server's per-request deadline
-from :func:`corofw.web.deadline.deadline_middleware`), including the scopes
-of the tasks that started it: a call made inside ``gather`` is bounded by
-the deadline of the handler that gathered it, since that handler's
-cancellation cancels the call too.
+A task's deadline is the kernel's effective deadline
+(:func:`corofw.current_deadline`): the earliest of the timeout scopes it
+runs in (``timeout_after``, ``move_on_after``, the server's per-request
+deadline from :func:`corofw.web.deadline.deadline_middleware`), including
+its caller's for a task that ``gather`` (or ``gather_settled``,
+``first_k``) waits for, since it is cancelled with its caller.
 
 On the wire the remaining time is Envoy's ``x-envoy-expected-rq-timeout-ms``
 header: whole milliseconds, rounded down. Envoy sets the same header on
@@ -20,53 +20,34 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 from ..kernel import current_kernel
+from ..kernel.cancel import effective_deadline
 
 #: The header that carries the caller's remaining time, in milliseconds.
 DEADLINE_HEADER = "x-envoy-expected-rq-timeout-ms"
 _MILLIS = re.compile(r"[0-9]{1,12}")
 
 
-def deadline_of(task: Any) -> float | None:
-    """The earliest deadline (a time on the kernel's clock) of the timeout
-    scopes ``task`` and the tasks that started it run in; None when there
-    is none."""
-    earliest = math.inf
-    while task is not None:
-        for scope in task._scopes or ():
-            when = _when(scope)
-            if when is not None and when < earliest:
-                earliest = when
-        task = task.parent
-    return None if earliest == math.inf else earliest
-
-
-def _when(scope: Any) -> float | None:
-    """A scope's deadline: ``when`` (None while a movable deadline is not
-    armed), or ``deadline`` on a timeout scope of the earlier kernel."""
-    when = getattr(scope, "when", None)
-    return getattr(scope, "deadline", None) if when is None else when
-
-
-def current_deadline() -> float | None:
-    """The running task's deadline (see :func:`deadline_of`); None outside
-    a task or when it has none."""
+def deadline_now() -> float | None:
+    """The running task's deadline on the kernel clock, read without
+    yielding (``yield from current_deadline()`` is the coroutine form);
+    None outside a task or when it has none."""
     kernel = current_kernel()
     task = kernel.current if kernel is not None else None
-    return deadline_of(task) if task is not None else None
+    return effective_deadline(task) if task is not None else None
 
 
-def time_left() -> float | None:
-    """Seconds until the running task's deadline (zero or less once it has
-    passed); None when it has none."""
+def time_left(deadline: float | None = None) -> float | None:
+    """Seconds until ``deadline`` (a kernel-clock time; default: the running
+    task's deadline), zero or less once it has passed; None when there is
+    none, or no kernel runs."""
+    if deadline is None:
+        deadline = deadline_now()
     kernel = current_kernel()
-    task = kernel.current if kernel is not None else None
-    if task is None:
+    if deadline is None or kernel is None:
         return None
-    deadline = deadline_of(task)
-    return None if deadline is None else deadline - kernel.clock()  # type: ignore[union-attr]
+    return deadline - kernel.clock()
 
 
 def format_timeout(seconds: float) -> str:

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .deadlines import time_left
 from .latency import LatencyTracker
 
 #: Methods that may be sent twice without changing the outcome (RFC 9110 9.2.2).
@@ -116,18 +115,19 @@ class Retry:
         ceiling = min(self.max_backoff, self.backoff * 2 ** min(retry - 1, 62))
         return self._random.uniform(0, ceiling)
 
-    def wait_before(self, retry: int, retry_after: str | None) -> float | None:
+    def wait_before(self, retry: int, retry_after: str | None,
+                    left: float | None = None) -> float | None:
         """The wait before retry number ``retry``, honouring the server's
-        ``Retry-After`` header value; None when the retries should stop (it
-        asks for longer than ``max_retry_after``, or the caller's deadline
-        comes first)."""
+        ``Retry-After`` header value, with ``left`` seconds before the
+        caller's deadline (None: no deadline); None when the retries should
+        stop (the server asks for longer than ``max_retry_after``, or the
+        wait would end at or past the deadline)."""
         wait = self.backoff_for(retry)
         asked = parse_retry_after(retry_after)
         if asked is not None:
             if asked > self.max_retry_after:
                 return None
             wait = max(wait, asked)
-        left = time_left()
         if left is not None and wait >= left:
             return None
         return wait

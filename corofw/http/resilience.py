@@ -32,11 +32,11 @@ The server's side of deadlines is
 
 from .breaker import Breaker, Circuit, UpstreamUnavailable
 from .budget import Budget
-from .deadlines import DEADLINE_HEADER, current_deadline, time_left
+from .deadlines import DEADLINE_HEADER, deadline_now, time_left
 from .latency import LatencyTracker
 from .policies import Hedge, Retry, parse_retry_after
 from .upstream import Upstream, UpstreamStats
 
 __all__ = ["DEADLINE_HEADER", "Breaker", "Budget", "Circuit", "Hedge", "LatencyTracker",
-           "Retry", "Upstream", "UpstreamStats", "UpstreamUnavailable", "current_deadline",
+           "Retry", "Upstream", "UpstreamStats", "UpstreamUnavailable", "deadline_now",
            "parse_retry_after", "time_left"]

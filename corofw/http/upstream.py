@@ -40,7 +40,7 @@ from .client_errors import (
     WriteError,
     WriteTimeout,
 )
-from .deadlines import DEADLINE_HEADER, format_timeout, time_left
+from .deadlines import DEADLINE_HEADER, deadline_now, format_timeout, time_left
 from .headers import Headers
 from .latency import LatencyTracker
 from .policies import IDEMPOTENT, Hedge, Retry
@@ -213,22 +213,24 @@ class Upstream:
             self.retry_budget.deposit()
         retry = self.retry if repeatable else None
         hedge = self.hedge if repeatable else None
+        deadline = deadline_now()  # the copies of a hedged call run in tasks of their own
         tries = 0
         while True:
             tries += 1
             try:
-                response = yield from self._attempt(method, path, kwargs, hedge)
+                response = yield from self._attempt(method, path, kwargs, hedge, deadline)
             except _RETRYABLE as exc:
                 if isinstance(exc, TLSError) or retry is None or tries >= retry.attempts:
                     raise
-                wait = retry.wait_before(tries, None)
+                wait = retry.wait_before(tries, None, time_left(deadline))
                 if wait is None or not self._may_retry():
                     raise
             else:
                 if retry is None or response.status_code not in retry.statuses \
                         or tries >= retry.attempts:
                     return response
-                wait = retry.wait_before(tries, response.headers.get("retry-after"))
+                wait = retry.wait_before(tries, response.headers.get("retry-after"),
+                                         time_left(deadline))
                 if wait is None or not self._may_retry():
                     return response
                 response.close()
@@ -267,8 +269,8 @@ class Upstream:
                 return endpoint, admission
         return None
 
-    def _attempt(self, method: str, path: str, kwargs: dict[str, Any],
-                 hedge: Hedge | None) -> Coro[ClientResponse]:
+    def _attempt(self, method: str, path: str, kwargs: dict[str, Any], hedge: Hedge | None,
+                 deadline: float | None) -> Coro[ClientResponse]:
         picked = self._pick()
         if picked is None:
             self.stats.failed_fast += 1
@@ -278,16 +280,18 @@ class Upstream:
         endpoint, admission = picked
         delay = hedge.delay(endpoint.latencies) if hedge is not None else None
         if delay is None:
-            return (yield from self._send(endpoint, admission, method, path, kwargs))
-        return (yield from self._race(endpoint, admission, delay, method, path, kwargs))
+            return (yield from self._send(endpoint, admission, method, path, kwargs, deadline))
+        return (yield from self._race(endpoint, admission, delay, method, path, kwargs,
+                                      deadline))
 
     def _send(self, endpoint: Endpoint, admission: str, method: str, path: str,
-              kwargs: dict[str, Any]) -> Coro[ClientResponse]:
-        """One request to ``endpoint``; its outcome goes to the address's
-        breaker and, when good, its latency to the address's tracker."""
+              kwargs: dict[str, Any], deadline: float | None) -> Coro[ClientResponse]:
+        """One request to ``endpoint``, sending what is left before the
+        caller's ``deadline``; its outcome goes to the address's breaker
+        and, when good, its latency to the address's tracker."""
         self.stats.attempts += 1
-        if self.propagate_deadline:
-            left = time_left()
+        if self.propagate_deadline and deadline is not None:
+            left = time_left(deadline)
             if left is not None:
                 kwargs = {**kwargs, "headers": _with_deadline(kwargs.get("headers"), left)}
         circuit = endpoint.circuit
@@ -313,7 +317,7 @@ class Upstream:
         return response
 
     def _race(self, endpoint: Endpoint, admission: str, delay: float, method: str, path: str,
-              kwargs: dict[str, Any]) -> Coro[ClientResponse]:
+              kwargs: dict[str, Any], deadline: float | None) -> Coro[ClientResponse]:
         """The call as a child task and, if it has not answered well after
         ``delay`` seconds, a copy to another address (budget permitting);
         the first good answer wins and the other copy is cancelled."""
@@ -322,7 +326,7 @@ class Upstream:
         seen = 0
 
         def start(target: Endpoint, admitted: str) -> Coro[None]:
-            task = yield from spawn(self._send(target, admitted, method, path, kwargs),
+            task = yield from spawn(self._send(target, admitted, method, path, kwargs, deadline),
                                     f"{method} {target.base_url}{path}")
             task.add_done_callback(finished.put_nowait)
             copies.append(task)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from types import GeneratorType
 from typing import Any
 
+from .cancel import enclose
 from .task import Cancelled, SmallWaitQueue, Task
-from .traps import Coro, park, spawn
+from .traps import Coro, current_task, park, spawn
 
 
 class Outcome:
@@ -82,13 +83,15 @@ class _Children:
         self.fatal: BaseException | None = None
 
     def start(self, coros: tuple[Coro[Any], ...], names: list[str] | None) -> Coro[None]:
-        """Spawn each coroutine as a child of the calling task."""
+        """Spawn each coroutine as a child of the calling task, within the
+        caller's deadlines (it is cancelled with the caller)."""
         for coro in coros:
             if not isinstance(coro, GeneratorType):
                 raise TypeError(f"{self.waiter.owner}() needs generator objects, got {coro!r}")
         for i, coro in enumerate(coros):
             task = yield from spawn(coro, names[i] if names else None)
             self.tasks.append(task)
+        enclose(self.tasks, (yield from current_task()))
         for task in self.tasks:
             task.add_done_callback(self._on_done)
 
