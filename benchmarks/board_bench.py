@@ -60,7 +60,8 @@ from corofw import run  # noqa: E402
 SERVER_CPU, LOAD_CPU = 0, 1
 SUBSCRIBERS = 200
 MARKERS = 50
-EVENT = re.compile(rb"id: (\d+)\nevent: post\n")
+EVENT = re.compile(rb"event: posts\nid: \d+\ndata: (.*?)\n\n", re.S)
+POST_ID = re.compile(rb'\{"id": (\d+), "html"')
 
 
 class Subscribers:
@@ -118,19 +119,19 @@ class Subscribers:
                     self._reconnect(sock)
                     continue
                 buffer = self.buffers[sock] + data
-                if b"event: ready" in buffer and b"event: ready" not in self.buffers[sock]:
+                if b"event: ready" in data:
                     self.ready += 1
                 end = 0
                 for found in EVENT.finditer(buffer):
-                    post_id = int(found.group(1))
-                    self.events += 1
-                    self.arrivals.setdefault(post_id, []).append(now)
-                    self.last_ids[sock] = post_id
+                    for post_id in map(int, POST_ID.findall(found.group(1))):
+                        self.events += 1
+                        self.arrivals.setdefault(post_id, []).append(now)
+                        self.last_ids[sock] = post_id
                     end = found.end()
                 if buffer.endswith(b"\r\n0\r\n\r\n"):   # the board ended this stream
                     self._reconnect(sock)
                     continue
-                self.buffers[sock] = buffer[max(end, len(buffer) - 64):]
+                self.buffers[sock] = buffer[end:]
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ event stream, and real images to upload."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import struct
@@ -190,6 +191,21 @@ class EventStream:
             event = self.next_event(max(deadline - time.monotonic(), 0.001))
             if event.get("event") == kind:
                 return event
+
+    def next_posts(self, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+        """The next ``posts`` event: its id, and its posts (id and HTML each)."""
+        event = self.next_of("posts", timeout)
+        return event["id"], json.loads(event["data"])
+
+    def post_ids(self, count: int, timeout: float = 5.0) -> list[int]:
+        """The ids of the posts the next ``posts`` events bring, until
+        there are at least ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        ids: list[int] = []
+        while len(ids) < count:
+            ids += [post["id"] for post in
+                    self.next_posts(max(deadline - time.monotonic(), 0.001))[1]]
+        return ids
 
     def close(self) -> None:
         self.sock.close()

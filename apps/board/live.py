@@ -5,14 +5,16 @@ Adding a post notifies the channel ``board_posts`` with the post's id
 (:mod:`apps.board.db`), whichever process served the request. Each process
 keeps one :class:`LiveFeed`, started by the app's start-up hook: one
 connection of its own that listens on the channel. For each notification
-(or burst of them) it reads the posts in one query, renders each once as
-an event, and hands the events to every subscriber's queue; each
-``/events`` stream (:func:`corofw.event_stream`) sends them on. So pages
+(or burst of them) it reads the posts in one query, renders each once,
+and hands them to every subscriber's queue; each ``/events`` stream
+(:func:`corofw.event_stream`) sends what its queue holds as one ``posts``
+event, so that a burst costs one write per stream, not one per post. So pages
 served by different ``--workers`` processes see the same posts.
 
 A stream starts with the posts newer than the one its page showed last
 (``?after=``, or the ``Last-Event-ID`` a reconnecting browser sends), so
-nothing posted in between is missed; every event carries the post's id.
+nothing posted in between is missed; every event carries the id of its
+newest post.
 A subscriber that falls too far behind is dropped: its browser reconnects
 and catches up from the database the same way, as every stream does after
 the listening connection was lost and opened again.
@@ -62,7 +64,7 @@ class FeedUnavailable(Exception):
 
 
 class Subscription:
-    """One stream's queue of ``(post_id, ServerSentEvent)`` items (or
+    """One stream's queue of ``(post_id, description)`` items (or
     :data:`RESYNC`); ``dropped`` once it fell too far behind."""
 
     def __init__(self, size: int) -> None:
@@ -87,10 +89,9 @@ class LiveFeed:
         self._task: Any = None
         self._listening = Event()
 
-    def event(self, post: Post) -> ServerSentEvent:
-        """The event announcing ``post``: JSON with its id and HTML."""
-        return ServerSentEvent(json.dumps({"id": post.id, "html": self.render(post)}),
-                               event="post", id=str(post.id))
+    def describe(self, post: Post) -> str:
+        """What a page needs of ``post``: JSON with its id and HTML."""
+        return json.dumps({"id": post.id, "html": self.render(post)})
 
     def start(self) -> Coro[None]:
         """Start listening (the app's start-up hook calls it), and return
@@ -154,7 +155,7 @@ class LiveFeed:
                     while True:
                         ids = yield from _next_ids(conn)
                         for post in (yield from self.store.posts_by_ids(ids)):
-                            self._broadcast((post.id, self.event(post)))
+                            self._broadcast((post.id, self.describe(post)))
             except (pg.PgError, OSError) as exc:
                 log.warning("live feed: %s; listening again in %.1f s", exc, delay)
             self._listening.clear()
@@ -175,30 +176,38 @@ def _next_ids(conn: pg.Connection) -> Coro[list[int]]:
     return [int(note.payload) for note in notes]
 
 
+def posts_event(posts: list[tuple[int, str]]) -> ServerSentEvent:
+    """One ``posts`` event for ``(post_id, description)`` pairs, oldest
+    first: its data is their JSON list, its id the newest post's."""
+    return ServerSentEvent("[" + ",".join(text for _, text in posts) + "]", event="posts",
+                           id=str(posts[-1][0]))
+
+
 def stream_posts(feed: LiveFeed, after: int | None) -> Iterator[Any]:
     """The events of an ``/events`` stream: the posts after post ``after``
-    (from now on when it is None), then each new one as it comes. It ends
-    when the subscription is dropped (the browser then reconnects and
-    catches up)."""
+    (from now on when it is None), then the new ones as they come, each
+    batch in one ``posts`` event (under a burst, what piled up goes out
+    together). It ends when the subscription is dropped (the browser then
+    reconnects and catches up)."""
     subscription = None
     seen: dict[int, None] = {}
     last = floor = 0
 
-    def fresh(events: list[tuple[int, ServerSentEvent]]) -> list[ServerSentEvent]:
+    def fresh(items: list[Any]) -> Iterator[ServerSentEvent]:
         nonlocal last
-        new = []
-        for post_id, event in events:
-            if post_id > floor and post_id not in seen:
-                seen[post_id] = None
-                last = max(last, post_id)
-                new.append(event)
+        new = [(post_id, text) for post_id, text in items
+               if post_id > floor and post_id not in seen]
+        for post_id, _ in new:
+            seen[post_id] = None
+            last = max(last, post_id)
         while len(seen) > SEEN_LIMIT:
             del seen[next(iter(seen))]
-        return new
+        if new:
+            yield posts_event(new)
 
-    def missed() -> Coro[list[tuple[int, ServerSentEvent]]]:
+    def missed() -> Coro[list[tuple[int, str]]]:
         posts = yield from feed.store.posts_after(last, BACKLOG_LIMIT)
-        return [(post.id, feed.event(post)) for post in posts]
+        return [(post.id, feed.describe(post)) for post in posts]
 
     try:
         try:
@@ -214,8 +223,11 @@ def stream_posts(feed: LiveFeed, after: int | None) -> Iterator[Any]:
         yield READY
         queue = subscription.queue
         while not (subscription.dropped and queue.empty()):
-            item = yield from queue.get()
-            yield from fresh((yield from missed()) if item == RESYNC else [item])
+            items = [(yield from queue.get())]
+            items += [queue.get_nowait() for _ in range(len(queue))]
+            if RESYNC in items:
+                items = [item for item in items if item != RESYNC] + (yield from missed())
+            yield from fresh(sorted(items))
     finally:
         if subscription is not None:
             feed.unsubscribe(subscription)

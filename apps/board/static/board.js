@@ -16,20 +16,22 @@ function startLiveUpdates() {
   source.addEventListener("ready", () => show("live: new posts appear here", "ready"));
   source.addEventListener("unavailable", () => show("live updates unavailable, retrying", "down"));
   source.addEventListener("error", () => show("reconnecting…", "reconnecting"));
-  source.addEventListener("post", (event) => {
-    const post = JSON.parse(event.data);
-    if (document.getElementById("post-" + post.id)) {
-      return;
+  // each "posts" event holds the new posts, oldest first: the newest ends on top
+  source.addEventListener("posts", (event) => {
+    for (const post of JSON.parse(event.data)) {
+      if (document.getElementById("post-" + post.id)) {
+        continue;
+      }
+      const holder = document.createElement("template");
+      holder.innerHTML = post.html.trim();
+      const item = holder.content.firstElementChild;
+      item.classList.add("fresh");
+      const empty = document.getElementById("empty");
+      if (empty) {
+        empty.remove();
+      }
+      list.prepend(item);
     }
-    const holder = document.createElement("template");
-    holder.innerHTML = post.html.trim();
-    const item = holder.content.firstElementChild;
-    item.classList.add("fresh");
-    const empty = document.getElementById("empty");
-    if (empty) {
-      empty.remove();
-    }
-    list.prepend(item);
   });
   window.addEventListener("pagehide", () => source.close());
 }
