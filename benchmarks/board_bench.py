@@ -297,7 +297,7 @@ def measure(media: str, seconds: float
 def report(results: dict[str, dict[str, float]], streamed: tuple[int, int],
            delays: list[float], seconds: float, quick: bool) -> None:
     fanned, reconnects = streamed
-    print(f"events delivered to the {SUBSCRIBERS} streams during the runs: {fanned}; "
+    print(f"posts delivered to the {SUBSCRIBERS} streams during the runs: {fanned}; "
           f"streams dropped for falling behind and reopened: {reconnects}")
     summary = (f"live-update delivery, {MARKERS} posts x {SUBSCRIBERS} streams: "
                f"p50 {statistics.median(delays):.1f} ms, p99 {percentile(delays, 99):.1f} ms, "
@@ -316,14 +316,14 @@ throwaway PostgreSQL (unpinned); wrk (1 thread, {seconds:g} s) on CPU 1; {SUBSCR
 live-update streams connected and read throughout. With the status panel, the list page
 also fans out to four backend calls under a 500 ms deadline; one of them never answers in
 time, so that page's latency is the deadline, by design. Other work shared the machine (see
-the load average): runs of this benchmark within the same hour gave the list page from 430 to
-800 req/s.
+the load average): runs of this benchmark within two hours gave the list page from 430 to
+1,160 req/s.
 
 | what | req/s | p50 ms | p99 ms | errors + non-2xx |
 |---|--:|--:|--:|--:|
 {rows}
 
-While wrk posted, each post went to all {SUBSCRIBERS} streams: {fanned:,} events read,
+While wrk posted, each post went to all {SUBSCRIBERS} streams: {fanned:,} deliveries,
 {reconnects} streams dropped for falling 256 events behind (and reopened with
 `Last-Event-ID`, as a browser does). Live-update delivery, {MARKERS} posts made one at a
 time, from sending the POST to the event read off each of the {SUBSCRIBERS} streams:
