@@ -105,8 +105,7 @@ def test_the_hedge_budget_caps_extra_calls_however_eager_the_policy():
 
     stats = run_served([backend.routes], body)
     assert backend.calls == 1000 + stats.hedges
-    assert 0.04 * 1000 <= stats.hedges <= 0.05 * 1000  # every call asked; 5% went
-    assert stats.hedges_denied == 1000 - stats.hedges
+    assert 0.04 * 1000 <= stats.hedges <= 0.05 * 1000  # every call wanted a copy; 5% got one
 
 
 def test_the_losing_copy_is_cancelled_and_its_connection_never_reused():

@@ -35,9 +35,10 @@ def kernel_clock() -> float:
 class SlidingCounts:
     """Sums of a few counters over the last ``window`` seconds, kept in
     ``slots`` slots: what was added more than ``window`` ago is forgotten,
-    a slot at a time."""
+    a slot at a time. Adding and reading are O(1) (running sums)."""
 
-    __slots__ = ("window", "width", "fields", "_slots", "_current", "_slot_start", "_clock")
+    __slots__ = ("window", "width", "fields", "_slots", "_sums", "_current", "_slot_start",
+                 "_clock")
 
     def __init__(self, window: float, fields: int, slots: int = _SLOTS,
                  clock: Callable[[], float] | None = None) -> None:
@@ -47,6 +48,7 @@ class SlidingCounts:
         self.width = self.window / slots
         self.fields = fields
         self._slots = [[0.0] * fields for _ in range(slots)]
+        self._sums = [0.0] * fields
         self._current = 0
         self._slot_start: float | None = None
         self._clock = clock or kernel_clock
@@ -54,16 +56,18 @@ class SlidingCounts:
     def add(self, field: int, amount: float) -> None:
         """Add ``amount`` to counter ``field`` now."""
         self._advance()[field] += amount
+        self._sums[field] += amount
 
     def totals(self) -> list[float]:
         """Each counter's sum over the window."""
         self._advance()
-        return [sum(slot[i] for slot in self._slots) for i in range(self.fields)]
+        return list(self._sums)
 
     def clear(self) -> None:
         """Forget everything."""
         for slot in self._slots:
             slot[:] = [0.0] * self.fields
+        self._sums = [0.0] * self.fields
 
     def _advance(self) -> list[float]:
         now = self._clock()
@@ -75,9 +79,15 @@ class SlidingCounts:
         passed = int((now - start) // self.width)
         if passed:
             slots = self._slots
-            for step in range(1, min(passed, len(slots)) + 1):
-                slot = slots[(self._current + step) % len(slots)]
-                slot[:] = [0.0] * self.fields
+            if passed >= len(slots):
+                self.clear()
+            else:
+                sums = self._sums
+                for step in range(1, passed + 1):
+                    slot = slots[(self._current + step) % len(slots)]
+                    for field, value in enumerate(slot):
+                        sums[field] -= value
+                    slot[:] = [0.0] * self.fields
             self._current = (self._current + passed) % len(slots)
             self._slot_start = start + passed * self.width
         return self._slots[self._current]

@@ -21,11 +21,12 @@ returns.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..kernel import Cancelled, Coro, Queue, Task, current_kernel, sleep, spawn
+from ..kernel import Cancelled, Coro, Task, WaitQueue, current_kernel, park, sleep, spawn
 from .breaker import ADMITTED, Breaker, Circuit, UpstreamUnavailable
 from .budget import Budget, kernel_clock
 from .client import Client, ClientResponse
@@ -278,7 +279,10 @@ class Upstream:
             raise UpstreamUnavailable(f"{self.name}: every address is ejected after failing "
                                       f"(next probe in {wait:.3g} s)", self.name, wait)
         endpoint, admission = picked
-        delay = hedge.delay(endpoint.latencies) if hedge is not None else None
+        delay = None
+        if hedge is not None and self.hedge_budget is not None \
+                and self.hedge_budget.balance >= 1.0:  # else no copy could be paid for
+            delay = hedge.delay(endpoint.latencies)
         if delay is None:
             return (yield from self._send(endpoint, admission, method, path, kwargs, deadline))
         return (yield from self._race(endpoint, admission, delay, method, path, kwargs,
@@ -321,14 +325,14 @@ class Upstream:
         """The call as a child task and, if it has not answered well after
         ``delay`` seconds, a copy to another address (budget permitting);
         the first good answer wins and the other copy is cancelled."""
-        finished: Queue = Queue()  # the copies as they finish, and the alarm
+        finished = _Arrivals()  # the copies as they finish, and the alarm
         copies: list[Task] = []
         seen = 0
 
         def start(target: Endpoint, admitted: str) -> Coro[None]:
             task = yield from spawn(self._send(target, admitted, method, path, kwargs, deadline),
                                     f"{method} {target.base_url}{path}")
-            task.add_done_callback(finished.put_nowait)
+            task.add_done_callback(finished.put)
             copies.append(task)
 
         winner: Task | None = None
@@ -337,12 +341,13 @@ class Upstream:
         # A timer, not a timeout scope: the delay is no deadline of the call's.
         kernel = current_kernel()
         assert kernel is not None
-        alarm = kernel.add_timer(delay, finished.put_nowait, _HEDGE_NOW)
+        alarm = kernel.add_timer(delay, finished.put, _HEDGE_NOW)
         try:
             yield from start(endpoint, admission)
             task = yield from finished.get()
             if task is _HEDGE_NOW:
-                yield from self._hedge(endpoint, start)
+                if not copies[0].done:  # it may have finished as the alarm rang
+                    yield from self._hedge(endpoint, start)
                 task = yield from _next_copy(finished)
             while True:
                 seen += 1
@@ -382,10 +387,30 @@ class Upstream:
         yield from start(target, admitted)
 
 
-_HEDGE_NOW = object()  # what the alarm puts in the queue of finished copies
+_HEDGE_NOW = object()  # what the alarm puts among the finished copies
 
 
-def _next_copy(finished: Queue) -> Coro[Task]:
+class _Arrivals:
+    """The copies of one hedged call as they finish (and the alarm), for
+    the one task that races them."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.waiter = WaitQueue(self)
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+        self.waiter.wake_one()
+
+    def get(self) -> Coro[Any]:
+        while not self.items:
+            yield from park(self.waiter)
+        return self.items.popleft()
+
+
+def _next_copy(finished: _Arrivals) -> Coro[Task]:
     """The next copy to finish (a late alarm is skipped)."""
     while True:
         item = yield from finished.get()
@@ -397,7 +422,7 @@ def _good(response: ClientResponse) -> bool:
     return response.status_code < 500 and response.status_code != 429
 
 
-def _finish_copies(copies: list[Task], finished: Queue, seen: int,
+def _finish_copies(copies: list[Task], finished: _Arrivals, seen: int,
                    winner: Task | None) -> Coro[None]:
     """Cancel the copies still running and wait for every one of them;
     close the answers not returned. A cancellation of the caller meanwhile
