@@ -6,6 +6,7 @@ from .fdwait import forget_fd
 from .gather import gather
 from .introspect import dump_tasks, format_tasks
 from .loop import Kernel, run, stats
+from .settle import Outcome, TooFewSucceeded, first_k, gather_settled
 from .signals import SignalCatcher, catch_signals
 from .sync import Event, Lock, Queue, QueueEmpty, QueueFull, Semaphore
 from .task import (
@@ -32,7 +33,8 @@ from .traps import (
 
 __all__ = [
     "BusyResourceError", "Cancelled", "ClosedResourceError", "Coro", "DeadlockError",
-    "Event", "Kernel", "Lock", "Queue", "QueueEmpty", "QueueFull", "Semaphore",
+    "Event", "Kernel", "Lock", "Outcome", "Queue", "QueueEmpty", "QueueFull", "Semaphore",
+    "TooFewSucceeded", "first_k", "gather_settled",
     "SignalCatcher", "Task", "TaskTimeout", "VirtualClock", "WaitQueue", "catch_signals",
     "current_deadline", "current_kernel", "current_task", "current_time", "dump_tasks", "forget_fd",
     "format_tasks", "gather", "move_on_after", "park", "read_wait", "run",
