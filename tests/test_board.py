@@ -732,6 +732,10 @@ def test_the_dev_command_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
         assert "stopped." in rest
         assert not any(_alive(pid) for pid in pids)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        if process.poll() is None:   # a failed check: still stop everything it started
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
