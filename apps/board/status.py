@@ -25,14 +25,15 @@ from typing import Any
 from corofw import (
     ClientError,
     Coro,
+    Outcome,
     Router,
     TaskTimeout,
     current_deadline,
     current_time,
+    gather_settled,
     timeout_after,
 )
 from corofw.http.resilience import Breaker, Retry, Upstream
-from corofw.kernel.settle import Outcome, gather_settled
 
 from .context import Board, require_user
 from .settings import Service
