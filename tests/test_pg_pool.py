@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from corofw import gather, run, sleep, spawn
+from corofw import Cancelled, gather, run, sleep, spawn
 from corofw.data import pg
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -53,6 +53,42 @@ def test_acquire_times_out_with_pool_timeout(pg_dsn):
         return (yield from pool.fetchval("SELECT 1")), pool.waiting
 
     assert with_pool(pg_dsn, work, min_size=0, max_size=1) == (1, 0)
+
+
+def test_a_timed_out_or_cancelled_waiter_leaves_the_others_waiting_in_order(pg_dsn):
+    def work(pool):
+        order = []
+        holder = yield from pool.acquire()
+
+        def waiter(name, timeout=None):
+            try:
+                conn = yield from pool.acquire(timeout=timeout)
+            except pg.PoolTimeout:
+                order.append(name + " timed out")
+                return
+            with conn:
+                order.append(name)
+
+        first = yield from spawn(waiter("a"))
+        yield from sleep(0.01)
+        impatient = yield from spawn(waiter("b", timeout=0.05))  # in the middle of the queue
+        yield from sleep(0.01)
+        cancelled = yield from spawn(waiter("c", timeout=0.1))
+        yield from sleep(0.01)
+        last = yield from spawn(waiter("d"))
+        yield from sleep(0.01)
+        cancelled.cancel()
+        with pytest.raises(Cancelled):
+            yield from cancelled.join()
+        yield from sleep(0.2)  # past both timeouts: "c"'s timer must not wake anyone
+        waiting = pool.waiting
+        pool.release(holder)
+        for task in (first, impatient, last):
+            yield from task.join()
+        return order, waiting, pool.waiting
+
+    assert with_pool(pg_dsn, work, min_size=1, max_size=1) == (
+        ["b timed out", "a", "d"], 2, 0)
 
 
 def test_waiters_are_served_first_come_first_served_by_hand_off(pg_dsn):

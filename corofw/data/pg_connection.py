@@ -105,10 +105,15 @@ class Connection(Session):
             self.close()
 
     def _timed(self, coro: Coro[T], timeout: float | None, sql: str) -> Coro[T]:
+        """``coro`` itself when no timeout applies (no wrapper to step
+        through on every wait), else ``coro`` under the timeout."""
         if timeout is None:
             timeout = self.query_timeout
             if timeout is None:
-                return (yield from coro)
+                return coro
+        return self._under_timeout(coro, timeout, sql)
+
+    def _under_timeout(self, coro: Coro[T], timeout: float, sql: str) -> Coro[T]:
         try:
             return (yield from timeout_after(timeout, coro))
         except TaskTimeout as exc:

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..kernel.loop import current_kernel
-from ..kernel.task import WaitQueue
+from ..kernel.task import Task, WaitQueue
 from ..kernel.timeouts import move_on_after
-from ..kernel.traps import Coro, park
+from ..kernel.traps import Coro, current_task, park
 from .pg_connection import Batch, Connection, connect
 from .pg_errors import InterfaceError, PgError, PoolTimeout
 from .pg_record import Record
@@ -185,7 +185,7 @@ class Pool:
         if timeout is None:
             token = yield from park(self._waiters)
         else:
-            token = yield from move_on_after(timeout, park(self._waiters), _TIMED_OUT)
+            token = yield from self._park_until(timeout)
         if token is _TIMED_OUT:
             raise PoolTimeout(f"no PostgreSQL connection became free within {timeout:g} s "
                               f"({self._size} open, max_size={self.max_size})")
@@ -194,6 +194,44 @@ class Pool:
         if token is _SLOT:
             return (yield from self._open_reserved())
         return token  # a connection handed over by release()
+
+    def _park_until(self, timeout: float) -> Coro[Any]:
+        """Wait in the queue for at most ``timeout`` seconds (then the value
+        is ``_TIMED_OUT``). A bare timer rather than a timeout scope: under
+        load nearly every acquire waits, and a scope costs several times
+        more."""
+        task = yield from current_task()
+        kernel = task._kernel
+        timer = kernel.add_timer(timeout, self._time_out, task)
+        try:
+            return (yield from park(self._waiters))
+        finally:
+            kernel.cancel_timer(timer)
+
+    def _time_out(self, task: Task) -> None:
+        waiters = self._waiters
+        try:
+            waiters.remove(task)
+        except ValueError:
+            return  # already woken (with a connection, a slot, or the pool's closing)
+        waiters.appendleft(task)
+        waiters.wake_one(_TIMED_OUT)
+
+    def _take_fresh(self) -> Connection | None:
+        """Without waiting: the most recently used idle connection if it can
+        go out unchecked (alive, unexpired, idle under ``ping_after``), else
+        None, leaving the decision to :meth:`acquire`."""
+        idle = self._idle
+        if not idle or self._closed:
+            return None
+        conn = idle[-1]
+        now = self._now()
+        if now - conn.idle_since >= self.ping_after or conn.expires_at <= now \
+                or not conn._wire.idle_and_alive():
+            return None
+        idle.pop()
+        conn.pool_state = _IN_USE
+        return conn
 
     def _take_idle(self) -> Connection | None:
         idle = self._idle
@@ -228,8 +266,8 @@ class Pool:
             raise InterfaceError("this connection does not belong to this pool")
         if conn.pool_state != _IN_USE:
             return  # given back twice
-        if self._closed or conn.closed or conn._busy is not None \
-                or conn.expires_at <= self._now():
+        now = self._now()
+        if self._closed or conn.closed or conn._busy is not None or conn.expires_at <= now:
             self._drop(conn)
         elif conn._recovery is not None or conn.in_transaction or conn._wire.listening:
             conn.pool_state = _CLEANING
@@ -239,7 +277,7 @@ class Pool:
             if conn.closed and conn in self._cleaning:  # it could not even start
                 self._cleaned(conn)
         else:
-            self._give(conn)
+            self._give(conn, now)
 
     def _cleaned(self, conn: Connection) -> None:
         self._cleaning.discard(conn)
@@ -248,12 +286,13 @@ class Pool:
         else:
             self._give(conn)
 
-    def _give(self, conn: Connection) -> None:
+    def _give(self, conn: Connection, now: float | None = None) -> None:
         if self._waiters:
             conn.pool_state = _IN_USE
             self._waiters.wake_one(conn)
             return
-        now = self._now()
+        if now is None:
+            now = self._now()
         conn.pool_state = _IDLE
         conn.idle_since = now
         idle = self._idle
@@ -276,40 +315,52 @@ class Pool:
 
     def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> Coro[list[Record]]:
         """:meth:`Connection.fetch` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.fetch(sql, *args, timeout=timeout))
 
     def fetchrow(self, sql: str, *args: Any,
                  timeout: float | None = None) -> Coro[Record | None]:
         """:meth:`Connection.fetchrow` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.fetchrow(sql, *args, timeout=timeout))
 
     def fetchval(self, sql: str, *args: Any, column: int = 0,
                  timeout: float | None = None) -> Coro[Any]:
         """:meth:`Connection.fetchval` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.fetchval(sql, *args, column=column, timeout=timeout))
 
     def execute(self, sql: str, *args: Any, timeout: float | None = None) -> Coro[str]:
         """:meth:`Connection.execute` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.execute(sql, *args, timeout=timeout))
 
     def executemany(self, sql: str, args: Iterable[Sequence[Any]],
                     timeout: float | None = None) -> Coro[None]:
         """:meth:`Connection.executemany` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             yield from conn.executemany(sql, args, timeout=timeout)
 
     def pipeline(self, batch: Batch, timeout: float | None = None) -> Coro[list[Any]]:
         """:meth:`Connection.pipeline` on a connection of the pool."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.pipeline(batch, timeout=timeout))
 
@@ -317,7 +368,9 @@ class Pool:
                     isolation: str | None = None, readonly: bool = False) -> Coro[T]:
         """:meth:`Connection.transaction` on a connection of the pool:
         ``work(conn, *args)`` runs between BEGIN and COMMIT."""
-        conn = yield from self.acquire()
+        conn = self._take_fresh()
+        if conn is None:
+            conn = yield from self.acquire()
         with conn:
             return (yield from conn.transaction(work, *args, isolation=isolation,
                                                 readonly=readonly))
