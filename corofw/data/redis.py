@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled
 from ..kernel.traps import Coro
-from ..net.sockets import Socket, open_connection
+from ..net import Socket, open_connection
 from .redis_commands import Commands, Convert
 from .redis_connection import Connection, ConnectionPool, current_task
 from .redis_errors import RedisConnectionError, RedisError, RedisTimeout, ResponseError

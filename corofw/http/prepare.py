@@ -9,7 +9,10 @@ Encoding follows httpx and the WHATWG URL standard: non-ASCII text in the
 path and query is percent-encoded as UTF-8, existing ``%XX`` escapes are
 kept, a ``%`` that starts no escape is sent as ``%25``, and a space or any
 other character a request line cannot carry becomes an escape. A non-ASCII
-host is IDNA-encoded (Python's ``idna`` codec, IDNA 2003). ``user:pass@``
+host is IDNA-encoded (Python's ``idna`` codec, IDNA 2003). The path's
+``.`` and ``..`` segments are resolved as RFC 3986 (section 5.2.4) and
+browsers resolve them (``/a/b/../c`` is sent as ``/a/c``); escaped dots
+(``%2E``) are left alone. ``user:pass@``
 in the URL is sent as a Basic ``Authorization`` header (unless the call
 sets its own) and masked as ``[secure]`` in the URL that errors and
 responses show. What cannot be sent is an :class:`InvalidURL`: an unknown
@@ -81,7 +84,30 @@ def split_url(url: str, origins: dict[str, Origin]) -> tuple[Origin, str]:
         target = "/" + target
     if not _PLAIN_TARGET.fullmatch(target):
         target = quote_target(target, url if origin.shown is text else origin.shown + url[end:])
+    if "/." in target:
+        path, question, query = target.partition("?")
+        if "/." in path:
+            target = remove_dot_segments(path) + question + query
     return origin, target
+
+
+def remove_dot_segments(path: str) -> str:
+    """``path`` (starting with ``/``) with its ``.`` and ``..`` segments
+    resolved; a trailing one leaves a trailing ``/``, and ``..`` never
+    climbs above the root."""
+    segments = path.split("/")[1:]
+    kept: list[str] = []
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+            continue
+        if index == last:
+            kept.append("")
+    return "/" + "/".join(kept)
 
 
 def parse_origin(text: str, url: str) -> Origin:
@@ -191,20 +217,50 @@ def _form(value: Any) -> str:
     return quote_plus(value if isinstance(value, (str, bytes)) else str(value))
 
 
+class Prepared(NamedTuple):
+    """A request ready to go: the URL to show (any password masked), the
+    pool key ``(scheme, host, port)`` and the request's bytes."""
+
+    url: str
+    key: tuple[str, str, int]
+    payload: bytes
+
+
 class RequestBuilder:
     """A client's share of every request: its default headers (given once,
-    encoded once) and the origins it has parsed."""
+    encoded once), the origins it has parsed, and the requests it has
+    prepared for calls with nothing but a method and a URL (the common
+    case: built once, then taken from a dict)."""
 
-    def __init__(self, headers: Any, user_agent: str) -> None:
+    def __init__(self, headers: Any = None, user_agent: str = "corofw") -> None:
         default = [("user-agent", user_agent), ("accept", "*/*")]
         self._base_pairs = merge_headers(default, headers)
         self._base_headers = encode_headers(self._base_pairs)
         self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
         self._origins: dict[str, Origin] = {}
+        self._prepared: dict[tuple[str, str, str], Prepared] = {}
 
-    def build(self, method: str, url: str, base_url: str, params: Any, headers: Any,
-              content: Any, data: Any, json: Any) -> tuple[str, tuple[str, str, int], bytes]:
-        """``(URL to show, pool key, request bytes)`` for one call."""
+    def build(self, method: str, url: str, base_url: str = "", params: Any = None,
+              headers: Any = None, content: Any = None, data: Any = None,
+              json: Any = None) -> Prepared:
+        """The request for one call: ``url`` (relative ones are joined to
+        ``base_url``), ``params`` added to its query, ``headers`` over the
+        client's, and a body from ``json``, ``data`` (a form, or bytes) or
+        ``content``. A :class:`ClientError` (an :class:`InvalidURL` for
+        the URL) when it cannot be sent."""
+        if params is headers is content is data is json is None:
+            cache_key = (method, base_url, url)
+            prepared = self._prepared.get(cache_key)
+            if prepared is None:
+                prepared = self._build(method, url, base_url, None, None, None, None, None)
+                if len(self._prepared) >= CACHE_SIZE:
+                    self._prepared.clear()
+                self._prepared[cache_key] = prepared
+            return prepared
+        return self._build(method, url, base_url, params, headers, content, data, json)
+
+    def _build(self, method: str, url: str, base_url: str, params: Any, headers: Any,
+               content: Any, data: Any, json: Any) -> Prepared:
         if _ABSOLUTE.match(url):
             full_url = url
         elif base_url:
@@ -221,7 +277,7 @@ class RequestBuilder:
             full_url += ("&" if "?" in full_url else "?") + query
         payload = self._serialize(method, target, authority, authorization, headers, content,
                                   data, json)
-        return full_url, (scheme, host, port), payload
+        return Prepared(full_url, (scheme, host, port), payload)
 
     def _serialize(self, method: str, target: str, authority: str, authorization: str | None,
                    headers: Any, content: Any, data: Any, json: Any) -> bytes:

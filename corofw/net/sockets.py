@@ -9,6 +9,7 @@ waits; :meth:`Socket.close` drops the registration before closing the fd.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from typing import Any
 
@@ -102,7 +103,7 @@ class Socket:
         while True:
             try:
                 conn, address = self.sock.accept()
-                return Socket(_nodelay(conn)), address
+                return Socket(nodelay(conn)), address
             except BlockingIOError:
                 pass
             yield (READ, self.fd)
@@ -163,12 +164,12 @@ class Socket:
 
 
 def _strerror(code: int) -> str:
-    import os
-
     return os.strerror(code)
 
 
-def _nodelay(sock: socket.socket) -> socket.socket:
+def nodelay(sock: socket.socket) -> socket.socket:
+    """Turn off Nagle's algorithm on a TCP socket (a request or response
+    written in one send leaves at once); returns ``sock``."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -193,7 +194,7 @@ def listen(host: str, port: int = 0, backlog: int = 1024, reuse_port: bool = Fal
     if not is_numeric_host(host):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family = infos[0][0]
-        host = infos[0][4][0]
+        host = str(infos[0][4][0])
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -214,30 +215,3 @@ def resolve(host: str, port: int) -> Coro[list[tuple[Any, ...]]]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
     return (yield from run_in_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM))
-
-
-def open_connection(host: str, port: int, ssl: Any = None,
-                    server_hostname: str | None = None) -> Coro[Socket]:
-    """Connect to ``host:port`` (trying each resolved address in turn) and
-    return a :class:`Socket`; with ``ssl`` (an ``ssl.SSLContext``) perform
-    the TLS handshake too and return a :class:`~corofw.net.tls.TLSSocket`."""
-    infos = yield from resolve(host, port)
-    error: OSError | None = None
-    for family, type_, proto, _, address in infos:
-        sock = Socket(socket.socket(family, type_, proto))
-        try:
-            yield from sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        _nodelay(sock.sock)
-        if ssl is None:
-            return sock
-        from .tls import wrap_client
-
-        return (yield from wrap_client(sock, ssl, server_hostname or host))
-    raise error or OSError(f"no address found for {host!r}")

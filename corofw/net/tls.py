@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from ..kernel.traps import READ, WRITE, Coro
 from .sockets import Socket
@@ -33,7 +33,7 @@ class TLSSocket(Socket):
     def handshake(self) -> Coro[None]:
         """Run the TLS handshake, waiting on the fd whenever the TLS engine
         needs the network."""
-        yield from self._retry(self.sock.do_handshake)
+        yield from self._retry(cast(ssl.SSLSocket, self.sock).do_handshake)
 
     def recv(self, maxsize: int) -> Coro[bytes]:
         """Up to ``maxsize`` decrypted bytes; ``b""`` at end of stream (also
