@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -66,9 +67,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def fetch(url: str) -> tuple[dict, float]:
+    """The JSON answer of ``url`` (a 502 or 504 too: its body names the
+    failed calls) and the seconds it took."""
     started = time.monotonic()
-    with urllib.request.urlopen(url, timeout=120) as response:
-        body = json.load(response)
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            body = json.load(exc)
     return body, time.monotonic() - started
 
 
@@ -106,9 +113,16 @@ def main() -> int:
         base = f"http://127.0.0.1:{fanout_port}"
         fetch(f"{base}/fanout?delay=0")  # warm up: import paths, open the pool's connections
         cpu_before = cpu_seconds(fanout.pid)
-        concurrent, wall = fetch(f"{base}/fanout")
+        # The fan-out's deadline (5 s unless asked) must leave the calls time
+        # to finish: one delay for the concurrent calls, ten for the sequential.
+        deadline = min(60.0, 10 * args.delay + 5)
+        concurrent, wall = fetch(f"{base}/fanout?deadline={deadline:g}")
         cpu_used = cpu_seconds(fanout.pid) - cpu_before
-        sequential, _ = fetch(f"{base}/fanout/sequential")
+        sequential, _ = fetch(f"{base}/fanout/sequential?deadline={deadline:g}")
+        for answer in (concurrent, sequential):
+            failed = [f"call {c['call']}: {c['error']}" for c in answer["calls"] if not c["ok"]]
+            if failed:
+                raise SystemExit(f"{answer['mode']} fan-out incomplete: " + "; ".join(failed))
         ids = [c["result"]["id"] for c in concurrent["calls"]]
         if ids != list(range(10)):
             raise SystemExit(f"unexpected results: {ids}")

@@ -176,7 +176,7 @@ def test_fanout_on_a_virtual_clock():
             started = yield from current_time()
             concurrent = yield from caller.get("/fanout?delay=1")
             middle = yield from current_time()
-            sequential = yield from caller.get("/fanout/sequential?delay=1")
+            sequential = yield from caller.get("/fanout/sequential?delay=1&deadline=15")
             ended = yield from current_time()
         finally:
             caller.close()
