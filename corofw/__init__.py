@@ -9,6 +9,7 @@ server (``serve``, ``run_app``) and the outbound ``Client``.
 
 from .data import Redis
 from .http import client
+from .http.auth import BasicAuth, BearerToken
 from .http.client import Client, ClientResponse, Timeout
 from .http.client_errors import (
     ClientError,
@@ -16,18 +17,23 @@ from .http.client_errors import (
     ConnectError,
     ConnectionRefused,
     ConnectTimeout,
+    DecodingError,
     DNSError,
     HTTPStatusError,
     InvalidURL,
     PoolTimeout,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    StreamConsumed,
     TLSError,
+    TooManyRedirects,
     TotalTimeout,
     WriteError,
     WriteTimeout,
 )
+from .http.cookiejar import CookieJar
 from .http.headers import Headers
 from .http.lifespan import StartupError
 from .http.messages import (
@@ -83,4 +89,6 @@ __all__ = [
     "UploadFile", "compression_middleware", "cors_middleware", "csrf_middleware", "csrf_token",
     "get_session", "serve_file", "session_middleware", "ServerSentEvent", "StartupError",
     "event_stream", "last_event_id",
+    "BasicAuth", "BearerToken", "CookieJar", "DecodingError", "ProxyError", "StreamConsumed",
+    "TooManyRedirects",
 ]

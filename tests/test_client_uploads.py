@@ -131,7 +131,7 @@ def test_an_answer_before_the_body_is_sent_is_returned(handler):
     assert seconds < 3.0  # noticed at a pause, not at the write timeout
 
 
-def test_an_answer_noticed_when_the_write_timeout_passes_is_returned():
+def test_an_answer_arriving_while_the_upload_waits_is_returned_at_once():
     def handler(server, conn, index):
         read_head(conn)
         time.sleep(0.3)  # the client waits to write by now, and sees nothing new
@@ -140,9 +140,9 @@ def test_an_answer_noticed_when_the_write_timeout_passes_is_returned():
 
     with RawServer(handler) as srv:
         (status, body, left), seconds = call(upload(srv.url, 32 << 20),
-                                             timeout=Timeout(write=0.8))
+                                             timeout=Timeout(write=2.5))
     assert (status, body, left) == (413, b"too much", 0)
-    assert 0.6 < seconds < 3.0
+    assert 0.3 <= seconds < 2.0  # when the answer came, not when the write deadline passed
 
 
 def test_an_early_answer_over_tls_is_returned(tls_server_context, tls_client_context):

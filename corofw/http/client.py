@@ -22,13 +22,27 @@ from typing import Any
 
 from ..kernel.loop import current_kernel
 from ..kernel.traps import CURRENT, Coro
-from .client_errors import RemoteProtocolError
+from .auth import as_auth
+from .client_errors import RemoteProtocolError, StreamConsumed, TooManyRedirects
 from .client_response import ClientResponse
 from .connector import Connector
+from .cookiejar import CookieJar
+from .decoders import ACCEPT_ENCODING
 from .exchange import Exchange
+from .headers import Headers
 from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
 from .pool import Pool
-from .prepare import RequestBuilder
+from .prepare import Prepared, RequestBuilder, merge_headers
+from .proxies import Proxies
+from .redirects import (
+    MAX_REDIRECTS,
+    header_pairs,
+    is_redirect,
+    redirect,
+    redirect_headers,
+    same_origin,
+)
+from .request_body import NO_BODY, Body, encode_body
 from .timeouts import DEFAULT_TIMEOUT, Timeout
 
 __all__ = ["Client", "ClientResponse", "Timeout", "default_client", "delete", "get", "patch",
@@ -49,6 +63,20 @@ class Client:
     replaces the default, which verifies certificates against the system
     trust store (``verify=False`` turns verification off).
 
+    Opt-in, as each changes what is sent or returned:
+
+    - ``follow_redirects=True`` follows up to ``max_redirects`` redirects
+      (a call can say otherwise; see :mod:`corofw.http.redirects`);
+    - ``cookies=True`` (or a :class:`~corofw.http.cookiejar.CookieJar`)
+      keeps the cookies servers set and sends them back, in ``cookies``;
+    - ``auth=(user, password)`` or ``auth=BearerToken(token)`` sends
+      credentials with every call (see :mod:`corofw.http.auth`);
+    - ``proxy="http://host:port"``, or ``trust_env=True`` for the
+      ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` variables (see
+      :mod:`corofw.http.proxies`);
+    - ``decompress=True`` sends ``Accept-Encoding: gzip, deflate`` and
+      decodes such bodies as they are read.
+
     A client may be kept at module level and used by one ``run()`` after
     another: its connections belong to the kernel that opened them, and a
     new kernel starts with an empty pool (the old connections are closed).
@@ -58,14 +86,29 @@ class Client:
                  max_connections: int = 100, max_per_host: int | None = None,
                  max_idle_per_host: int = 100, idle_timeout: float = 30.0,
                  ssl_context: ssl.SSLContext | None = None, verify: bool = True,
-                 user_agent: str = "corofw") -> None:
+                 user_agent: str = "corofw", *, follow_redirects: bool = False,
+                 max_redirects: int = MAX_REDIRECTS, cookies: Any = None, auth: Any = None,
+                 proxy: str | None = None, trust_env: bool = False,
+                 decompress: bool = False) -> None:
         if not idle_timeout >= 0:
             raise ValueError(f"idle_timeout must be zero or more seconds, got {idle_timeout!r}")
+        if max_redirects < 0:
+            raise ValueError(f"max_redirects must be zero or more, got {max_redirects!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = Timeout.of(timeout)
         self.pool = Pool(max_connections, max_per_host, max_idle_per_host, idle_timeout)
-        self._connector = Connector(ssl_context, verify)
-        self._builder = RequestBuilder(headers, user_agent)
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
+        self.cookies: CookieJar | None = _jar(cookies)
+        self.auth = as_auth(auth)
+        self.decompress = decompress
+        proxies = Proxies(proxy, trust_env)
+        self.proxies = proxies if proxies else None
+        self._connector = Connector(ssl_context, verify, self.proxies)
+        if decompress:
+            defaults = [("accept-encoding", ACCEPT_ENCODING)]
+            headers = merge_headers(defaults, Headers(headers) if headers else None)
+        self._builder = RequestBuilder(headers, user_agent, self.proxies)
 
     def __repr__(self) -> str:
         return f"<Client {self.pool!r}>"
@@ -111,31 +154,60 @@ class Client:
         return self.request("DELETE", url, **kwargs)
 
     def request(self, method: str, url: str, *, params: Any = None, headers: Any = None,
-                content: bytes | str | None = None, data: Any = None, json: Any = None,
-                timeout: Any = ..., stream: bool = False) -> Coro[ClientResponse]:
+                content: Any = None, data: Any = None, json: Any = None, files: Any = None,
+                auth: Any = None, timeout: Any = ..., stream: bool = False,
+                follow_redirects: bool | None = None) -> Coro[ClientResponse]:
         """Send one request and return the response (body read, unless
-        ``stream``). Raises a :class:`ClientError` subclass naming the URL:
-        InvalidURL, ConnectError (ConnectionRefused, DNSError, TLSError),
-        ReadError, WriteError, RemoteProtocolError or a ClientTimeout per
-        phase."""
+        ``stream``). The body comes from ``json``, ``data`` (a form),
+        ``files`` (multipart, with ``data`` as its other fields) or
+        ``content`` (bytes, text, a file, or an iterable of bytes, sent
+        chunked); see :mod:`corofw.http.request_body`. ``auth`` and
+        ``follow_redirects`` replace the client's for this call.
+
+        Raises a :class:`ClientError` subclass naming the URL: InvalidURL,
+        ConnectError (ConnectionRefused, DNSError, TLSError, ProxyError),
+        ReadError, WriteError, RemoteProtocolError, DecodingError,
+        TooManyRedirects, StreamConsumed, or a ClientTimeout per phase."""
         method = method.upper()
         timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
-        full_url, key, payload = self._builder.build(method, url, self.base_url, params,
-                                                      headers, content, data, json)
+        follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        builder = self._builder
+        if not follow and auth is self.auth is self.cookies is None:
+            prepared = builder.build(method, url, self.base_url, params, headers, content,
+                                     data, json, files)
+        else:
+            pairs = header_pairs(headers)
+            credentials = as_auth(auth) or self.auth
+            if credentials is not None and not any(n.lower() == "authorization" for n, _ in pairs):
+                pairs.append(("authorization", credentials.header()))
+            headers = pairs
+            body = encode_body(content, data, json, files)
+            prepared = builder.prepare(method, url, self.base_url, params, headers, body,
+                                       self.cookies)
         kernel = current_kernel()
         task = kernel.current if kernel is not None else None
         if task is None:
             task = yield (CURRENT,)
-        pool = self.pool
-        if pool.kernel is not task._kernel:
-            pool.adopt(task._kernel)
+        if self.pool.kernel is not task._kernel:
+            self.pool.adopt(task._kernel)
         total = timeouts.total
         total_until = None if total is None else task._kernel.clock() + total
-        exchange = Exchange(pool, self._connector, method, full_url, key, timeouts, total_until,
+        response = yield from self._send(prepared, method, timeouts, total_until, task, stream)
+        if follow or self.cookies is not None:
+            response = yield from self._after(response, prepared, method, headers, body, follow,
+                                              timeouts, total_until, task, stream)
+        return response
+
+    # -- one request, then what follows it -------------------------------------------
+
+    def _send(self, prepared: Prepared, method: str, timeouts: Timeout,
+              total_until: float | None, task: Any, stream: bool) -> Coro[ClientResponse]:
+        url, key, payload, body_stream = prepared[:4]
+        exchange = Exchange(self.pool, self._connector, method, url, key, timeouts, total_until,
                             task)
         limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
-        whole = yield from exchange.start(payload, method in _IDEMPOTENT, limits)
-        response = ClientResponse(exchange, whole)
+        whole = yield from exchange.start(payload, method in _IDEMPOTENT, limits, body_stream)
+        response = ClientResponse(exchange, whole, self.decompress)
         if not stream:
             conn = exchange.conn
             assert conn is not None
@@ -143,13 +215,60 @@ class Client:
                 data, done = conn.parser.read_body()  # most bodies came with the head
             except ProtocolError as exc:
                 response.close()
-                raise RemoteProtocolError(exc.message, full_url) from None
-            if done:
+                raise RemoteProtocolError(exc.message, url) from None
+            if done and response._decoder is None:
                 response._content = data
                 response._finish(True)
             else:
-                yield from response._read_all(data)
+                yield from response._read_all(data, done)
         return response
+
+    def _after(self, response: ClientResponse, prepared: Prepared, method: str,
+               headers: list[tuple[str, str]], body: Body, follow: bool, timeouts: Timeout,
+               total_until: float | None, task: Any, stream: bool) -> Coro[ClientResponse]:
+        """Keep the response's cookies; follow it if it is a redirect to
+        follow (see :mod:`corofw.http.redirects`)."""
+        jar = self.cookies
+        history: list[ClientResponse] = []
+        pairs = headers
+        while True:
+            origin = prepared.origin
+            if jar is not None:
+                jar.update(origin.scheme, origin.host, prepared.path,
+                           response.headers.get_all("set-cookie"))
+            location = response.headers.get("location")
+            if not follow or not is_redirect(response.status_code, location):
+                break
+            yield from response.read()  # the connection goes back to the pool
+            if len(history) >= self.max_redirects:
+                raise TooManyRedirects(f"more than {self.max_redirects} redirects",
+                                       response.url, response)
+            history.append(response)
+            hop = redirect(method, prepared.raw_url, response.status_code, location)
+            new_origin = self._builder.origin(hop.url)
+            if not hop.keeps_body:
+                body = NO_BODY
+            elif body.stream is not None:
+                raise StreamConsumed(f"cannot follow the {response.status_code} redirect: the "
+                                     "request's body was streamed and cannot be sent again",
+                                     response.url)
+            pairs = redirect_headers(pairs, hop.keeps_body, same_origin(origin, new_origin))
+            method = hop.method
+            prepared = self._builder.prepare(method, hop.url, "", None, pairs, body, jar)
+            response = yield from self._send(prepared, method, timeouts, total_until, task,
+                                             stream)
+        response.history = history
+        return response
+
+
+def _jar(cookies: Any) -> CookieJar | None:
+    if cookies is None or cookies is False:
+        return None
+    if cookies is True:
+        return CookieJar()
+    if not isinstance(cookies, CookieJar):
+        raise TypeError(f"cookies must be True or a CookieJar, got {type(cookies).__name__}")
+    return cookies
 
 
 _local = threading.local()

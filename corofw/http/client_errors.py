@@ -36,6 +36,15 @@ class TLSError(ConnectError):
     """The TLS handshake failed (e.g. the certificate did not verify)."""
 
 
+class ProxyError(ConnectError):
+    """The proxy refused or failed to open the tunnel (CONNECT) to the
+    server; ``status`` is its answer's status (0 if it sent none)."""
+
+    def __init__(self, message: str, url: str = "", status: int = 0) -> None:
+        super().__init__(message, url)
+        self.status = status
+
+
 class ReadError(ClientError):
     """The connection failed while reading the response (e.g. reset)."""
 
@@ -47,6 +56,25 @@ class WriteError(ClientError):
 class RemoteProtocolError(ClientError):
     """The server answered with something that is not valid HTTP/1.1, or
     closed the connection in the middle of a response."""
+
+
+class DecodingError(ClientError):
+    """A compressed response body (gzip, deflate) is corrupt, or decodes to
+    more than the client accepts."""
+
+
+class TooManyRedirects(ClientError):
+    """A call followed more redirects than ``max_redirects``; ``response``
+    is the last redirect received (its body read)."""
+
+    def __init__(self, message: str, url: str, response: Any) -> None:
+        super().__init__(message, url)
+        self.response = response
+
+
+class StreamConsumed(ClientError):
+    """The request's body was streamed from an iterator and cannot be sent
+    again (to follow a 307/308 redirect)."""
 
 
 class ClientTimeout(ClientError, TimeoutError):

@@ -13,26 +13,37 @@ import json as _json
 from typing import Any
 
 from ..kernel.traps import CURRENT, Coro
-from .client_errors import HTTPStatusError
+from .client_errors import DecodingError, HTTPStatusError
+from .decoders import Decoder, codings_of
 from .exchange import Exchange
 from .headers import Headers
+from .parser import DEFAULT_RESPONSE_LIMITS
 
 _decode_json = _json.JSONDecoder().decode
+DECODED_PIECE = 65536
+MAX_DECODED = DEFAULT_RESPONSE_LIMITS.max_body_bytes
 
 
 class ClientResponse:
     """A response: ``status_code``, ``reason_phrase``, ``http_version``,
     ``headers``, ``url`` and ``method`` of the request that got it,
-    ``elapsed`` (seconds, once the body has been read). With
+    ``elapsed`` (seconds, once the body has been read), ``history`` (the
+    redirects followed to get it, oldest first). With
     ``stream=True`` the body is read with ``yield from resp.read_chunk()``
     (``b""`` at the end) or ``yield from resp.read()``; call :meth:`close`
     (or use ``with``) if you stop early: until then the response holds its
-    pool slot."""
+    pool slot.
+
+    With ``decompress`` (see :class:`~corofw.http.client.Client`), a gzip
+    or deflate body is decoded as it is read: ``read_chunk()`` gives at
+    most 64 KiB of decoded bytes at a time, and a body read whole may
+    decode to at most 1 GiB (more is a DecodingError)."""
 
     __slots__ = ("status_code", "reason_phrase", "http_version", "headers", "url", "method",
-                 "elapsed", "_content", "_exchange", "_keep_alive")
+                 "elapsed", "history", "_content", "_exchange", "_keep_alive", "_decoder")
 
-    def __init__(self, exchange: Exchange, whole_request_sent: bool = True) -> None:
+    def __init__(self, exchange: Exchange, whole_request_sent: bool = True,
+                 decompress: bool = False) -> None:
         conn = exchange.conn
         assert conn is not None
         head = conn.parser.head
@@ -44,6 +55,12 @@ class ClientResponse:
         self.url = exchange.url
         self.method = exchange.method
         self.elapsed = 0.0
+        self.history: list[ClientResponse] = []
+        self._decoder: Decoder | None = None
+        if decompress and "content-encoding" in self.headers:
+            codings = codings_of(self.headers.get("content-encoding"))
+            if codings:
+                self._decoder = Decoder(codings, self.url)
         self._content: bytes | None = None
         self._exchange: Exchange | None = exchange
         # Not reused: a switched protocol (101), or an early answer to a
@@ -106,6 +123,39 @@ class ClientResponse:
 
     def read_chunk(self) -> Coro[bytes]:
         """The next piece of the body; ``b""`` once it has all been read."""
+        decoder = self._decoder
+        if decoder is None:
+            return (yield from self._read_raw())
+        while True:
+            out = decoder.read(DECODED_PIECE)
+            if out:
+                return out
+            if self._exchange is None:
+                self._decoder = None
+                decoder.finish()
+                return b""
+            decoder.feed((yield from self._read_raw()))
+
+    def read(self) -> Coro[bytes]:
+        """The rest of the body (all of it, if nothing was read yet)."""
+        if self._content is None:
+            parts = []
+            size = 0
+            while True:
+                data = yield from self.read_chunk()
+                if not data:
+                    break
+                size += len(data)
+                if size > MAX_DECODED and self._decoder is not None:
+                    self.close()
+                    raise DecodingError(f"the response body decodes to more than "
+                                        f"{MAX_DECODED} bytes", self.url)
+                parts.append(data)
+            self._content = b"".join(parts)
+        return self._content
+
+    def _read_raw(self) -> Coro[bytes]:
+        """The next piece of the body as it came (still encoded)."""
         exchange = self._exchange
         if exchange is None:
             return b""
@@ -118,18 +168,6 @@ class ClientResponse:
         if done:
             self._finish(True)
         return data
-
-    def read(self) -> Coro[bytes]:
-        """The rest of the body (all of it, if nothing was read yet)."""
-        if self._content is None:
-            parts = []
-            while True:
-                data = yield from self.read_chunk()
-                if not data:
-                    break
-                parts.append(data)
-            self._content = b"".join(parts)
-        return self._content
 
     def close(self) -> None:
         """Stop reading: the connection is closed, not reused."""
@@ -144,13 +182,23 @@ class ClientResponse:
         the connection back even when the block stops reading early."""
         self.close()
 
-    def _read_all(self, data: bytes) -> Coro[None]:
-        """Read the rest of a body whose start (``data``) came with the head."""
+    def _read_all(self, data: bytes, done: bool) -> Coro[None]:
+        """Read the whole body, whose start (``data``, all of it if
+        ``done``) came with the head."""
         exchange = self._exchange
         assert exchange is not None
+        if done:
+            self._finish(True)
+        if self._decoder is not None:
+            self._decoder.feed(data)
+            try:
+                yield from self.read()
+            except BaseException:
+                self.close()
+                raise
+            return
         parts = [data] if data else []
         try:
-            done = False
             while not done:
                 data, done = yield from exchange.read_body()
                 if data:

@@ -1,10 +1,18 @@
-"""Opening the client's connections: TCP, then TLS for ``https``.
+"""Opening the client's connections: TCP, then TLS for ``https``, through
+a proxy's tunnel when one is configured.
 
 A :class:`Connector` turns a pool key ``(scheme, host, port)`` into a
 connected socket and every way that can fail into a
 :class:`~corofw.http.client_errors.ConnectError` naming the URL: the name
 did not resolve (DNSError), nothing listens (ConnectionRefused), the TLS
-handshake failed (TLSError).
+handshake failed (TLSError), the proxy would not open the tunnel
+(ProxyError).
+
+An https call through a proxy connects to the proxy, asks it for a tunnel
+(``CONNECT host:port``), and on a 2xx answer does the TLS handshake with
+the server through it, checking the server's certificate as for a direct
+connection. A plain http call through a proxy needs no tunnel: its pool
+key is the proxy's own (see :mod:`corofw.http.prepare`).
 """
 
 from __future__ import annotations
@@ -14,8 +22,12 @@ import socket
 import ssl
 
 from ..kernel.traps import Coro
-from ..net import Socket, open_connection
-from .client_errors import ConnectError, ConnectionRefused, DNSError, TLSError
+from ..net import Socket, open_connection, wrap_client
+from .client_errors import ConnectError, ConnectionRefused, DNSError, ProxyError, TLSError
+from .parser import ProtocolError, ResponseParser
+from .proxies import Proxies, Proxy
+
+RECV_SIZE = 65536
 
 _contexts: dict[bool, ssl.SSLContext] = {}
 
@@ -35,13 +47,16 @@ def default_context(verify: bool = True) -> ssl.SSLContext:
 
 class Connector:
     """Opens connections with ``ssl_context`` for https (None: the default
-    context, verifying certificates unless ``verify`` is False)."""
+    context, verifying certificates unless ``verify`` is False), through
+    ``proxies`` where they say so."""
 
-    __slots__ = ("ssl_context", "verify")
+    __slots__ = ("ssl_context", "verify", "proxies")
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None, verify: bool = True) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, verify: bool = True,
+                 proxies: Proxies | None = None) -> None:
         self.ssl_context = ssl_context
         self.verify = verify
+        self.proxies = proxies
 
     def tls_context(self) -> ssl.SSLContext:
         """The context for a TLS connection."""
@@ -52,10 +67,71 @@ class Connector:
         cannot be opened."""
         scheme, host, port = key
         context = self.tls_context() if scheme == "https" else None
+        if context is not None and self.proxies is not None:
+            proxy = self.proxies.route(scheme, host, port)
+            if proxy is not None:
+                return (yield from self._through(proxy, host, port, context, url))
         try:
             return (yield from open_connection(host, port, ssl=context))
         except OSError as exc:  # ssl.SSLError and socket.gaierror included
+            error = connect_error(exc, host, port, url)
+            proxies = self.proxies
+            if proxies is not None and proxies.http is not None and key == proxies.http.key:
+                error = type(error)(f"proxy {proxies.http.url}: {error.message}", url)
+            raise error from None
+
+    def _through(self, proxy: Proxy, host: str, port: int, context: ssl.SSLContext,
+                 url: str) -> Coro[Socket]:
+        """A TLS connection to ``host:port`` through ``proxy``'s tunnel."""
+        _, proxy_host, proxy_port = proxy.key
+        try:
+            sock = yield from open_connection(proxy_host, proxy_port)
+        except OSError as exc:
+            error = connect_error(exc, proxy_host, proxy_port, url)
+            raise type(error)(f"proxy {proxy.url}: {error.message}", url) from None
+        try:
+            yield from open_tunnel(sock, host, port, proxy, url)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            return (yield from wrap_client(sock, context, host))  # closes sock if it fails
+        except OSError as exc:
             raise connect_error(exc, host, port, url) from None
+
+
+def open_tunnel(sock: Socket, host: str, port: int, proxy: Proxy, url: str) -> Coro[None]:
+    """Ask ``proxy`` (connected on ``sock``) for a tunnel to
+    ``host:port``; return once it answered 2xx, else raise ProxyError."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
+    if proxy.authorization:
+        request += f"proxy-authorization: {proxy.authorization}\r\n"
+    try:
+        yield from sock.send_all((request + "\r\n").encode("latin-1"))
+    except OSError as exc:
+        raise ProxyError(f"proxy {proxy.url}: sending CONNECT failed: {exc}", url) from None
+    parser = ResponseParser()
+    parser.start("HEAD")  # a 2xx answer to CONNECT has no body, as one to HEAD
+    try:
+        while (head := parser.next_head()) is None:
+            try:
+                data = yield from sock.recv(RECV_SIZE)
+            except OSError as exc:
+                raise ProxyError(f"proxy {proxy.url}: reading its answer to CONNECT failed: "
+                                 f"{exc}", url) from None
+            if data:
+                parser.feed(data)
+            else:
+                parser.feed_eof()
+    except ProtocolError as exc:
+        raise ProxyError(f"proxy {proxy.url}: its answer to CONNECT {authority} is not valid "
+                         f"HTTP ({exc.message})", url) from None
+    if not 200 <= head.status < 300:
+        raise ProxyError(f"proxy {proxy.url} answered {head.status} {head.reason} to CONNECT "
+                         f"{authority}", url, head.status)
+    if parser.buffered:
+        raise ProxyError(f"proxy {proxy.url} sent data before the TLS handshake", url)
 
 
 def connect_error(exc: OSError, host: str, port: int, url: str) -> ConnectError:

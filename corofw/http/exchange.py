@@ -15,26 +15,33 @@ deadline as the cancellation's scope; :meth:`Exchange.timeout_error` is the
 one place that turns this into the phase's
 :class:`~corofw.http.client_errors.ClientTimeout`.
 
-At each pause of an upload the exchange also looks for an early answer: a
+At each pause of an upload the exchange also looks for an early answer
+(over plain TCP an answer arriving during the pause ends it at once; over
+TLS it is seen at the next pause or when the write deadline passes): a
 server that responds before the body is sent (a 413, say) and then stops
 reading or closes has its response returned, as when sending fails
 outright; only when no response can be read does the call fail with the
 send's error.
 
+A body streamed from an iterator goes out chunked, one piece at a time,
+each read from the iterator only once the previous one has been sent.
+
 A request that failed on a reused connection before anything came back
 (the server closed the idle connection) is sent once more on a new
-connection, if it may be repeated (an idempotent method) or never left.
+connection, if it may be repeated (an idempotent method) or never left,
+and no piece of a streamed body has been read.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task
-from ..kernel.traps import READ, WRITE, Coro
+from ..kernel.traps import EITHER, READ, WRITE, Coro
 from .client_errors import (
     TIMEOUTS,
     ClientError,
@@ -46,6 +53,7 @@ from .client_errors import (
 )
 from .parser import Limits, ProtocolError
 from .pool import Pool, PooledConnection
+from .request_body import LAST_CHUNK, chunk
 from .timeouts import Timeout
 
 RECV_SIZE = 65536
@@ -63,7 +71,7 @@ class Exchange:
     call's total deadline on the kernel's clock (None: none)."""
 
     __slots__ = ("pool", "connect", "method", "url", "key", "timeouts", "total_until",
-                 "task", "started", "conn", "deadline")
+                 "task", "started", "conn", "deadline", "pulled")
 
     def __init__(self, pool: Pool, connect: Any, method: str, url: str,
                  key: tuple[str, str, int], timeouts: Timeout, total_until: float | None,
@@ -79,6 +87,7 @@ class Exchange:
         self.started = task._kernel.clock()
         self.conn: PooledConnection | None = None
         self.deadline: Deadline | None = None  # the one guarding the current wait
+        self.pulled = False  # whether a piece of a streamed body has been read
 
     def __repr__(self) -> str:
         return f"<Exchange {self.method} {self.url}>"
@@ -97,10 +106,12 @@ class Exchange:
 
     # -- the steps -----------------------------------------------------------------
 
-    def start(self, payload: bytes, retryable: bool, limits: Limits) -> Coro[bool]:
-        """Find a connection, send ``payload`` and read until the response
-        head has been parsed (``self.conn.parser.head``); the body is read
-        with :meth:`read_body`. Returns whether all of the request was sent
+    def start(self, payload: bytes, retryable: bool, limits: Limits,
+              stream: Iterator[bytes] | None = None) -> Coro[bool]:
+        """Find a connection, send ``payload`` (then the pieces of
+        ``stream``, chunked) and read until the response head has been
+        parsed (``self.conn.parser.head``); the body is read with
+        :meth:`read_body`. Returns whether all of the request was sent
         (False: the server answered early, and the connection must not be
         reused). ``limits`` bound the response.
 
@@ -128,14 +139,18 @@ class Exchange:
                 conn.received = 0
                 try:
                     whole = True
-                    if self._send_at_once(payload) < len(payload):
-                        failure = yield from self._send_rest(payload)
-                        if failure is not None:
-                            try:
-                                yield from self._read_head()
-                            except ClientError:
-                                raise failure from None
-                            return False
+                    failure = None
+                    sent = self._send_at_once(payload)
+                    if sent < len(payload):
+                        failure = yield from self._send_rest(payload, sent)
+                    if stream is not None and failure is None:
+                        failure = yield from self._send_stream(stream)
+                    if failure is not None:
+                        try:
+                            yield from self._read_head()
+                        except ClientError:
+                            raise failure from None
+                        return False
                     sock = conn.sock
                     raw = sock.sock
                     if type(raw) is socket.socket and not parser.buffered:
@@ -161,7 +176,8 @@ class Exchange:
                     self.drop()
                     unanswered = conn.reused and not conn.received
                     unsent = isinstance(exc, WriteError) and not conn.sent
-                    if attempt == 0 and unanswered and (retryable or unsent):
+                    if attempt == 0 and unanswered and (retryable or unsent) \
+                            and not self.pulled:
                         continue
                     raise
                 except BaseException:
@@ -296,38 +312,55 @@ class Exchange:
         conn.sent = sent
         return sent
 
-    def _send_rest(self, payload: bytes) -> Coro[ClientError | None]:
-        """Send what the first send left, re-arming the write deadline at
-        each pause. None once it has all gone; else the error to raise if no
-        response can be read: the send failed, or response bytes arrived
-        (seen at a pause, or when the write deadline passed)."""
+    def _send_stream(self, stream: Iterator[bytes]) -> Coro[ClientError | None]:
+        """Send each piece of ``stream`` as a chunk, then the last chunk;
+        None once all has gone, else as for :meth:`_send_rest`."""
+        for piece in stream:
+            self.pulled = True
+            failure = yield from self._send_rest(chunk(piece), 0)
+            if failure is not None:
+                return failure
+        return (yield from self._send_rest(LAST_CHUNK, 0))
+
+    def _send_rest(self, data: bytes, sent: int) -> Coro[ClientError | None]:
+        """Send ``data`` from offset ``sent``, re-arming the write deadline
+        at each pause (``conn.sent`` counts what went). None once it has
+        all gone; else the error to raise if no response can be read: the
+        send failed, or response bytes arrived (seen at a pause, or when
+        the write deadline passed)."""
         conn = self.conn
         assert conn is not None
         sock = conn.sock
         raw = sock.sock
-        total = len(payload)
-        piece = total if type(raw) is socket.socket else _TLS_PIECE
-        sent = conn.sent
-        view = memoryview(payload)
+        total = len(data)
+        plain = type(raw) is socket.socket
+        piece = total if plain else _TLS_PIECE
+        before = conn.sent - sent
+        view = memoryview(data)
         try:
             while True:
                 try:
                     while sent < total:
                         sent += raw.send(view[sent:sent + piece])
                     trap = None
-                except (BlockingIOError, ssl.SSLWantWriteError):
+                except BlockingIOError:
+                    # Over plain TCP an answer arriving while the upload waits
+                    # wakes it too: a server that answers early and stops
+                    # reading is heard at once, not at the write deadline.
+                    trap = (EITHER, sock.fd)
+                except ssl.SSLWantWriteError:
                     trap = (WRITE, sock.fd)
                 except ssl.SSLWantReadError:
                     trap = (READ, sock.fd)
                 except OSError as exc:
-                    conn.sent = sent
+                    conn.sent = before + sent
                     return WriteError(f"sending the request failed: {exc}", self.url)
-                conn.sent = sent
+                conn.sent = before + sent
                 if trap is None:
                     return None
                 if self._answered():
-                    return WriteError("the server answered before the request was sent",
-                                      self.url)
+                    return WriteError("the server answered (or closed the connection) "
+                                      "before the request was sent", self.url)
                 self._arm("write", self.timeouts.write)
                 try:
                     yield trap
@@ -340,7 +373,8 @@ class Exchange:
             view.release()
 
     def _answered(self) -> bool:
-        """Whether response bytes have arrived: a peek over plain TCP; over
+        """Whether response bytes have arrived: a peek over plain TCP (the
+        end of the stream counts: the server will not read the rest); over
         TLS a read, whose bytes go to the parser (only a TLS read can tell a
         response from a session ticket)."""
         conn = self.conn
@@ -348,7 +382,8 @@ class Exchange:
         raw = conn.sock.sock
         try:
             if type(raw) is socket.socket:
-                return bool(_peek(raw, 1, socket.MSG_PEEK))
+                _peek(raw, 1, socket.MSG_PEEK)
+                return True  # bytes, or the end of the stream
             data = raw.recv(RECV_SIZE)
         except OSError:  # nothing yet (a would-block), or an error the send will meet
             return False

@@ -1,267 +1,117 @@
 """Turning a client call's arguments into the request's bytes, sans-I/O.
 
-A URL is split into its origin (scheme, host and port: the pool's key and
-the Host header) and its request target. A client talks to few origins, so
-each is parsed once and remembered; targets are many, and one that needs no
-encoding (the common case) costs a single regular-expression match.
+The URL is split and encoded by :mod:`corofw.http.urls`, the body made by
+:mod:`corofw.http.request_body`; this module puts the request line, the
+headers and the body together. The client's default headers are encoded
+once; a call with nothing but a method and a URL (the common case) is
+built once and then taken from a dict.
 
-Encoding follows httpx and the WHATWG URL standard: non-ASCII text in the
-path and query is percent-encoded as UTF-8, existing ``%XX`` escapes are
-kept, a ``%`` that starts no escape is sent as ``%25``, and a space or any
-other character a request line cannot carry becomes an escape. A non-ASCII
-host is IDNA-encoded (Python's ``idna`` codec, IDNA 2003). The path's
-``.`` and ``..`` segments are resolved as RFC 3986 (section 5.2.4) and
-browsers resolve them (``/a/b/../c`` is sent as ``/a/c``); escaped dots
-(``%2E``) are left alone. ``user:pass@``
-in the URL is sent as a Basic ``Authorization`` header (unless the call
-sets its own) and masked as ``[secure]`` in the URL that errors and
-responses show. What cannot be sent is an :class:`InvalidURL`: an unknown
-scheme, no host, a port that is not a number from 1 to 65535, a control
-character, an unencodable host.
+Headers: the call's replace the client's of the same name (names compare
+without case). The framing headers (Content-Length, Transfer-Encoding) are
+always the client's own, so a request can never disagree with its body.
+``user:pass@`` in the URL becomes a Basic ``Authorization`` header unless
+the call sends its own. A cookie jar adds the cookies it holds for the URL
+unless the call sends its own ``Cookie`` header. Through a proxy, a plain
+``http`` request goes to the proxy with its absolute URL as the target
+(and ``Proxy-Authorization`` when the proxy URL has credentials); an
+``https`` one goes through a tunnel (see :mod:`corofw.http.connector`) and
+is built as for a direct connection.
 """
 
 from __future__ import annotations
 
-import base64
-import json as _json
 import re
-import socket
+from collections.abc import Iterator
 from typing import Any, NamedTuple
-from urllib.parse import quote_plus, unquote
 
 from .client_errors import ClientError, InvalidURL
 from .headers import Headers
+from .request_body import NO_BODY, Body, encode_body
+from .urls import (
+    CACHE_SIZE,
+    DEFAULT_PORTS,
+    Origin,
+    encode_host,
+    encode_params,
+    is_absolute,
+    quote_target,
+    remove_dot_segments,
+    split_url,
+)
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
-CACHE_SIZE = 2048
+__all__ = ["DEFAULT_PORTS", "Prepared", "RequestBuilder", "encode_headers", "encode_host",
+           "encode_params", "merge_headers", "quote_target", "remove_dot_segments",
+           "split_url"]
 
-# Sent as is: printable ASCII except space " # % < > ` { } (a "?" ends the path).
-_PLAIN_TARGET = re.compile(r"[\x21\x24\x26-\x3b\x3d\x3f-\x5f\x61-\x7a\x7c\x7e]*")
-# What to escape: a "%" that starts no escape, and anything outside the safe set
-# (a path's: printable ASCII except space " # < > ? ` { }; a query's also keeps ? ` { }).
-_PATH_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|[^\x21\x24-\x3b\x3d\x40-\x5f\x61-\x7a\x7c\x7e]")
-_QUERY_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|[^\x21\x24-\x3b\x3d\x3f-\x7e]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_REG_NAME = re.compile(r"(?:[a-z0-9\-._~!$&'()*+,;=]|%[0-9a-f]{2})+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-_encode_json = _json.JSONEncoder(separators=(",", ":")).encode
-
-
-class Origin(NamedTuple):
-    """The parsed ``scheme://[user:pass@]host[:port]`` part of a URL."""
-
-    scheme: str
-    host: str  # ASCII (IDNA-encoded), an IPv6 address without brackets
-    port: int
-    authority: str  # the Host header
-    authorization: str | None  # Basic credentials from the URL's userinfo
-    text: str  # the origin as written
-    shown: str  # the origin as errors and responses show it (password masked)
-
-
-def split_url(url: str, origins: dict[str, Origin]) -> tuple[Origin, str]:
-    """The origin of the absolute ``url`` (parsed once, then taken from
-    ``origins``) and its request target, encoded, without the fragment."""
-    start = url.find("://") + 3
-    end = len(url)
-    for mark in "/?#":
-        found = url.find(mark, start)
-        if 0 <= found < end:
-            end = found
-    text = url[:end]
-    origin = origins.get(text)
-    if origin is None:
-        origin = parse_origin(text, url)
-        if len(origins) >= CACHE_SIZE:
-            origins.clear()
-        origins[text] = origin
-    target = url[end:].partition("#")[0] or "/"
-    if target[0] == "?":
-        target = "/" + target
-    if not _PLAIN_TARGET.fullmatch(target):
-        target = quote_target(target, url if origin.shown is text else origin.shown + url[end:])
-    if "/." in target:
-        path, question, query = target.partition("?")
-        if "/." in path:
-            target = remove_dot_segments(path) + question + query
-    return origin, target
-
-
-def remove_dot_segments(path: str) -> str:
-    """``path`` (starting with ``/``) with its ``.`` and ``..`` segments
-    resolved; a trailing one leaves a trailing ``/``, and ``..`` never
-    climbs above the root."""
-    segments = path.split("/")[1:]
-    kept: list[str] = []
-    last = len(segments) - 1
-    for index, segment in enumerate(segments):
-        if segment == "..":
-            if kept:
-                kept.pop()
-        elif segment != ".":
-            kept.append(segment)
-            continue
-        if index == last:
-            kept.append("")
-    return "/" + "/".join(kept)
-
-
-def parse_origin(text: str, url: str) -> Origin:
-    """Parse ``scheme://[userinfo@]host[:port]``; :class:`InvalidURL` if it
-    cannot be sent."""
-    scheme_text, _, rest = text.partition("://")
-    userinfo, _, hostport = rest.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    shown = text
-    if colon:
-        shown = f"{scheme_text}://{user}:[secure]@{hostport}"
-        url = shown + url[len(text):]  # no password in an error message either
-    scheme = scheme_text.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise InvalidURL(f"unsupported URL scheme {scheme_text!r}", url)
-    if _CONTROL.search(rest):
-        raise InvalidURL("the URL's host part contains a control character", url)
-    if hostport.startswith("["):
-        host, bracket, after = hostport[1:].partition("]")
-        if not bracket or after[:1] not in ("", ":") or not _is_ipv6(host):
-            raise InvalidURL("invalid IPv6 address in the URL", url)
-        port_text = after[1:]
-        shown_host = f"[{host}]"
-    else:
-        host, _, port_text = hostport.partition(":")
-        host = shown_host = encode_host(host, url)
-    port = _port(port_text, scheme, url)
-    authority = shown_host if port == DEFAULT_PORTS[scheme] else f"{shown_host}:{port}"
-    authorization = None
-    if userinfo:
-        credentials = f"{unquote(user)}:{unquote(password)}".encode()
-        authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-    return Origin(scheme, host, port, authority, authorization, text, shown)
-
-
-def encode_host(host: str, url: str = "") -> str:
-    """``host`` lower-cased, IDNA-encoded when it is not ASCII."""
-    if not host:
-        raise InvalidURL("the URL has no host", url)
-    if host.isascii():
-        host = host.lower()
-    else:
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise InvalidURL(f"the host {host!r} is not a valid international domain name",
-                             url) from None
-    if not _REG_NAME.fullmatch(host):
-        raise InvalidURL(f"invalid host {host!r}", url)
-    return host
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, host)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _port(text: str, scheme: str, url: str) -> int:
-    if not text:
-        return DEFAULT_PORTS[scheme]
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
-        raise InvalidURL(f"invalid port {text!r} in the URL (1 to 65535)", url)
-    return int(text)
-
-
-def quote_target(target: str, url: str = "") -> str:
-    """``target`` (path and query) with whatever a request line cannot
-    carry percent-encoded; valid ``%XX`` escapes are left as they are."""
-    if _CONTROL.search(target):
-        raise InvalidURL("the URL contains a control character (such as a line break)", url)
-    path, question, query = target.partition("?")
-    try:
-        path = _PATH_ESCAPE.sub(_escape, path)
-        if question:
-            return path + "?" + _QUERY_ESCAPE.sub(_escape, query)
-    except UnicodeEncodeError:
-        raise InvalidURL("the URL cannot be encoded as UTF-8", url) from None
-    return path
-
-
-def _escape(match: re.Match[str]) -> str:
-    return "".join([f"%{byte:02X}" for byte in match.group().encode("utf-8")])
-
-
-def encode_params(params: Any) -> str:
-    """``params`` (a mapping or ``(key, value)`` pairs; a list or tuple
-    value repeats its key) as a form-encoded query string. As in httpx,
-    None is sent as an empty value and True/False as ``true``/``false``."""
-    items = params.items() if hasattr(params, "items") else params
-    parts = []
-    for key, value in items:
-        if isinstance(value, (list, tuple)):
-            parts.extend([f"{_form(key)}={_form(item)}" for item in value])
-        else:
-            parts.append(f"{_form(key)}={_form(value)}")
-    return "&".join(parts)
-
-
-def _form(value: Any) -> str:
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    return quote_plus(value if isinstance(value, (str, bytes)) else str(value))
 
 
 class Prepared(NamedTuple):
     """A request ready to go: the URL to show (any password masked), the
-    pool key ``(scheme, host, port)`` and the request's bytes."""
+    pool key ``(scheme, host, port)`` (the proxy's, for a plain request
+    through a proxy), the request's bytes (the head, and the body unless it
+    is streamed), the streamed body's pieces (None: no stream), the URL's
+    origin, the URL itself (credentials included, to resolve a redirect's
+    Location against) and its path (encoded, for cookies)."""
 
     url: str
     key: tuple[str, str, int]
     payload: bytes
+    stream: Iterator[bytes] | None
+    origin: Origin
+    raw_url: str
+    path: str
 
 
 class RequestBuilder:
     """A client's share of every request: its default headers (given once,
-    encoded once), the origins it has parsed, and the requests it has
-    prepared for calls with nothing but a method and a URL (the common
-    case: built once, then taken from a dict)."""
+    encoded once), its proxies (an object whose ``route(scheme, host,
+    port)`` gives the proxy for an origin, or None), the origins it has
+    parsed, and the requests it has prepared for plain calls."""
 
-    def __init__(self, headers: Any = None, user_agent: str = "corofw") -> None:
+    def __init__(self, headers: Any = None, user_agent: str = "corofw",
+                 proxies: Any = None) -> None:
         default = [("user-agent", user_agent), ("accept", "*/*")]
         self._base_pairs = merge_headers(default, headers)
         self._base_headers = encode_headers(self._base_pairs)
         self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
+        self.proxies = proxies
         self._origins: dict[str, Origin] = {}
         self._prepared: dict[tuple[str, str, str], Prepared] = {}
 
     def build(self, method: str, url: str, base_url: str = "", params: Any = None,
               headers: Any = None, content: Any = None, data: Any = None,
-              json: Any = None) -> Prepared:
+              json: Any = None, files: Any = None) -> Prepared:
         """The request for one call: ``url`` (relative ones are joined to
         ``base_url``), ``params`` added to its query, ``headers`` over the
-        client's, and a body from ``json``, ``data`` (a form, or bytes) or
-        ``content``. A :class:`ClientError` (an :class:`InvalidURL` for
-        the URL) when it cannot be sent."""
-        if params is headers is content is data is json is None:
+        client's, and a body from ``json``, ``data``, ``files`` or
+        ``content`` (see :func:`~corofw.http.request_body.encode_body`). A
+        :class:`ClientError` (an :class:`InvalidURL` for the URL) when it
+        cannot be sent."""
+        if params is headers is content is data is json is files is None:
             cache_key = (method, base_url, url)
             prepared = self._prepared.get(cache_key)
             if prepared is None:
-                prepared = self._build(method, url, base_url, None, None, None, None, None)
+                prepared = self.prepare(method, url, base_url, None, None, NO_BODY)
                 if len(self._prepared) >= CACHE_SIZE:
                     self._prepared.clear()
                 self._prepared[cache_key] = prepared
             return prepared
-        return self._build(method, url, base_url, params, headers, content, data, json)
+        return self.prepare(method, url, base_url, params, headers,
+                            encode_body(content, data, json, files))
 
-    def _build(self, method: str, url: str, base_url: str, params: Any, headers: Any,
-               content: Any, data: Any, json: Any) -> Prepared:
-        if _ABSOLUTE.match(url):
+    def origin(self, url: str) -> Origin:
+        """The origin of the absolute ``url``."""
+        return split_url(url, self._origins)[0]
+
+    def prepare(self, method: str, url: str, base_url: str, params: Any, headers: Any,
+                body: Body, cookies: Any = None) -> Prepared:
+        """The request for ``body`` (already encoded); ``cookies`` is a
+        cookie jar to take the URL's cookies from (None: none)."""
+        if is_absolute(url):
             full_url = url
         elif base_url:
             full_url = base_url + url
@@ -269,33 +119,36 @@ class RequestBuilder:
             raise InvalidURL("a relative URL needs a client with a base_url", url)
         origin, target = split_url(full_url, self._origins)
         scheme, host, port, authority, authorization, text, shown = origin
+        raw_url = full_url
         if shown is not text:
             full_url = shown + full_url[len(text):]
         if params:
             query = encode_params(params)
             target += ("&" if "?" in target else "?") + query
             full_url += ("&" if "?" in full_url else "?") + query
-        payload = self._serialize(method, target, authority, authorization, headers, content,
-                                  data, json)
-        return Prepared(full_url, (scheme, host, port), payload)
+            raw_url += ("&" if "?" in raw_url else "?") + query
+        extra = []
+        path = target.partition("?")[0]
+        if cookies is not None:
+            cookie = cookies.header_for(scheme, host, path)
+            if cookie:
+                extra.append(("cookie", cookie))
+        key = (scheme, host, port)
+        line_target = target
+        proxy = self.proxies.route(scheme, host, port) if self.proxies is not None else None
+        if proxy is not None and scheme == "http":
+            key = proxy.key
+            line_target = f"http://{authority}{target}"
+            if proxy.authorization:
+                extra.append(("proxy-authorization", proxy.authorization))
+        if method not in _METHODS and not _TOKEN.fullmatch(method):
+            raise ClientError(f"invalid method {method!r}", full_url)
+        payload = self._serialize(method, line_target, authority, authorization, headers,
+                                  body, extra)
+        return Prepared(full_url, key, payload, body.stream, origin, raw_url, path)
 
     def _serialize(self, method: str, target: str, authority: str, authorization: str | None,
-                   headers: Any, content: Any, data: Any, json: Any) -> bytes:
-        body = b""
-        content_type = None
-        if json is not None:
-            body = _encode_json(json).encode()
-            content_type = "application/json"
-        elif data is not None:
-            if isinstance(data, (bytes, str)):
-                body = data.encode() if isinstance(data, str) else data
-            else:
-                body = encode_params(data).encode()
-                content_type = "application/x-www-form-urlencoded"
-        elif content is not None:
-            body = content.encode() if isinstance(content, str) else bytes(content)
-        if method not in _METHODS and not _TOKEN.fullmatch(method):
-            raise ClientError(f"invalid method {method!r}", target)
+                   headers: Any, body: Body, extra: list[tuple[str, str]]) -> bytes:
         if headers or "host" in self._base_names:
             pairs = merge_headers(self._base_pairs, headers)
             names = frozenset(name.lower() for name, _ in pairs)
@@ -316,12 +169,18 @@ class RequestBuilder:
             lines = [head.encode("latin-1"), encoded]
         except UnicodeEncodeError:
             raise ClientError("the Host header can only carry latin-1 text", target) from None
+        for name, value in extra:
+            if name not in names:
+                lines.append(encode_headers([(name, value)]))
+        data, stream, content_type = body
         if content_type and "content-type" not in names:
             lines.append(f"content-type: {content_type}\r\n".encode())
-        if body or method in _BODY_METHODS:
-            lines.append(b"content-length: %d\r\n" % len(body))
+        if stream is not None:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        elif data or method in _BODY_METHODS:
+            lines.append(b"content-length: %d\r\n" % len(data))
         lines.append(b"\r\n")
-        lines.append(body)
+        lines.append(data)
         return b"".join(lines)
 
 
