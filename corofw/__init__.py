@@ -30,6 +30,9 @@ from .http.client_errors import (
     TLSError,
     TooManyRedirects,
     TotalTimeout,
+    WebSocketClosed,
+    WebSocketError,
+    WebSocketHandshakeError,
     WriteError,
     WriteTimeout,
 )
@@ -47,6 +50,7 @@ from .http.messages import (
 from .http.parser import Limits
 from .http.server import Server, ServerConfig, serve
 from .http.sse import ServerSentEvent, event_stream, last_event_id
+from .http.websocket import ClientWebSocket
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
 from .kernel.deadline import Deadline
@@ -90,5 +94,6 @@ __all__ = [
     "get_session", "serve_file", "session_middleware", "ServerSentEvent", "StartupError",
     "event_stream", "last_event_id",
     "BasicAuth", "BearerToken", "CookieJar", "DecodingError", "ProxyError", "StreamConsumed",
-    "TooManyRedirects",
+    "TooManyRedirects", "ClientWebSocket", "WebSocketClosed", "WebSocketError",
+    "WebSocketHandshakeError",
 ]

@@ -44,6 +44,7 @@ from .redirects import (
 )
 from .request_body import NO_BODY, Body, encode_body
 from .timeouts import DEFAULT_TIMEOUT, Timeout
+from .websocket import CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, ClientWebSocket, open_websocket
 
 __all__ = ["Client", "ClientResponse", "Timeout", "default_client", "delete", "get", "patch",
            "post", "put", "request"]
@@ -176,11 +177,7 @@ class Client:
             prepared = builder.build(method, url, self.base_url, params, headers, content,
                                      data, json, files)
         else:
-            pairs = header_pairs(headers)
-            credentials = as_auth(auth) or self.auth
-            if credentials is not None and not any(n.lower() == "authorization" for n, _ in pairs):
-                pairs.append(("authorization", credentials.header()))
-            headers = pairs
+            headers = self._call_headers(headers, auth)
             body = encode_body(content, data, json, files)
             prepared = builder.prepare(method, url, self.base_url, params, headers, body,
                                        self.cookies)
@@ -259,6 +256,36 @@ class Client:
                                              stream)
         response.history = history
         return response
+
+    def _call_headers(self, headers: Any, auth: Any) -> list[tuple[str, str]]:
+        """A call's headers as pairs, with the credentials of ``auth`` (or
+        the client's) unless they name their own Authorization."""
+        pairs = header_pairs(headers)
+        credentials = as_auth(auth) or self.auth
+        if credentials is not None and not any(n.lower() == "authorization" for n, _ in pairs):
+            pairs.append(("authorization", credentials.header()))
+        return pairs
+
+    # -- WebSockets ------------------------------------------------------------------
+
+    def websocket(self, url: str, *, subprotocols: Any = (), headers: Any = None,
+                  params: Any = None, auth: Any = None, timeout: Any = ...,
+                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, deflate: bool = False,
+                  origin: str | None = None,
+                  close_timeout: float = CLOSE_TIMEOUT) -> Coro[ClientWebSocket]:
+        """Open a WebSocket: ``ws = yield from client.websocket("ws://...")``
+        (``wss://`` for TLS; a relative URL joins ``base_url``).
+        ``subprotocols`` are offered in order of preference; ``deflate``
+        offers permessage-deflate; ``origin`` sends an Origin header;
+        ``max_message_size`` bounds a received message (1 MiB by default;
+        a bigger one closes the connection with 1009). ``headers``,
+        ``params``, ``auth`` and ``timeout`` as for :meth:`request`. See
+        :mod:`corofw.http.websocket` for what the WebSocket does."""
+        return (yield from open_websocket(self, url, subprotocols=subprotocols,
+                                          headers=headers, params=params, auth=auth,
+                                          timeout=timeout, max_message_size=max_message_size,
+                                          deflate=deflate, origin=origin,
+                                          close_timeout=close_timeout))
 
 
 def _jar(cookies: Any) -> CookieJar | None:

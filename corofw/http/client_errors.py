@@ -77,6 +77,32 @@ class StreamConsumed(ClientError):
     again (to follow a 307/308 redirect)."""
 
 
+class WebSocketError(ClientError):
+    """Base of the errors of a client WebSocket."""
+
+
+class WebSocketHandshakeError(WebSocketError):
+    """The server did not open the WebSocket: it answered ``status`` (with
+    ``headers``) instead of a valid 101."""
+
+    def __init__(self, message: str, url: str, status: int, headers: Any = None) -> None:
+        super().__init__(message, url)
+        self.status = status
+        self.headers = headers
+
+
+class WebSocketClosed(WebSocketError):
+    """The WebSocket is closed: ``code`` and ``reason`` are those of the
+    close frame (1006 when the connection ended without one, 1002, 1007 or
+    1009 when the peer broke the protocol)."""
+
+    def __init__(self, code: int, reason: str, url: str) -> None:
+        super().__init__(f"the WebSocket is closed ({code}{': ' + reason if reason else ''})",
+                         url)
+        self.code = code
+        self.reason = reason
+
+
 class ClientTimeout(ClientError, TimeoutError):
     """A phase of the call took longer than its timeout."""
 

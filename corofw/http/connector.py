@@ -62,12 +62,14 @@ class Connector:
         """The context for a TLS connection."""
         return self.ssl_context or default_context(self.verify)
 
-    def __call__(self, key: tuple[str, str, int], url: str) -> Coro[Socket]:
+    def __call__(self, key: tuple[str, str, int], url: str,
+                 tunnel: bool = False) -> Coro[Socket]:
         """A connection to ``key``; a ConnectError naming ``url`` if it
-        cannot be opened."""
+        cannot be opened. ``tunnel``: a plain connection through a proxy
+        goes through a CONNECT tunnel too (a WebSocket's does)."""
         scheme, host, port = key
         context = self.tls_context() if scheme == "https" else None
-        if context is not None and self.proxies is not None:
+        if (context is not None or tunnel) and self.proxies is not None:
             proxy = self.proxies.route(scheme, host, port)
             if proxy is not None:
                 return (yield from self._through(proxy, host, port, context, url))
@@ -80,9 +82,10 @@ class Connector:
                 error = type(error)(f"proxy {proxies.http.url}: {error.message}", url)
             raise error from None
 
-    def _through(self, proxy: Proxy, host: str, port: int, context: ssl.SSLContext,
+    def _through(self, proxy: Proxy, host: str, port: int, context: ssl.SSLContext | None,
                  url: str) -> Coro[Socket]:
-        """A TLS connection to ``host:port`` through ``proxy``'s tunnel."""
+        """A connection to ``host:port`` through ``proxy``'s tunnel, with
+        TLS over it when there is a ``context``."""
         _, proxy_host, proxy_port = proxy.key
         try:
             sock = yield from open_connection(proxy_host, proxy_port)
@@ -94,6 +97,8 @@ class Connector:
         except BaseException:
             sock.close()
             raise
+        if context is None:
+            return sock
         try:
             return (yield from wrap_client(sock, context, host))  # closes sock if it fails
         except OSError as exc:

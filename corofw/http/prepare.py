@@ -108,9 +108,11 @@ class RequestBuilder:
         return split_url(url, self._origins)[0]
 
     def prepare(self, method: str, url: str, base_url: str, params: Any, headers: Any,
-                body: Body, cookies: Any = None) -> Prepared:
+                body: Body, cookies: Any = None, tunnel: bool = False) -> Prepared:
         """The request for ``body`` (already encoded); ``cookies`` is a
-        cookie jar to take the URL's cookies from (None: none)."""
+        cookie jar to take the URL's cookies from (None: none). With
+        ``tunnel`` a plain http request is built for a tunnel through the
+        proxy (as a WebSocket's), not in absolute form."""
         if is_absolute(url):
             full_url = url
         elif base_url:
@@ -136,7 +138,7 @@ class RequestBuilder:
         key = (scheme, host, port)
         line_target = target
         proxy = self.proxies.route(scheme, host, port) if self.proxies is not None else None
-        if proxy is not None and scheme == "http":
+        if proxy is not None and scheme == "http" and not tunnel:
             key = proxy.key
             line_target = f"http://{authority}{target}"
             if proxy.authorization:
