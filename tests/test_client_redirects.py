@@ -82,7 +82,7 @@ def test_redirects_are_not_followed_unless_asked(servers):
     one, _ = servers
     response = call(get_json(one + "/to/302"))
     assert response.status_code == 302 and response.headers["location"] == "/echo"
-    assert response.history == []
+    assert not response.history
 
 
 @pytest.mark.parametrize("where", ["client", "call"])

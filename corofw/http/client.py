@@ -23,14 +23,14 @@ from typing import Any
 from ..kernel.loop import current_kernel
 from ..kernel.traps import CURRENT, Coro
 from .auth import as_auth
-from .client_errors import RemoteProtocolError, StreamConsumed, TooManyRedirects
+from .client_errors import StreamConsumed, TooManyRedirects
 from .client_response import ClientResponse
 from .connector import Connector
 from .cookiejar import CookieJar
 from .decoders import ACCEPT_ENCODING
 from .exchange import Exchange
 from .headers import Headers
-from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
+from .parser import DEFAULT_RESPONSE_LIMITS
 from .pool import Pool
 from .prepare import Prepared, RequestBuilder, merge_headers
 from .proxies import Proxies
@@ -174,8 +174,12 @@ class Client:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         builder = self._builder
         if not follow and auth is self.auth is self.cookies is None:
-            prepared = builder.build(method, url, self.base_url, params, headers, content,
-                                     data, json, files)
+            prepared = None
+            if params is headers is content is data is json is files is None:
+                prepared = builder.prepared.get((method, self.base_url, url))
+            if prepared is None:
+                prepared = builder.build(method, url, self.base_url, params, headers, content,
+                                         data, json, files)
         else:
             headers = self._call_headers(headers, auth)
             body = encode_body(content, data, json, files)
@@ -189,7 +193,18 @@ class Client:
             self.pool.adopt(task._kernel)
         total = timeouts.total
         total_until = None if total is None else task._kernel.clock() + total
-        response = yield from self._send(prepared, method, timeouts, total_until, task, stream)
+        # What _send does, written out: the common call costs no generator more.
+        full_url, key, payload, body_stream, _, _, _ = prepared
+        exchange = Exchange(self.pool, self._connector, method, full_url, key, timeouts,
+                            total_until, task)
+        limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
+        retry = method in _IDEMPOTENT
+        whole = yield from exchange.start(payload, retry, limits, body_stream)
+        response = ClientResponse(exchange, whole, self.decompress)
+        if not stream:
+            rest = response._body_with_head()
+            if rest is not None:
+                yield from response._read_all(*rest)
         if follow or self.cookies is not None:
             response = yield from self._after(response, prepared, method, headers, body, follow,
                                               timeouts, total_until, task, stream)
@@ -199,25 +214,17 @@ class Client:
 
     def _send(self, prepared: Prepared, method: str, timeouts: Timeout,
               total_until: float | None, task: Any, stream: bool) -> Coro[ClientResponse]:
-        url, key, payload, body_stream = prepared[:4]
-        exchange = Exchange(self.pool, self._connector, method, url, key, timeouts, total_until,
-                            task)
+        """One request's response (its body read unless ``stream``)."""
+        exchange = Exchange(self.pool, self._connector, method, prepared.url, prepared.key,
+                            timeouts, total_until, task)
         limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
-        whole = yield from exchange.start(payload, method in _IDEMPOTENT, limits, body_stream)
+        whole = yield from exchange.start(prepared.payload, method in _IDEMPOTENT, limits,
+                                          prepared.stream)
         response = ClientResponse(exchange, whole, self.decompress)
         if not stream:
-            conn = exchange.conn
-            assert conn is not None
-            try:
-                data, done = conn.parser.read_body()  # most bodies came with the head
-            except ProtocolError as exc:
-                response.close()
-                raise RemoteProtocolError(exc.message, url) from None
-            if done and response._decoder is None:
-                response._content = data
-                response._finish(True)
-            else:
-                yield from response._read_all(data, done)
+            rest = response._body_with_head()
+            if rest is not None:
+                yield from response._read_all(*rest)
         return response
 
     def _after(self, response: ClientResponse, prepared: Prepared, method: str,

@@ -10,14 +10,15 @@ slot until the body has been read or the response closed.
 from __future__ import annotations
 
 import json as _json
+from collections.abc import Sequence
 from typing import Any
 
 from ..kernel.traps import CURRENT, Coro
-from .client_errors import DecodingError, HTTPStatusError
+from .client_errors import DecodingError, HTTPStatusError, RemoteProtocolError
 from .decoders import Decoder, codings_of
 from .exchange import Exchange
 from .headers import Headers
-from .parser import DEFAULT_RESPONSE_LIMITS
+from .parser import DEFAULT_RESPONSE_LIMITS, ProtocolError
 
 _decode_json = _json.JSONDecoder().decode
 DECODED_PIECE = 65536
@@ -55,7 +56,7 @@ class ClientResponse:
         self.url = exchange.url
         self.method = exchange.method
         self.elapsed = 0.0
-        self.history: list[ClientResponse] = []
+        self.history: Sequence[ClientResponse] = ()
         self._decoder: Decoder | None = None
         if decompress and "content-encoding" in self.headers:
             codings = codings_of(self.headers.get("content-encoding"))
@@ -181,6 +182,23 @@ class ClientResponse:
         """``with (yield from client.get(url, stream=True)) as resp:`` gives
         the connection back even when the block stops reading early."""
         self.close()
+
+    def _body_with_head(self) -> tuple[bytes, bool] | None:
+        """Take what of the body came with the head (most bodies do): None
+        when that was all of it (``content`` is set and the connection
+        given back), else ``(data, done)`` for :meth:`_read_all`."""
+        exchange = self._exchange
+        assert exchange is not None and exchange.conn is not None
+        try:
+            data, done = exchange.conn.parser.read_body()
+        except ProtocolError as exc:
+            self.close()
+            raise RemoteProtocolError(exc.message, self.url) from None
+        if done and self._decoder is None:
+            self._content = data
+            self._finish(True)
+            return None
+        return data, done
 
     def _read_all(self, data: bytes, done: bool) -> Coro[None]:
         """Read the whole body, whose start (``data``, all of it if

@@ -140,7 +140,19 @@ class Exchange:
                 try:
                     whole = True
                     failure = None
-                    sent = self._send_at_once(payload)
+                    raw = conn.sock.sock
+                    conn.sent = 0
+                    try:  # what the socket takes at once (over TLS, at most one piece)
+                        if type(raw) is socket.socket or len(payload) <= _TLS_PIECE:
+                            sent = raw.send(payload)
+                        else:
+                            sent = raw.send(memoryview(payload)[:_TLS_PIECE])
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        sent = 0
+                    except OSError as exc:
+                        raise WriteError(f"sending the request failed: {exc}",
+                                         self.url) from None
+                    conn.sent = sent
                     if sent < len(payload):
                         failure = yield from self._send_rest(payload, sent)
                     if stream is not None and failure is None:
@@ -152,7 +164,6 @@ class Exchange:
                             raise failure from None
                         return False
                     sock = conn.sock
-                    raw = sock.sock
                     if type(raw) is socket.socket and not parser.buffered:
                         # The request has just left: nothing can have come back
                         # yet, so wait first instead of a recv that would fail.
@@ -292,25 +303,6 @@ class Exchange:
             deadline.set(seconds, label)
 
     # -- sending -------------------------------------------------------------------
-
-    def _send_at_once(self, payload: bytes) -> int:
-        """Send what the socket takes of ``payload`` without waiting (over
-        TLS, at most one piece); return how much that was."""
-        conn = self.conn
-        assert conn is not None
-        raw = conn.sock.sock
-        conn.sent = 0
-        try:
-            if type(raw) is socket.socket or len(payload) <= _TLS_PIECE:
-                sent = raw.send(payload)
-            else:
-                sent = raw.send(memoryview(payload)[:_TLS_PIECE])
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
-        except OSError as exc:
-            raise WriteError(f"sending the request failed: {exc}", self.url) from None
-        conn.sent = sent
-        return sent
 
     def _send_stream(self, stream: Iterator[bytes]) -> Coro[ClientError | None]:
         """Send each piece of ``stream`` as a chunk, then the last chunk;

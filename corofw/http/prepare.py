@@ -80,7 +80,9 @@ class RequestBuilder:
         self._base_names = frozenset(name.lower() for name, _ in self._base_pairs)
         self.proxies = proxies
         self._origins: dict[str, Origin] = {}
-        self._prepared: dict[tuple[str, str, str], Prepared] = {}
+        self.prepared: dict[tuple[str, str, str], Prepared] = {}
+        """The requests of plain calls (a method and a URL, nothing else)
+        by ``(method, base_url, url)``: a caller may look one up first."""
 
     def build(self, method: str, url: str, base_url: str = "", params: Any = None,
               headers: Any = None, content: Any = None, data: Any = None,
@@ -93,12 +95,12 @@ class RequestBuilder:
         cannot be sent."""
         if params is headers is content is data is json is files is None:
             cache_key = (method, base_url, url)
-            prepared = self._prepared.get(cache_key)
+            prepared = self.prepared.get(cache_key)
             if prepared is None:
                 prepared = self.prepare(method, url, base_url, None, None, NO_BODY)
-                if len(self._prepared) >= CACHE_SIZE:
-                    self._prepared.clear()
-                self._prepared[cache_key] = prepared
+                if len(self.prepared) >= CACHE_SIZE:
+                    self.prepared.clear()
+                self.prepared[cache_key] = prepared
             return prepared
         return self.prepare(method, url, base_url, params, headers,
                             encode_body(content, data, json, files))
