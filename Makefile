@@ -33,7 +33,7 @@ $(MATRIX_STAMP): $(STAMP)
 	touch $@
 
 test-all: $(MATRIX_STAMP)
-	$(BIN)/nox -- $(PYTEST_ARGS)
+	$(BIN)/nox $(NOX_ARGS) -- $(PYTEST_ARGS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy corofw
