@@ -19,12 +19,14 @@ from corofw import (
     Kernel,
     VirtualClock,
     current_kernel,
+    current_task,
     current_time,
     dump_tasks,
     forget_fd,
     format_tasks,
     read_wait,
     run,
+    run_in_thread,
     sleep,
     spawn,
 )
@@ -55,6 +57,42 @@ def pair():
     yield a, b
     a.close()
     b.close()
+
+
+# -- which tasks are alive ---------------------------------------------------------
+
+def test_every_live_task_is_known_whatever_it_waits_for(pair):
+    """The kernel keeps no set of all tasks: it finds them where they wait."""
+    a, _ = pair
+    event = Event()
+    ended = []
+
+    def waiter(how):
+        try:
+            yield from how
+        finally:
+            ended.append(how.__name__)
+
+    def main():
+        kernel = current_kernel()
+        me = yield from current_task()
+        tasks = [
+            (yield from spawn(waiter(sleep(100)), name="sleeping")),
+            (yield from spawn(waiter(wait_readable(a)), name="reading")),
+            (yield from spawn(waiter(event.wait()), name="parked")),
+            (yield from spawn(waiter(run_in_thread(time.sleep, 0.2)), name="in a thread")),
+        ]
+        yield from sleep(0)  # each is waiting now
+        ready = yield from spawn(returns(1), name="ready")  # not run yet
+        expected = {me, ready, *tasks}
+        assert kernel.tasks == expected
+        assert kernel.stats()["tasks"] == len(expected)
+        dump = format_tasks()
+        assert all(f"'{task.name}'" in dump for task in expected)
+        return "main ended with the others still waiting"
+
+    assert run(main()) == "main ended with the others still waiting"
+    assert sorted(ended) == ["run_in_thread", "sleep", "wait", "wait_readable"]
 
 
 # -- shutdown ------------------------------------------------------------------

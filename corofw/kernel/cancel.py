@@ -23,9 +23,9 @@ deadline passes: ``timeout_after`` and ``move_on_after`` (a
 4. **Leaving.** A scope that closes drops its timer and withdraws its own
    cancellation if the task has not received it yet.
 
-Each scope registers with its task while it is active (``task._scopes``,
-outermost first), which is how rules 2 and 3 rank it and how the task dump
-shows it.
+Each scope registers with its task while it is active (the ``scopes`` of
+the task's :class:`~corofw.kernel.task.CancelState`, outermost first),
+which is how rules 2 and 3 rank it and how the task dump shows it.
 """
 
 from __future__ import annotations
@@ -33,9 +33,24 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .task import DONE, Cancelled, Task
+from .task import DONE, Cancelled, CancelState, Task
+
+
+def cancel_state(task: Task) -> CancelState:
+    """The :class:`~corofw.kernel.task.CancelState` of ``task``, made on
+    first use."""
+    state = task._cancellation
+    if state is None:
+        state = task._cancellation = CancelState()
+    return state
+
+
+def request_of(task: Task) -> BaseException | None:
+    """The last cancellation of ``task`` from outside any scope, or None."""
+    state = task._cancellation
+    return None if state is None else state.request
 
 
 def renewed(request: BaseException) -> BaseException:
@@ -59,7 +74,8 @@ def outranks(new: BaseException, old: BaseException, task: Task) -> bool:
         return False
     if new.scope is None:
         return True
-    scopes = task._scopes or []
+    state = task._cancellation
+    scopes = [] if state is None else state.scopes
     try:
         return scopes.index(new.scope) < scopes.index(old.scope)
     except ValueError:
@@ -80,35 +96,34 @@ class Scope:
         self.when: float | None = None
         self.label = label
         self.entry: list[Any] | None = None
-        self.seen = task._cancel_request  # a later one outranks this scope
+        self.seen = request_of(task)  # a later one outranks this scope
         self.expired = False
 
     def _enter(self) -> None:
         """Join the task's scopes, innermost so far."""
-        task = self.task
-        self.seen = task._cancel_request
-        scopes = task._scopes
-        if scopes is None:
-            task._scopes = [self]
-        else:
-            scopes.append(self)
+        state = cancel_state(self.task)
+        self.seen = state.request
+        state.scopes.append(self)
 
     def _exit(self) -> None:
         """Leave the task's scopes, withdrawing this scope's cancellation if
         the task has not received it yet."""
-        task = self.task
-        self._withdraw()
-        scopes = task._scopes
-        if scopes:
+        state = self.task._cancellation
+        if state is not None:
+            pending = state.pending
+            if isinstance(pending, Cancelled) and pending.scope is self:
+                state.pending = None
             try:
-                scopes.remove(self)
+                state.scopes.remove(self)
             except ValueError:
                 pass
 
     def _withdraw(self) -> None:
-        pending = self.task._cancel_pending
-        if isinstance(pending, Cancelled) and pending.scope is self:
-            self.task._cancel_pending = None
+        state = self.task._cancellation
+        if state is not None:
+            pending = state.pending
+            if isinstance(pending, Cancelled) and pending.scope is self:
+                state.pending = None
 
     def _drop_timer(self) -> None:
         if self.entry is not None:
@@ -123,12 +138,13 @@ class Scope:
         what outranks it (rule 3)."""
         self.expired = True
         task = self.task
-        request = task._cancel_request
+        state = cancel_state(task)
+        request = state.request
         if request is not None and request is not self.seen:
             exc = renewed(request)
         else:
             exc = Cancelled(self._reason(), self)
-            for outer in task._scopes or ():
+            for outer in state.scopes:
                 if outer is self:
                     break
                 if outer.expired:
@@ -140,8 +156,11 @@ class Scope:
 def effective_deadline(task: Task) -> float | None:
     """The earliest ``when`` among the active scopes of ``task`` (kernel
     clock), or None when none has a deadline."""
+    state = task._cancellation
+    if state is None:
+        return None
     best = None
-    for scope in task._scopes or ():
+    for scope in state.scopes:
         when = scope.when
         if when is not None and (best is None or when < best):
             best = when
@@ -172,10 +191,11 @@ class EnclosingDeadline:
 def enclose(children: list[Task], caller: Task) -> None:
     """Make ``children``, which ``caller`` waits for and cancels when it is
     cancelled, count the caller's deadlines as their own."""
-    if caller._scopes:
+    state = caller._cancellation
+    if state is not None and state.scopes:
         enclosing = EnclosingDeadline(caller)
         for child in children:
-            child._scopes = [enclosing]
+            cancel_state(child).scopes.append(enclosing)
 
 
 class Cancellation:
@@ -186,8 +206,11 @@ class Cancellation:
     current: Task | None
     _ready: deque[Task]
     _undoers: dict[Any, Any]
-    tasks: set[Task]
     reschedule_error: Callable[[Task, BaseException], None]
+
+    if TYPE_CHECKING:
+        @property
+        def tasks(self) -> set[Task]: ...
 
     def cancel(self, task: Task, exc: BaseException) -> None:
         """Cancel ``task`` from outside any scope with ``exc`` (a
@@ -198,7 +221,7 @@ class Cancellation:
         public form."""
         if task.state is DONE:
             return
-        task._cancel_request = exc
+        cancel_state(task).request = exc
         self.deliver_cancel(task, exc)
 
     def deliver_cancel(self, task: Task, exc: BaseException) -> None:
@@ -212,20 +235,23 @@ class Cancellation:
             self._undoers[trap[0]](task, trap)
             task._trap = None
             self.reschedule_error(task, exc)
-        elif isinstance(task._exc, Cancelled):  # ready, with a cancellation not yet thrown
-            if outranks(exc, task._exc, task):
-                task._exc = exc
-        elif task is not self.current and task._exc is None \
+        elif isinstance(task._error, Cancelled):  # ready, with a cancellation not yet thrown
+            if outranks(exc, task._error, task):
+                task._error = exc
+        elif task is not self.current and task._error is None \
                 and inspect.getgeneratorstate(task.coro) == inspect.GEN_CREATED:
-            task._exc = exc  # not started yet: it never runs a line
-        elif task._cancel_pending is None or outranks(exc, task._cancel_pending, task):
-            task._cancel_pending = exc
+            task._error = exc  # not started yet: it never runs a line
+        else:
+            state = cancel_state(task)
+            if state.pending is None or outranks(exc, state.pending, task):
+                state.pending = exc
 
     def _deliver_pending(self, task: Task) -> None:
         """``task`` has just parked with a cancellation pending: undo the
         wait and throw the cancellation in."""
-        exc = task._cancel_pending
-        task._cancel_pending = None
+        state = cancel_state(task)
+        exc = state.pending
+        state.pending = None
         trap = task._trap
         if trap is not None:
             self._undoers[trap[0]](task, trap)
@@ -236,5 +262,5 @@ class Cancellation:
 
     def cancel_all(self, reason: str) -> None:
         """Cancel every live task with ``Cancelled(reason)``."""
-        for task in list(self.tasks):
+        for task in self.tasks:
             self.cancel(task, Cancelled(reason))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cancel import Scope
+from .cancel import Scope, request_of
 from .task import Task
 from .timers import check_duration
 
@@ -47,7 +47,7 @@ class Deadline(Scope):
             self._enter()
         else:
             self._withdraw()
-            self.seen = self.task._cancel_request
+            self.seen = request_of(self.task)
         kernel = self.kernel
         when = self.when = kernel.clock() + seconds
         self.label = label
@@ -69,7 +69,7 @@ class Deadline(Scope):
                 self._drop_timer()  # it would fire in the old kernel, or never
                 self.kernel = task.kernel
             self.task = task
-            self.seen = task._cancel_request
+            self.seen = request_of(task)
 
     def clear(self) -> None:
         """No deadline until the next :meth:`set`."""

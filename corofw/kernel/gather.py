@@ -23,9 +23,6 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
             raise TypeError(f"gather() needs generator objects, got {coro!r}")
     parent: Task = yield from current_task()
     kernel = parent.kernel
-    children = [kernel.spawn(coro, names[i] if names else None, parent)
-                for i, coro in enumerate(coros)]
-    enclose(children, parent)
     finished: list[Task] = []
     waiter = SmallWaitQueue("gather")
 
@@ -34,8 +31,11 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
         if task._error is not None or len(finished) == len(children):
             waiter.wake_one()  # only what the caller acts on: a failure, or the end
 
+    children = [kernel.spawn(coro, names[i] if names else None, parent)
+                for i, coro in enumerate(coros)]
     for child in children:
-        child.add_done_callback(on_done)
+        child._watchers = on_done  # its only done callback (add_done_callback, inlined)
+    enclose(children, parent)
     failure: Task | None = None
     try:
         seen = 0
@@ -73,4 +73,5 @@ def _cancel_others(children: list[Task], failed: Task) -> None:
 
 def _retrieve(children: list[Task]) -> None:
     for child in children:
-        child._retrieved = True
+        if child._error is not None:
+            child._mark_retrieved()

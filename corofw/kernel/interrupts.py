@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .introspect import format_tasks
 from .task import DONE, Cancelled
@@ -29,7 +29,6 @@ class SignalRouting:
 
     handle_signals: bool
     main_task: Any
-    tasks: set[Any]
     _signals: list[int]
     _signal_watchers: list[Any]
     _saved_signals: dict[int, Any]
@@ -43,6 +42,10 @@ class SignalRouting:
     cancel: Any
     cancel_all: Any
     _finish: Any
+
+    if TYPE_CHECKING:
+        @property
+        def tasks(self) -> set[Any]: ...
 
     def _install_signals(self) -> None:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -163,3 +166,17 @@ class SignalRouting:
         alive = [task for task in self._ready if task.state is not DONE]
         self._ready.clear()
         self._ready.extend(alive)
+
+
+def abandon(task: Any) -> None:
+    """Throw a Cancelled into ``task`` with no loop left to run it, so its
+    finally blocks run; close it if it tries to wait in there."""
+    coro = task.coro
+    try:
+        coro.throw(Cancelled("the kernel stopped"))
+    except BaseException:
+        return  # it finished, one way or another
+    try:
+        coro.close()
+    except RuntimeError:
+        pass  # "generator ignored GeneratorExit": nothing more can be done

@@ -61,6 +61,7 @@ def describe_wait(task: Any, now: float) -> str:
 def task_info(task: Any, now: float) -> dict[str, Any]:
     """One task as plain data: id, name, what it serves (context), parent,
     age, wait, deadlines, pending cancellation and frames."""
+    cancellation = task._cancellation
     return {
         "id": task.id,
         "name": task.name,
@@ -69,10 +70,27 @@ def task_info(task: Any, now: float) -> dict[str, Any]:
         "age": now - task.created,
         "waiting_for": describe_wait(task, now),
         "deadlines": [f"{s!r}: deadline in {s.when - now:.3f} s"
-                      for s in (task._scopes or ()) if s.when is not None],
-        "pending_cancel": repr(task._cancel_pending) if task._cancel_pending else None,
+                      for s in (cancellation.scopes if cancellation else ()) if s.when is not None],
+        "pending_cancel": repr(cancellation.pending) if cancellation and cancellation.pending
+        else None,
         "frames": coro_frames(task.coro),
     }
+
+
+def live_tasks(kernel: Any) -> set[Any]:
+    """What :attr:`Kernel.tasks <corofw.kernel.loop.Kernel.tasks>` returns:
+    every live task, found where it is (the kernel keeps no set of them)."""
+    tasks: set[Any] = set(kernel._ready)
+    tasks.update(kernel._parked)
+    tasks.add(kernel.current)
+    for waiters in kernel._fds.values():
+        tasks.add(waiters.reader)
+        tasks.add(waiters.writer)
+    sleep_over = kernel._sleep_over
+    tasks.update(entry[3] for entry in kernel.timers.heap if entry[2] == sleep_over)
+    tasks.update(job.task for job in kernel._thread_jobs)
+    tasks.discard(None)
+    return tasks
 
 
 def kernel_stats(kernel: Any) -> dict[str, Any]:

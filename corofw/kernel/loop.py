@@ -11,9 +11,8 @@ One tick of the loop:
 3. Make the tasks waiting on those fds ready, then fire the timers that are
    due.
 
-The fd traps and their epoll bookkeeping are in :mod:`.fdwait`, the
-cancellation rules in :mod:`.cancel`, signal handling in :mod:`.interrupts`
-and the thread pool in :mod:`.threads`: all mixins of :class:`Kernel`.
+The fd traps (:mod:`.fdwait`), the cancellation rules (:mod:`.cancel`),
+signals (:mod:`.interrupts`) and threads (:mod:`.threads`) are mixins.
 
 The internal API, for primitives built on the kernel (everything else
 yields the traps of :mod:`.traps`): :meth:`Kernel.reschedule` and
@@ -47,10 +46,10 @@ from .fdwait import (
     FdWaits,
     forget_fd,  # noqa: F401  TRANSITION: callers move to .fdwait
 )
-from .interrupts import SignalRouting
-from .introspect import format_tasks, kernel_stats
+from .interrupts import SignalRouting, abandon
+from .introspect import format_tasks, kernel_stats, live_tasks
 from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
-from .task import DONE, Cancelled, DeadlockError, Task
+from .task import DONE, Cancelled, DeadlockError, Task, UnjoinedCrash
 from .threads import ThreadJob, ThreadOffload
 from .timers import Timers, check_duration
 from .watchdog import Watchdog
@@ -58,21 +57,10 @@ from .watchdog import Watchdog
 log = logging.getLogger("corofw.kernel")
 
 _PARKED = traps.PARKED
+_SPAWN = traps.SPAWN
 _MAX_POLL = 86400.0  # epoll and select overflow on far-away deadlines (sleep(inf))
 _READ_EVENTS = READABLE | ERROR_MASK
 _WRITE_EVENTS = WRITABLE | ERROR_MASK
-
-
-def _abandon(task: Task) -> None:
-    coro = task.coro
-    try:
-        coro.throw(Cancelled("the kernel stopped"))
-    except BaseException:
-        return  # it finished, one way or another
-    try:
-        coro.close()
-    except RuntimeError:
-        pass  # "generator ignored GeneratorExit": nothing more can be done
 
 
 class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
@@ -93,10 +81,14 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         self.reactor = reactor or default_reactor()
         self.max_threads = max_threads or min(32, (os.cpu_count() or 1) + 4)
         self.handle_signals = handle_signals
-        self.tasks: set[Task] = set()
+        # No set of every task (an insert and a removal each): a live task is
+        # ready, running, or waits on an fd, a timer, a thread job or in a
+        # wait queue (_parked: found nowhere else). `tasks` collects them.
+        self._parked: set[Task] = set()
         self.current: Task | None = None
         self.main_task: Task | None = None
         self.timers = Timers()
+        self.tick_started = self.clock()  # when this tick's tasks became ready; tasks' created
         self.ticks = 0
         self.steps = 0
         self.started = time.monotonic()
@@ -128,7 +120,6 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
             traps.WRITE: self._trap_write,
             traps.EITHER: self._trap_fd_either,
             traps.SLEEP: self._trap_sleep,
-            traps.SPAWN: self._trap_spawn,
             traps.CURRENT: lambda task, trap: task,
             traps.PARK: self._trap_park,
             traps.THREAD: self._trap_thread,
@@ -168,10 +159,11 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         if self.watchdog_threshold:
             self.watchdog = Watchdog(self, self.watchdog_threshold)
         try:
+            self.tick_started = self.clock()
             main = self.main_task = self.spawn(coro, name)
             self._loop(lambda: main.state is DONE)
             self.cancel_all("the main task finished")
-            self._loop(lambda: not self.tasks)
+            self._loop(lambda: not self._any_task_alive())
             if self._signals:
                 self._dispatch_signals()
             if self._interrupted is not None:
@@ -192,9 +184,10 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         to wait in there is closed, as no loop is left to resume it.
         """
         try:
-            for task in list(self.tasks):
-                _abandon(task)
-            self.tasks.clear()
+            for task in self.tasks:
+                abandon(task)
+            self._parked.clear()
+            self._ready.clear()
         finally:
             self._restore_signals()
             if self.watchdog is not None:
@@ -213,8 +206,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         if type(coro) is not GeneratorType and not isinstance(coro, GeneratorType):
             hint = " (call the generator function)" if callable(coro) else ""
             raise TypeError(f"spawn() needs a generator object{hint}, got {coro!r}")
-        task = Task(self, coro, name, parent, self.clock())
-        self.tasks.add(task)
+        task = Task(self, coro, name, parent, self.tick_started)
         self._ready.append(task)
         return task
 
@@ -237,35 +229,43 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                     n += self._fire_timers_early(clock())
                 task = popleft()
                 self.current = task
-                value = task._value
-                exc = task._exc
-                task._value = None
+                value = task._result
+                exc = task._error
+                task._result = None
                 if exc is not None:
-                    task._exc = None
+                    task._error = None
                 coro = task.coro
-                send = coro.send
                 while True:
                     try:
                         if exc is None:
-                            trap = send(value)
+                            trap = coro.send(value)
                         else:
                             trap = coro.throw(exc)
                             exc = None
                     except StopIteration as stop:
-                        self._finish(task, stop.value, None)
+                        task.state = DONE  # _finish, for a task that returned
+                        task._result = stop.value  # its _error is None: consumed above
+                        if task._watchers is not None:
+                            self._call_watchers(task)
                         break
                     except BaseException as error:
                         self._finish(task, None, error)
                         break
                     try:
-                        value = handlers[trap[0]](task, trap)
+                        op = trap[0]
+                        if op is _SPAWN:  # spawning inline: the busiest trap that does not wait
+                            value = Task(self, trap[1], trap[2], task, self.tick_started)
+                            ready.append(value)
+                            continue
+                        value = handlers[op](task, trap)
                     except Exception as error:
                         exc = self._trap_error(trap, error)
                         value = None
                         continue
                     if value is _PARKED:
-                        if task._cancel_pending is not None:  # see cancel.py
-                            self._deliver_pending(task)
+                        cancellation = task._cancellation
+                        if cancellation is not None and cancellation.pending is not None:
+                            self._deliver_pending(task)  # see cancel.py
                         break
             self.current = None
             if finished():
@@ -278,7 +278,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                     timeout = -1.0
                     if self._thread_jobs or self._signal_watchers or self._io_waiters:
                         pass
-                    elif self.tasks:
+                    elif self._parked:  # then the only live tasks
                         self._report_deadlock()
                         continue
                 else:
@@ -322,8 +322,9 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                         self._disarm(fd, waiters, WRITABLE)
             if self._signals:
                 self._dispatch_signals()
+            now = self.tick_started = clock()
             if timers.heap:
-                timers.fire_due(clock())
+                timers.fire_due(now)
 
     def _fire_timers_early(self, now: float) -> int:
         """In a long batch of ready tasks, fire the timers already due and
@@ -352,6 +353,17 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         self.clock.jump_to(deadline)  # type: ignore[attr-defined]
         return 0.0
 
+    @property
+    def tasks(self) -> set[Task]:
+        """Every live task: spawned and not finished (a new set each time)."""
+        return live_tasks(self)
+
+    def _any_task_alive(self) -> bool:
+        if self._ready or self._parked or self._io_waiters or self._thread_jobs:
+            return True
+        sleep_over = self._sleep_over
+        return any(entry[2] == sleep_over for entry in self.timers.heap)
+
     def stats(self) -> dict[str, Any]:
         """Counters for a dashboard or a debug route: tasks alive, ready
         queue length, fds registered and waited on, timers pending, thread
@@ -362,44 +374,47 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
     # -- finishing and rescheduling ----------------------------------------
 
     def _finish(self, task: Task, result: Any, error: BaseException | None) -> None:
+        """``task`` has ended (the loop inlines this for a task that
+        returned): record the outcome, hand an interrupt in a child to the
+        main task, and call the done callbacks (joiners among them)."""
         task.state = DONE
         task._result = result
         task._error = error
         task._trap = None
-        task._cancel_pending = None
-        self.tasks.discard(task)
-        if error is not None and not isinstance(error, Exception) \
-                and not isinstance(error, Cancelled) and task is not self.main_task:
-            # KeyboardInterrupt, SystemExit in a child: hand them to main.
-            task._retrieved = True
-            main = self.main_task
-            if main is not None and main.state is not DONE:
-                self.cancel(main, error)
-        joiners = task._joiners
-        if joiners:
-            joiners.wake_all()
+        task._unjoined = None
+        if error is not None and not isinstance(error, Cancelled):
+            if isinstance(error, Exception) or task is self.main_task:
+                task._unjoined = UnjoinedCrash(task.name, error)
+            else:  # KeyboardInterrupt, SystemExit in a child: hand them to main
+                main = self.main_task
+                if main is not None and main.state is not DONE:
+                    self.cancel(main, error)
+        if task._watchers is not None:
+            self._call_watchers(task)
+
+    def _call_watchers(self, task: Task) -> None:
         watchers = task._watchers
-        if watchers is not None:
-            task._watchers = None
-            for fn in (watchers if type(watchers) is list else (watchers,)):
-                try:
-                    fn(task)
-                except Exception:
-                    log.exception("done callback %r of %r failed", fn, task)
+        task._watchers = None
+        for fn in (watchers if type(watchers) is list else (watchers,)):
+            try:
+                fn(task)
+            except Exception:
+                log.exception("done callback %r of %r failed", fn, task)
 
     def reschedule(self, task: Task, value: Any = None) -> None:
         """Make the parked ``task`` ready; its trap returns ``value``. The
         caller has taken it out of whatever it waited in (a primitive pops
         it from its :class:`~corofw.kernel.task.WaitQueue` first)."""
         task._trap = None
-        task._value = value
+        task._result = value
+        self._parked.discard(task)
         self._ready.append(task)
 
     def reschedule_error(self, task: Task, exc: BaseException) -> None:
         """Make ``task`` ready; its trap raises ``exc``. As for
         :meth:`reschedule`, its wait must be over or undone already."""
-        task._value = None
-        task._exc = exc
+        task._result = None
+        task._error = exc
         self._ready.append(task)
 
     def _trap_error(self, trap: Any, error: Exception) -> Exception:
@@ -424,21 +439,14 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         task._trap = None
         self._ready.append(task)
 
-    def _trap_spawn(self, task: Task, trap: tuple) -> Task:
-        coro = trap[1]
-        if type(coro) is not GeneratorType:
-            return self.spawn(coro, trap[2], task)  # raises the TypeError
-        child = Task(self, coro, trap[2], task, self.clock())
-        self.tasks.add(child)
-        self._ready.append(child)
-        return child
-
     def _trap_park(self, task: Task, trap: tuple) -> Any:
         trap[1].append(task)
         task._trap = trap
+        self._parked.add(task)
         return _PARKED
 
     def _undo_park(self, task: Task, trap: tuple) -> None:
+        self._parked.discard(task)
         try:
             trap[1].remove(task)
         except ValueError:

@@ -100,6 +100,20 @@ class SmallWaitQueue(list):
             task.kernel.reschedule(task, value)
 
 
+class CancelState:
+    """A task's standing with cancellation, made the first time it is
+    cancelled or enters a scope (see :mod:`.cancel`): ``pending``, the
+    cancellation it has not received yet; ``request``, the last one from
+    outside any scope; ``scopes``, its active scopes, outermost first."""
+
+    __slots__ = ("pending", "request", "scopes")
+
+    def __init__(self) -> None:
+        self.pending: BaseException | None = None
+        self.request: BaseException | None = None
+        self.scopes: list[Any] = []
+
+
 PENDING, DONE = "pending", "done"
 
 
@@ -112,12 +126,18 @@ class Task:
     ``cancel()``, and ``result()`` / ``exception()`` once done.
     """
 
+    # Every slot is visited each time the garbage collector walks a task:
+    # a task keeps only what most tasks need.
     __slots__ = (
         "id", "_name", "coro", "parent", "created", "state", "context",
-        "kernel", "_value", "_exc", "_trap",
-        "_cancel_pending", "_cancel_request", "_result", "_error", "_joiners", "_watchers",
-        "_scopes", "_retrieved", "__weakref__",
+        "kernel", "_result", "_error", "_trap", "_cancellation", "_watchers", "_unjoined",
+        "__weakref__",
     )
+    # _result and _error: what the task's current wait came to (sent or
+    # thrown in at its next step) and, once the task is done, what the task
+    # itself came to. _unjoined: set when it finishes with an error, and
+    # read only then (an unset slot costs the collector nothing).
+    _unjoined: UnjoinedCrash | None
 
     def __init__(self, kernel: Any, coro: Coro[Any], name: str | None, parent: Task | None,
                  created: float) -> None:
@@ -129,17 +149,11 @@ class Task:
         self.state = PENDING
         self.context: Any = None
         self.kernel = kernel
-        self._value: Any = None
-        self._exc: BaseException | None = None
-        self._trap: tuple | None = None
-        self._cancel_pending: BaseException | None = None
-        self._cancel_request: BaseException | None = None  # the last one not from a timeout
         self._result: Any = None
         self._error: BaseException | None = None
-        self._joiners: SmallWaitQueue | None = None
+        self._trap: tuple | None = None
+        self._cancellation: CancelState | None = None  # made when first needed
         self._watchers: Any = None  # one callback, or a list of them
-        self._scopes: list | None = None
-        self._retrieved = False
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name!r} {self.state}>"
@@ -182,26 +196,39 @@ class Task:
         """Wait for the task to finish; return its result or re-raise its
         exception (including :class:`Cancelled` if it was cancelled)."""
         if self.state is not DONE:
-            if self._joiners is None:
-                self._joiners = SmallWaitQueue(self)
-            yield from park(self._joiners)
-        return self.result()
+            joiners = SmallWaitQueue(self)
+            self.add_done_callback(joiners.wake_all)
+            yield from park(joiners)
+        error = self._error  # as result(), without the call
+        if error is not None:
+            self._mark_retrieved()
+            raise error
+        return self._result
 
     def result(self) -> Any:
         """The finished task's return value, or raise its exception."""
         if self.state is not DONE:
             raise RuntimeError(f"{self!r} has not finished")
-        self._retrieved = True
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            self._mark_retrieved()
+            raise error
         return self._result
 
     def exception(self) -> BaseException | None:
         """The finished task's exception, or None."""
         if self.state is not DONE:
             raise RuntimeError(f"{self!r} has not finished")
-        self._retrieved = True
+        self._mark_retrieved()
         return self._error
+
+    def _mark_retrieved(self) -> None:
+        """Someone has seen the outcome: a crash is not logged."""
+        if self._error is not None:
+            unjoined = self._unjoined
+            if unjoined is not None:
+                unjoined.error = None
+                self._unjoined = None
 
     def add_done_callback(self, fn: Any) -> None:
         """Call ``fn(task)`` from the kernel when the task finishes (at once if
@@ -216,8 +243,20 @@ class Task:
         else:
             self._watchers = [watchers, fn]
 
+
+class UnjoinedCrash:
+    """Logs the crash of a task whose outcome nobody looked at, once the
+    task is gone. Only a crashed task carries one, so the other tasks pay
+    nothing for the check."""
+
+    __slots__ = ("name", "error")
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.name = name
+        self.error: BaseException | None = error
+
     def __del__(self) -> None:
-        error = self._error
-        if error is not None and not self._retrieved and not isinstance(error, Cancelled):
+        error = self.error
+        if error is not None:
             log.error("Task %s crashed and was never joined", self.name,
                       exc_info=(type(error), error, error.__traceback__))

@@ -105,6 +105,9 @@ def spawn(coro: Coro[Any], name: str | None = None) -> Coro[Any]:
     Join the task (``yield from task.join()``) or cancel it: a task that
     crashes and is never joined is logged with its traceback.
     """
+    if type(coro) is not GeneratorType:
+        hint = " (call the generator function)" if callable(coro) else ""
+        raise TypeError(f"spawn() needs a generator object{hint}, got {coro!r}")
     return (yield (SPAWN, coro, name))
 
 
