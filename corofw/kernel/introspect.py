@@ -93,6 +93,15 @@ def live_tasks(kernel: Any) -> set[Any]:
     return tasks
 
 
+def any_task_alive(kernel: Any) -> bool:
+    """True while ``kernel`` has a task that has not finished (cheaper than
+    collecting them: the usual answer comes from counters)."""
+    if kernel._ready or kernel._parked or kernel._io_waiters or kernel._thread_jobs:
+        return True
+    sleep_over = kernel._sleep_over
+    return any(entry[2] == sleep_over for entry in kernel.timers.heap)
+
+
 def kernel_stats(kernel: Any) -> dict[str, Any]:
     """What :meth:`Kernel.stats <corofw.kernel.loop.Kernel.stats>` returns."""
     wall = time.monotonic() - kernel.started

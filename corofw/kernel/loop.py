@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import Context
 from types import GeneratorType
 from typing import Any
 
@@ -47,7 +48,7 @@ from .fdwait import (
     forget_fd,  # noqa: F401  TRANSITION: callers move to .fdwait
 )
 from .interrupts import SignalRouting, abandon
-from .introspect import format_tasks, kernel_stats, live_tasks
+from .introspect import any_task_alive, format_tasks, kernel_stats, live_tasks
 from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor
 from .task import DONE, Cancelled, DeadlockError, Task, UnjoinedCrash
 from .threads import ThreadJob, ThreadOffload
@@ -163,7 +164,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
             main = self.main_task = self.spawn(coro, name)
             self._loop(lambda: main.state is DONE)
             self.cancel_all("the main task finished")
-            self._loop(lambda: not self._any_task_alive())
+            self._loop(lambda: not any_task_alive(self))
             if self._signals:
                 self._dispatch_signals()
             if self._interrupted is not None:
@@ -219,6 +220,9 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         poll = self.reactor.poll
         clock = self.clock
         wake_fd = self._wake_fd
+        run_in = Context.run  # unbound methods: no bound method made per step
+        send: Any = GeneratorType.send
+        throw: Any = GeneratorType.throw
         while True:
             self.ticks += 1
             n = len(ready)
@@ -235,12 +239,13 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                 if exc is not None:
                     task._error = None
                 coro = task.coro
+                variables = task._vars  # each step runs in the task's own context
                 while True:
                     try:
                         if exc is None:
-                            trap = coro.send(value)
+                            trap = run_in(variables, send, coro, value)
                         else:
-                            trap = coro.throw(exc)
+                            trap = run_in(variables, throw, coro, exc)
                             exc = None
                     except StopIteration as stop:
                         task.state = DONE  # _finish, for a task that returned
@@ -357,12 +362,6 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
     def tasks(self) -> set[Task]:
         """Every live task: spawned and not finished (a new set each time)."""
         return live_tasks(self)
-
-    def _any_task_alive(self) -> bool:
-        if self._ready or self._parked or self._io_waiters or self._thread_jobs:
-            return True
-        sleep_over = self._sleep_over
-        return any(entry[2] == sleep_over for entry in self.timers.heap)
 
     def stats(self) -> dict[str, Any]:
         """Counters for a dashboard or a debug route: tasks alive, ready

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 from collections import deque
@@ -130,7 +131,8 @@ class Task:
     # a task keeps only what most tasks need.
     __slots__ = (
         "id", "_name", "coro", "parent", "created", "state", "context",
-        "kernel", "_result", "_error", "_trap", "_cancellation", "_watchers", "_unjoined",
+        "kernel", "_vars", "_result", "_error", "_trap", "_cancellation", "_watchers",
+        "_unjoined",
         "__weakref__",
     )
     # _result and _error: what the task's current wait came to (sent or
@@ -149,6 +151,10 @@ class Task:
         self.state = PENDING
         self.context: Any = None
         self.kernel = kernel
+        # Its own context variables, copied from its parent's (as asyncio and
+        # trio do): every step runs in them.
+        self._vars: contextvars.Context = (
+            parent._vars.copy() if parent is not None else contextvars.copy_context())
         self._result: Any = None
         self._error: BaseException | None = None
         self._trap: tuple | None = None

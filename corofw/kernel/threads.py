@@ -23,10 +23,11 @@ class ThreadJob:
     """One ``run_in_thread`` call: its task (None once abandoned by a
     cancel), the call, and its outcome."""
 
-    __slots__ = ("task", "fn", "args", "result", "error", "future")
+    __slots__ = ("task", "fn", "args", "vars", "result", "error", "future")
 
     def __init__(self, task: Task, fn: Callable[..., Any], args: tuple) -> None:
         self.task: Task | None = task
+        self.vars = task._vars.copy()  # the thread sees the task's context variables
         self.fn = fn
         self.args = args
         self.result: Any = None
@@ -58,7 +59,7 @@ class ThreadOffload:
 
     def _run_job(self, job: ThreadJob) -> None:
         try:
-            job.result = job.fn(*job.args)
+            job.result = job.vars.run(job.fn, *job.args)
         except BaseException as error:
             job.error = error
         self._thread_done.append(job)
