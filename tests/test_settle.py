@@ -51,7 +51,7 @@ def failing_after(seconds, error, log=None):
 def alive_children():
     """The tasks other than the caller, right now."""
     me = yield from current_task()
-    return {task for task in me._kernel.tasks if task is not me}
+    return {task for task in me.kernel.tasks if task is not me}
 
 
 # -- Outcome ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ..kernel.loop import current_kernel
+from ..kernel.context import current_kernel
 from ..kernel.task import Task, WaitQueue
 from ..kernel.timeouts import move_on_after
 from ..kernel.traps import Coro, current_task, park
@@ -201,7 +201,7 @@ class Pool:
         load nearly every acquire waits, and a scope costs several times
         more."""
         task = yield from current_task()
-        kernel = task._kernel
+        kernel = task.kernel
         timer = kernel.add_timer(timeout, self._time_out, task)
         try:
             return (yield from park(self._waiters))

@@ -27,7 +27,7 @@ from typing import Any
 from psycopg import pq
 from psycopg.pq.abc import PGconn
 
-from ..kernel.loop import current_kernel
+from ..kernel.context import current_kernel
 from ..kernel.task import ClosedResourceError, Task
 from ..kernel.timeouts import move_on_after
 from ..kernel.traps import Coro

@@ -31,7 +31,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq.abc import PGconn, PGresult
 
-from ..kernel.loop import forget_fd
+from ..kernel.fdwait import forget_fd
 from ..kernel.task import TaskTimeout
 from ..kernel.timeouts import timeout_after
 from ..kernel.traps import EITHER, READ, WRITE, Coro, run_in_thread

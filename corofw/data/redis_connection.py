@@ -21,8 +21,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ..kernel.context import current_kernel
 from ..kernel.deadline import Deadline
-from ..kernel.loop import current_kernel
 from ..kernel.task import Cancelled, Task, WaitQueue
 from ..kernel.traps import CURRENT, PARK, READ, Coro
 from ..net.sockets import Socket

@@ -20,7 +20,7 @@ import threading
 import weakref
 from typing import Any
 
-from ..kernel.loop import current_kernel
+from ..kernel.context import current_kernel
 from ..kernel.traps import CURRENT, Coro
 from .auth import as_auth
 from .client_errors import StreamConsumed, TooManyRedirects
@@ -189,10 +189,10 @@ class Client:
         task = kernel.current if kernel is not None else None
         if task is None:
             task = yield (CURRENT,)
-        if self.pool.kernel is not task._kernel:
-            self.pool.adopt(task._kernel)
+        if self.pool.kernel is not task.kernel:
+            self.pool.adopt(task.kernel)
         total = timeouts.total
-        total_until = None if total is None else task._kernel.clock() + total
+        total_until = None if total is None else task.kernel.clock() + total
         # What _send does, written out: the common call costs no generator more.
         full_url, key, payload, body_stream, _, _, _ = prepared
         exchange = Exchange(self.pool, self._connector, method, full_url, key, timeouts,

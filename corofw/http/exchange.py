@@ -84,7 +84,7 @@ class Exchange:
         self.timeouts = timeouts
         self.total_until = total_until
         self.task = task
-        self.started = task._kernel.clock()
+        self.started = task.kernel.clock()
         self.conn: PooledConnection | None = None
         self.deadline: Deadline | None = None  # the one guarding the current wait
         self.pulled = False  # whether a piece of a streamed body has been read
@@ -234,7 +234,7 @@ class Exchange:
         nothing beyond the response arrived) and return the seconds since
         the exchange started."""
         conn, self.conn = self.conn, None
-        now = self.task._kernel.clock()
+        now = self.task.kernel.clock()
         if conn is not None:
             conn.deadline.clear()
             # Bytes beyond the end of the response would be taken for the next

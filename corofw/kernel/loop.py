@@ -41,12 +41,7 @@ from typing import Any
 
 from . import context, traps
 from .cancel import Cancellation
-from .context import current_kernel  # noqa: F401  TRANSITION: callers move to .context
-from .fdwait import (
-    FdWaiters,
-    FdWaits,
-    forget_fd,  # noqa: F401  TRANSITION: callers move to .fdwait
-)
+from .fdwait import FdWaiters, FdWaits
 from .interrupts import SignalRouting, abandon
 from .introspect import any_task_alive, format_tasks, kernel_stats, live_tasks
 from .reactor import ERROR_MASK, READABLE, WRITABLE, default_reactor

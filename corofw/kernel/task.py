@@ -165,10 +165,6 @@ class Task:
         return f"<Task {self.id} {self.name!r} {self.state}>"
 
     @property
-    def _kernel(self) -> Any:  # TRANSITION: callers move to .kernel
-        return self.kernel
-
-    @property
     def name(self) -> str:
         """The name given to ``spawn``, else the coroutine's function name."""
         name = self._name

@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from ..kernel.loop import forget_fd
+from ..kernel.fdwait import forget_fd
 from ..kernel.traps import READ, WRITE, Coro, run_in_thread
 
 

@@ -13,8 +13,8 @@ suspended); ``GET /_debug/stats`` answers the counters as JSON.
 from __future__ import annotations
 
 from ..http.messages import Response
+from ..kernel.context import current_kernel
 from ..kernel.introspect import format_tasks
-from ..kernel.loop import current_kernel
 from .router import Router
 
 
