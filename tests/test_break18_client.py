@@ -24,9 +24,6 @@ def _answer_each(server, conn, index):
         conn.sendall(OK)
 
 
-@pytest.mark.xfail(strict=True, reason="prepare.py RequestBuilder.build joins base_url and a "
-                   "relative URL by concatenation after Client strips base_url's slash: "
-                   "'users' under 'http://h/api' goes out as /apiusers (httpx: /api/users)")
 def test_a_relative_path_is_joined_under_the_base_urls_path():
     with RawServer(_answer_each) as server:
         client = Client(server.url + "/api", timeout=Timeout(5))
@@ -159,11 +156,6 @@ for seen in outcomes.values():
 """
 
 
-@pytest.mark.xfail(strict=True, reason="client.py request() calls pool.adopt() whenever the "
-                   "pool's kernel is not the caller's: two kernels running at once take the "
-                   "pool from each other, closing connections, dropping waiters (parked "
-                   "forever) and touching the other kernel's timers; neither works nor "
-                   "refuses")
 def test_one_client_used_by_two_kernels_at_once_works_or_refuses(run_python):
     result = run_python(_TWO_KERNELS, timeout=25)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]

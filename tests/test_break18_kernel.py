@@ -34,9 +34,6 @@ def _bystander():
     return "bystander finished"
 
 
-@pytest.mark.xfail(strict=True, reason="timeouts.py TimeoutScope.__repr__ formats seconds "
-                   "with :g, which Fraction refuses; the TypeError escapes the timer "
-                   "callback and kills run()")
 def test_a_fraction_timeout_expires_in_the_caller_only():
     # sleep(Fraction(1, 100)) works; trio and asyncio accept a Fraction timeout too.
     def main():
@@ -49,9 +46,6 @@ def test_a_fraction_timeout_expires_in_the_caller_only():
     assert run(main(), clock=VirtualClock()) == ("moved on", "bystander finished")
 
 
-@pytest.mark.xfail(strict=True, reason="loop.py Timers.fire_due runs add_timer callbacks "
-                   "unguarded: one that raises kills run() (done callbacks are logged "
-                   "instead; asyncio's call_later logs and goes on)")
 def test_a_raising_timer_callback_does_not_kill_run():
     def explode(_):
         raise ZeroDivisionError("from a timer callback")

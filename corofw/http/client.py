@@ -118,6 +118,15 @@ class Client:
         """Close the idle pooled connections."""
         self.pool.close()
 
+    def _adopt(self, kernel: Any) -> None:
+        """Let ``kernel`` use this client: a client serves one kernel after
+        another (each ``run()`` starts with an empty pool), never two at once."""
+        owner = self.pool.kernel
+        if owner is not None and not owner.closed:
+            raise RuntimeError("this Client is in use by a kernel still running in another "
+                               "thread; give each thread its own Client")
+        self.pool.adopt(kernel)
+
     def __enter__(self) -> Client:
         return self
 
@@ -190,7 +199,7 @@ class Client:
         if task is None:
             task = yield (CURRENT,)
         if self.pool.kernel is not task.kernel:
-            self.pool.adopt(task.kernel)
+            self._adopt(task.kernel)
         total = timeouts.total
         total_until = None if total is None else task.kernel.clock() + total
         # What _send does, written out: the common call costs no generator more.

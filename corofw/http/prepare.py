@@ -118,7 +118,7 @@ class RequestBuilder:
         if is_absolute(url):
             full_url = url
         elif base_url:
-            full_url = base_url + url
+            full_url = base_url + url if url[:1] == "/" else base_url + "/" + url
         else:
             raise InvalidURL("a relative URL needs a client with a base_url", url)
         origin, target = split_url(full_url, self._origins)

@@ -42,7 +42,7 @@ class Deadline(Scope):
         """Expire ``seconds`` from now, in phase ``label`` (a negative
         ``seconds`` has already passed; NaN raises ValueError and leaves the
         deadline as it was)."""
-        check_duration(seconds, f"Deadline.set({label!r})")
+        seconds = check_duration(seconds, f"Deadline.set({label!r})")
         if self.when is None:
             self._enter()
         else:

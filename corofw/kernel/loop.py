@@ -172,6 +172,11 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
             finally:
                 context.leave()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run (after :meth:`run` returns)."""
+        return self._wake_r.fileno() < 0
+
     def close(self) -> None:
         """Release the reactor, the wake-up socket and the thread pool.
 

@@ -54,7 +54,7 @@ class TimeoutScope(Scope):
 def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
     if not hasattr(coro, "send"):
         raise TypeError(f"{label}() needs a generator object, got {coro!r}")
-    check_duration(seconds, f"{label}()")
+    seconds = check_duration(seconds, f"{label}()")
     task = running_task()
     if task is None:
         task = yield from current_task()
@@ -76,7 +76,7 @@ def timeout_after(seconds: float, coro: Coro[T]) -> Coro[T]:
     never does, and NaN raises ``ValueError`` before ``coro`` starts."""
     finished, value = yield from _guarded(seconds, coro, "timeout_after")
     if not finished:
-        raise TaskTimeout(f"timed out after {seconds:g} s")
+        raise TaskTimeout(f"timed out after {float(seconds):g} s")
     return value
 
 

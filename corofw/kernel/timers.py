@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("corofw.kernel")
 
 _COMPACT_MIN = 1024
 
 
 def check_duration(seconds: float, what: str) -> float:
-    """Return ``seconds`` if a timer can use it: any number, where a negative
-    one has already passed and infinity never comes. NaN raises ValueError,
-    since it compares false with everything and would corrupt the heap."""
-    if seconds != seconds:
+    """Return ``seconds`` as a float if a timer can use it: any real number,
+    where a negative one has already passed and infinity never comes. NaN
+    raises ValueError, since it compares false with everything and would
+    corrupt the heap; what is not a real number (``1j``, a string) raises
+    TypeError."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: a duration must be a real number of seconds, "
+                        f"got {seconds!r}") from None
+    if value != value:
         raise ValueError(f"{what}: a duration cannot be NaN")
-    return seconds
+    return value
 
 
 class Timers:
@@ -78,4 +88,7 @@ class Timers:
                 self._dead -= 1
                 continue
             entry[2] = None
-            callback(entry[3])
+            try:
+                callback(entry[3])
+            except Exception:
+                log.exception("timer callback %r failed", callback)
