@@ -123,9 +123,6 @@ def _slow_clean_up():
         yield from move_on_after(0.3, sleep(10))
 
 
-@pytest.mark.xfail(strict=True, reason="gather.py: a cancellation reaching the caller "
-                   "while gather waits for the siblings of a failed child is re-raised "
-                   "instead of the child's error (trio and asyncio report the ValueError)")
 def test_a_child_error_is_not_hidden_by_the_callers_timeout():
     def main():
         started = time.monotonic()

@@ -14,9 +14,10 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
     """Run each coroutine as a child task; return their results in order.
 
     When one child fails, the others are cancelled and waited for, then the
-    first failure is re-raised. When the caller is cancelled, every child is
-    cancelled and waited for before the ``Cancelled`` propagates. No child
-    outlives the call.
+    first failure is re-raised, even when a timeout around the call expires
+    while the others finish (as asyncio and trio report it). When the caller
+    is cancelled, every child is cancelled and waited for before the
+    ``Cancelled`` propagates. No child outlives the call.
     """
     for coro in coros:
         if not isinstance(coro, GeneratorType):
@@ -57,6 +58,8 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
             except Cancelled:
                 pass
         _retrieve(children)
+        if failure is not None and isinstance(exc, Cancelled) and exc.scope is not None:
+            raise failure._error  # a timeout while siblings cleaned up: the error is news
         raise
     _retrieve(children)
     if failure is not None:
