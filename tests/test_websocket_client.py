@@ -7,6 +7,7 @@ TLS, the handshake's headers, and a proxy's tunnel."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 
@@ -64,6 +65,10 @@ def ws_server(handler, **options):
             done.wait(5)  # each handler has run to its end
         server.shutdown()
         thread.join(10)
+        for end in (getattr(server, "shutdown_watcher", None),
+                    getattr(server, "shutdown_notifier", None)):
+            if isinstance(end, int):
+                os.close(end)  # websockets before 17 (Python 3.10) never closes its pipe
 
 
 def echo(connection, seen):
