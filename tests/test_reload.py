@@ -44,7 +44,7 @@ def answer(url: str) -> str | None:
         return None
 
 
-def wait_answer(url: str, expected: str, timeout: float = 15.0) -> None:
+def wait_answer(url: str, expected: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     seen = None
     while time.monotonic() < deadline:
