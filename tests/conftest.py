@@ -25,9 +25,29 @@ pytest_plugins = ["pg_server", "redis_server"]
 
 
 def open_fds() -> set[int]:
-    """The fds open in this process right now (Linux: /proc/self/fd)."""
+    """The fds open in this process right now (Linux: /proc/self/fd), less
+    the one the listing itself used."""
     gc.collect()
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def describe_fds(fds: set[int]) -> list[str]:
+    """Each fd with what it refers to, for a leak report."""
+    described = []
+    for fd in sorted(fds):
+        try:
+            described.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            described.append(f"{fd} (closed since)")
+    return described
 
 
 @pytest.fixture
@@ -47,7 +67,7 @@ def no_leaks():
         time.sleep(0.02)  # a server thread may still be closing its side
         leaked_fds = open_fds() - fds
     assert not leaked_threads, f"threads left running: {leaked_threads}"
-    assert not leaked_fds, f"fds left open: {sorted(leaked_fds)}"
+    assert not leaked_fds, f"fds left open: {describe_fds(leaked_fds)}"
 
 
 @pytest.fixture

@@ -1,18 +1,14 @@
 """Client defects found under hostile use after issue 18's fixes: a relative
-URL joined to a base_url with a path loses the slash between them, an early
-413 over TLS becomes a WriteError when the server closes, and one Client
-used by two kernels at once hangs. Each marked xfail(strict) while open, so
+URL joined to a base_url with a path loses the slash between them, and one
+Client used by two kernels at once hangs. Each marked xfail(strict) while open, so
 a fix flips it."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
 from raw_server import RawServer
 
-from corofw import Client, ClientError, Timeout, run
+from corofw import Client, Timeout, run
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -35,61 +31,6 @@ def test_a_relative_path_is_joined_under_the_base_urls_path():
 
         assert run(main()) == 200
     assert server.requests[0].startswith(b"GET /api/users HTTP/1.1\r\n")
-
-
-_TOO_BIG = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
-            b"too big!")
-
-
-@pytest.mark.xfail(strict=True, reason="exchange.py _send_rest: over TLS a send that fails "
-                   "once the server has answered and closed leaves the TLS layer unable to "
-                   "read the 413 already received; the guide promises the early answer")
-def test_an_early_413_over_tls_is_returned_when_the_server_closes(tls_server_context,
-                                                                   tls_client_context):
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    attempts = 5
-
-    def serve():
-        for _ in range(attempts):
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed: the client stopped early
-            conn.settimeout(10)
-            try:
-                tls = tls_server_context.wrap_socket(conn, server_side=True)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += tls.recv(65536)
-                tls.sendall(_TOO_BIG)
-                tls.close()
-            except OSError:
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    body = b"x" * (16 << 20)
-    client = Client(ssl_context=tls_client_context, timeout=Timeout(5))
-
-    def main():
-        outcomes = []
-        for _ in range(attempts):
-            try:
-                response = yield from client.post(f"https://127.0.0.1:{port}/upload",
-                                                  content=body)
-                outcomes.append(response.status_code)
-            except ClientError as exc:
-                outcomes.append(type(exc).__name__)
-        client.close()
-        return outcomes
-
-    try:
-        outcomes = run(main())
-    finally:
-        thread.join(10)
-        listener.close()
-    assert outcomes == [413] * attempts
 
 
 _TWO_KERNELS = """

@@ -145,6 +145,23 @@ def test_an_answer_arriving_while_the_upload_waits_is_returned_at_once():
     assert 0.3 <= seconds < 2.0  # when the answer came, not when the write deadline passed
 
 
+def test_an_answer_arriving_while_a_tls_upload_waits_is_returned_at_once(
+        tls_server_context, tls_client_context):
+    def handler(server, conn, index):
+        with tls_server_context.wrap_socket(conn, server_side=True) as tls:
+            read_head(tls)
+            time.sleep(0.3)
+            tls.sendall(TOO_LARGE)
+            server.stopping.wait(10)
+
+    with RawServer(handler) as srv:
+        (status, body, left), seconds = call(upload(f"https://127.0.0.1:{srv.port}/", 32 << 20),
+                                             timeout=Timeout(write=2.5),
+                                             ssl_context=tls_client_context)
+    assert (status, body, left) == (413, b"too much", 0)
+    assert 0.3 <= seconds < 2.0
+
+
 def test_an_early_answer_over_tls_is_returned(tls_server_context, tls_client_context):
     def handler(server, conn, index):
         with tls_server_context.wrap_socket(conn, server_side=True) as tls:

@@ -15,13 +15,14 @@ deadline as the cancellation's scope; :meth:`Exchange.timeout_error` is the
 one place that turns this into the phase's
 :class:`~corofw.http.client_errors.ClientTimeout`.
 
-At each pause of an upload the exchange also looks for an early answer
-(over plain TCP an answer arriving during the pause ends it at once; over
-TLS it is seen at the next pause or when the write deadline passes): a
-server that responds before the body is sent (a 413, say) and then stops
-reading or closes has its response returned, as when sending fails
-outright; only when no response can be read does the call fail with the
-send's error.
+At each pause of an upload the exchange also looks for an early answer,
+and one arriving during a pause ends it at once: a server that responds
+before the body is sent (a 413, say) and then stops reading or closes has
+its response returned, as when sending fails outright; only when no
+response can be read does the call fail with the send's error. (A server
+that closes at once with the body unread resets the connection, and the
+reset may discard its answer in flight: RFC 9112 section 9.6 asks servers
+to close in stages for that reason.)
 
 A body streamed from an iterator goes out chunked, one piece at a time,
 each read from the iterator only once the previous one has been sent.
@@ -336,12 +337,12 @@ class Exchange:
                         sent += raw.send(view[sent:sent + piece])
                     trap = None
                 except BlockingIOError:
-                    # Over plain TCP an answer arriving while the upload waits
-                    # wakes it too: a server that answers early and stops
-                    # reading is heard at once, not at the write deadline.
+                    # An answer arriving while the upload waits wakes it too:
+                    # a server that answers early and stops reading is heard
+                    # at once, not at the write deadline.
                     trap = (EITHER, sock.fd)
                 except ssl.SSLWantWriteError:
-                    trap = (WRITE, sock.fd)
+                    trap = (EITHER, sock.fd)
                 except ssl.SSLWantReadError:
                     trap = (READ, sock.fd)
                 except OSError as exc:
@@ -351,8 +352,7 @@ class Exchange:
                 if trap is None:
                     return None
                 if self._answered():
-                    return WriteError("the server answered (or closed the connection) "
-                                      "before the request was sent", self.url)
+                    return self._answered_early()
                 self._arm("write", self.timeouts.write)
                 try:
                     yield trap
@@ -361,8 +361,16 @@ class Exchange:
                     if isinstance(error, WriteTimeout) and self._answered():
                         return error
                     raise
+                # Over TLS a send that meets the server's reset leaves the
+                # session unable to read, so look for the answer first.
+                if not plain and self._answered():
+                    return self._answered_early()
         finally:
             view.release()
+
+    def _answered_early(self) -> WriteError:
+        return WriteError("the server answered (or closed the connection) "
+                          "before the request was sent", self.url)
 
     def _answered(self) -> bool:
         """Whether response bytes have arrived: a peek over plain TCP (the
@@ -377,6 +385,8 @@ class Exchange:
                 _peek(raw, 1, socket.MSG_PEEK)
                 return True  # bytes, or the end of the stream
             data = raw.recv(RECV_SIZE)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return True  # the end of the stream: the server will not read the rest
         except OSError:  # nothing yet (a would-block), or an error the send will meet
             return False
         if data:
