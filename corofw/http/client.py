@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import ssl
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ..kernel.context import current_kernel
@@ -81,7 +83,15 @@ class Client:
     A client may be kept at module level and used by one ``run()`` after
     another: its connections belong to the kernel that opened them, and a
     new kernel starts with an empty pool (the old connections are closed).
+
+    ``observer``, when set, is called once per finished call as
+    ``observer(host, seconds, error)``: the ``host[:port]`` called, the
+    seconds the call took (redirects and reading the body included; for a
+    ``stream`` call, until the head), and the exception it raised or None.
+    It must be quick and must not raise (see :class:`~corofw.web.metrics.Metrics`).
     """
+
+    observer: Callable[[str, float, BaseException | None], None] | None = None
 
     def __init__(self, base_url: str = "", headers: Any = None, timeout: Any = DEFAULT_TIMEOUT,
                  max_connections: int = 100, max_per_host: int | None = None,
@@ -203,20 +213,30 @@ class Client:
         total = timeouts.total
         total_until = None if total is None else task.kernel.clock() + total
         # What _send does, written out: the common call costs no generator more.
-        full_url, key, payload, body_stream, _, _, _ = prepared
-        exchange = Exchange(self.pool, self._connector, method, full_url, key, timeouts,
-                            total_until, task)
-        limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
-        retry = method in _IDEMPOTENT
-        whole = yield from exchange.start(payload, retry, limits, body_stream)
-        response = ClientResponse(exchange, whole, self.decompress)
-        if not stream:
-            rest = response._body_with_head()
-            if rest is not None:
-                yield from response._read_all(*rest)
-        if follow or self.cookies is not None:
-            response = yield from self._after(response, prepared, method, headers, body, follow,
-                                              timeouts, total_until, task, stream)
+        full_url, key, payload, body_stream, origin, _, _ = prepared
+        observer = self.observer
+        if observer is not None:
+            started = time.perf_counter()
+        try:
+            exchange = Exchange(self.pool, self._connector, method, full_url, key, timeouts,
+                                total_until, task)
+            limits = _STREAM_LIMITS if stream else DEFAULT_RESPONSE_LIMITS
+            retry = method in _IDEMPOTENT
+            whole = yield from exchange.start(payload, retry, limits, body_stream)
+            response = ClientResponse(exchange, whole, self.decompress)
+            if not stream:
+                rest = response._body_with_head()
+                if rest is not None:
+                    yield from response._read_all(*rest)
+            if follow or self.cookies is not None:
+                response = yield from self._after(response, prepared, method, headers, body,
+                                                  follow, timeouts, total_until, task, stream)
+        except BaseException as exc:
+            if observer is not None:
+                observer(origin.authority, time.perf_counter() - started, exc)
+            raise
+        if observer is not None:
+            observer(origin.authority, time.perf_counter() - started, None)
         return response
 
     # -- one request, then what follows it -------------------------------------------

@@ -1,0 +1,407 @@
+"""Prometheus metrics for an app, its outbound calls and its kernel::
+
+    metrics = Metrics()
+    metrics.install(routes)            # the middleware, and GET /metrics
+    metrics.observe(client)            # a Client's calls, per upstream host
+
+A scrape of ``/metrics`` answers in the Prometheus text exposition format
+(version 0.0.4), as ``prometheus_client`` writes it:
+
+- per route (its registered pattern, ``/users/{id}``, never the raw path)
+  and method: requests by status, a latency histogram, requests in flight.
+  Requests no route took (404s, 405s) are counted under ``route=""``, so a
+  scanner's paths add no series;
+- per upstream host of an observed Client: calls, errors by kind (the
+  exception's class name) and a latency histogram;
+- the kernel: tasks, fds waited on, timers, the loop's busy fraction, the
+  loop lag and the watchdog's warnings.
+
+Recording costs a few integer and float updates per request: series are
+found by the matched route object, buckets by ``bisect``, and nothing is
+formatted until a scrape. With ``--workers N`` each worker writes its
+numbers to a shared directory (see :mod:`.metrics_files`) and a scrape
+sums them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..http.messages import Request, Response
+from ..kernel import Cancelled, Coro, current_kernel, sleep
+from .metrics_files import ENV_DIRECTORY, SnapshotFiles
+
+#: Request latency buckets, in seconds (upper bounds; ``+Inf`` is added).
+DEFAULT_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1.0, 2.5, 5.0, 10.0)
+#: The content type of the text exposition format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Status recorded for a request whose handler was cancelled (the client
+#: went away, the server stopped): nginx's "client closed request".
+CANCELLED_STATUS = 499
+#: Status recorded for a request whose handler raised past every handler.
+FAILED_STATUS = 500
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+                      "CONNECT"})
+_perf_counter = time.perf_counter
+
+
+class RouteSeries:
+    """What one route and method recorded: ``in_flight`` requests now,
+    answers by ``statuses`` (int status -> count), latency ``buckets``
+    (not cumulative; the last is ``+Inf``) and their ``sum`` in seconds."""
+
+    __slots__ = ("in_flight", "statuses", "buckets", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.in_flight = 0
+        self.statuses: dict[int, int] = {}
+        self.buckets = [0] * size
+        self.sum = 0.0
+
+
+class UpstreamSeries:
+    """What the calls to one upstream host recorded: ``calls``, ``errors``
+    by exception class name, latency ``buckets`` and their ``sum``."""
+
+    __slots__ = ("calls", "errors", "buckets", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.calls = 0
+        self.errors: dict[str, int] = {}
+        self.buckets = [0] * size
+        self.sum = 0.0
+
+
+class Metrics:
+    """The metrics of one app; see the module docstring.
+
+    ``buckets`` and ``upstream_buckets`` are the latency histograms' upper
+    bounds in seconds (ascending; ``+Inf`` is implied). ``namespace``
+    prefixes every metric name (``corofw_http_requests_total``).
+    ``directory`` is where workers share their numbers (default: the
+    ``COROFW_METRICS_DIR`` environment variable; None: this process only);
+    each writes at most every ``write_interval`` seconds, and on a scrape.
+    """
+
+    def __init__(self, *, buckets: Sequence[float] = DEFAULT_BUCKETS,
+                 upstream_buckets: Sequence[float] = DEFAULT_BUCKETS,
+                 namespace: str = "corofw", directory: str | os.PathLike[str] | None = None,
+                 write_interval: float = 1.0) -> None:
+        self.bounds = _check_buckets(buckets)
+        self.upstream_bounds = _check_buckets(upstream_buckets)
+        if not namespace.replace("_", "a").isalnum() or namespace[0].isdigit():
+            raise ValueError(f"namespace must be letters, digits and '_', not {namespace!r}")
+        self.namespace = namespace
+        self.routes: dict[Any, dict[str, RouteSeries]] = {}
+        self.route_labels: dict[int, tuple[str, str]] = {}
+        self.upstreams: dict[str, UpstreamSeries] = {}
+        if directory is None:
+            directory = os.environ.get(ENV_DIRECTORY) or None
+        self.files = SnapshotFiles(directory) if directory is not None else None
+        self.write_interval = float(write_interval)
+        self._write_due = math.inf if self.files is None else 0.0
+        self._kernel_extra: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        shared = f" shared in {self.files.directory!r}" if self.files else ""
+        return f"<Metrics {len(self.route_labels)} route series{shared}>"
+
+    # -- wiring ----------------------------------------------------------------
+
+    def install(self, routes: Any, path: str = "/metrics") -> None:
+        """Record every request ``routes`` (a Router) answers, and serve the
+        metrics with ``GET path`` on it."""
+        routes.middleware(self.middleware)
+        routes.add_route(path, self.endpoint, ("GET",), None)
+
+    def observe(self, client: Any) -> Any:
+        """Record the calls of ``client`` (a :class:`~corofw.http.client.Client`)
+        per upstream host; return ``client``."""
+        client.observer = self.record_call
+        return client
+
+    # -- recording ---------------------------------------------------------------
+
+    def middleware(self, request: Request, call_next: Any) -> Coro[Any]:
+        """The middleware (for :meth:`Router.middleware`) that records each
+        request: its route's series, in flight while it runs, then its
+        status and latency (until the response is made; a streamed body
+        is sent afterwards)."""
+        started = _perf_counter()
+        by_method = self.routes.get(request.route)
+        series = by_method.get(request.method) if by_method is not None else None
+        if series is None:
+            series = self._route_series(request.route, request.method)
+        series.in_flight += 1
+        status = FAILED_STATUS
+        try:
+            response = yield from call_next(request)
+            status = response.status
+            return response
+        except Cancelled:
+            status = CANCELLED_STATUS
+            raise
+        finally:
+            ended = _perf_counter()
+            elapsed = ended - started
+            series.in_flight -= 1
+            series.buckets[bisect_left(self.bounds, elapsed)] += 1
+            series.sum += elapsed
+            statuses = series.statuses
+            statuses[status] = statuses.get(status, 0) + 1
+            if ended > self._write_due:
+                self.write()
+
+    def record_call(self, host: str, seconds: float, error: BaseException | None) -> None:
+        """Record one outbound call to ``host`` that took ``seconds`` and
+        raised ``error`` (None: it answered). A Client calls this once per
+        finished call when :meth:`observe` set it as its observer."""
+        series = self.upstreams.get(host)
+        if series is None:
+            series = self.upstreams[host] = UpstreamSeries(len(self.upstream_bounds) + 1)
+        series.calls += 1
+        series.buckets[bisect_left(self.upstream_bounds, seconds)] += 1
+        series.sum += seconds
+        if error is not None:
+            kind = type(error).__name__
+            series.errors[kind] = series.errors.get(kind, 0) + 1
+
+    def _route_series(self, route: Any, method: str) -> RouteSeries:
+        if route is None and method not in _METHODS:
+            method = "OTHER"
+            by_method = self.routes.get(route)
+            if by_method is not None and method in by_method:
+                return by_method[method]
+        label = "" if route is None else route.full_path
+        series = RouteSeries(len(self.bounds) + 1)
+        self.routes.setdefault(route, {})[method] = series
+        self.route_labels[id(series)] = (label, method)
+        return series
+
+    # -- exposing ----------------------------------------------------------------
+
+    def endpoint(self, request: Request) -> Coro[Response]:
+        """The handler that answers a scrape (the text exposition format).
+        It first lets the loop run once, and reports how long that took as
+        the loop lag."""
+        started = _perf_counter()
+        yield from sleep(0)
+        self._kernel_extra = {"loop_lag_seconds": _perf_counter() - started}
+        return Response(self.exposition().encode(), content_type=CONTENT_TYPE)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's numbers as plain data (what a worker writes to the
+        shared directory): ``routes``, ``upstreams`` and ``kernel``."""
+        routes = []
+        for by_method in self.routes.values():
+            for series in by_method.values():
+                route, method = self.route_labels[id(series)]
+                routes.append([route, method, series.in_flight,
+                               {str(status): n for status, n in series.statuses.items()},
+                               list(series.buckets), series.sum])
+        upstreams = [[host, s.calls, dict(s.errors), list(s.buckets), s.sum]
+                     for host, s in self.upstreams.items()]
+        return {"pid": os.getpid(), "bounds": list(self.bounds),
+                "upstream_bounds": list(self.upstream_bounds),
+                "routes": routes, "upstreams": upstreams, "kernel": self._kernel_numbers()}
+
+    def write(self) -> None:
+        """Write this worker's snapshot to the shared directory now (a
+        no-op without one). Called on its own after requests, at most
+        every ``write_interval`` seconds."""
+        if self.files is not None:
+            self._write_due = _perf_counter() + self.write_interval
+            self.files.write(self.snapshot())
+
+    def exposition(self) -> str:
+        """Every metric in the text exposition format: this process's, or,
+        with a shared directory, every worker's summed."""
+        mine = self.snapshot()
+        if self.files is None:
+            snapshots, multi = [mine], False
+        else:
+            self._write_due = _perf_counter() + self.write_interval
+            self.files.write(mine)
+            snapshots, multi = self.files.read_all(), True
+        return render(self.namespace, self.bounds, self.upstream_bounds, snapshots, multi)
+
+    def _kernel_numbers(self) -> dict[str, float]:
+        kernel = current_kernel()
+        if kernel is None:
+            return {}
+        stats = kernel.stats()
+        numbers = {"tasks": stats["tasks"], "fds_waited_on": stats["fds_waited_on"],
+                   "timers": stats["timers"], "watchdog_warnings": stats["watchdog_warnings"]}
+        if stats["busy_fraction"] is not None:
+            numbers["busy_fraction"] = stats["busy_fraction"]
+        numbers.update(self._kernel_extra)
+        return numbers
+
+
+# -- the text format ---------------------------------------------------------------
+
+_KERNEL_GAUGES = (
+    ("tasks", "kernel_tasks", "gauge", "Live tasks of the kernel."),
+    ("fds_waited_on", "kernel_fds_waited_on", "gauge", "File descriptors tasks wait on."),
+    ("timers", "kernel_timers", "gauge", "Timers pending in the kernel."),
+    ("busy_fraction", "kernel_busy_ratio", "gauge",
+     "Fraction of the kernel thread's time spent running tasks since it started."),
+    ("loop_lag_seconds", "kernel_loop_lag_seconds", "gauge",
+     "How long a task made ready by the scrape waited to run."),
+    ("watchdog_warnings", "kernel_watchdog_warnings_total", "counter",
+     "Warnings the watchdog logged for a blocked loop."),
+)
+
+
+def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[float],
+           snapshots: Iterable[dict[str, Any]], multi: bool) -> str:
+    """The text exposition of ``snapshots`` (as :meth:`Metrics.snapshot`
+    makes them) summed. Gauges of processes no longer alive are left out
+    (the caller passes only live ones for those: ``alive`` in each);
+    with ``multi``, the kernel's numbers are labelled by ``pid``."""
+    requests: dict[tuple[str, ...], float] = {}
+    in_flight: dict[tuple[str, ...], float] = {}
+    latency: dict[tuple[str, ...], list] = {}
+    calls: dict[tuple[str, ...], float] = {}
+    errors: dict[tuple[str, ...], float] = {}
+    call_latency: dict[tuple[str, ...], list] = {}
+    kernel: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+    for snap in snapshots:
+        alive = snap.get("alive", True)
+        same_routes = list(snap["bounds"]) == list(bounds)
+        for route, method, flying, statuses, buckets, total in snap["routes"]:
+            key = (route, method)
+            for status, n in statuses.items():
+                _add(requests, (route, method, status), n)
+            if alive:
+                _add(in_flight, key, flying)
+            if same_routes:
+                _add_histogram(latency, key, buckets, total)
+        same_calls = list(snap["upstream_bounds"]) == list(upstream_bounds)
+        for host, n, kinds, buckets, total in snap["upstreams"]:
+            _add(calls, (host,), n)
+            for kind, count in kinds.items():
+                _add(errors, (host, kind), count)
+            if same_calls:
+                _add_histogram(call_latency, (host,), buckets, total)
+        if alive or not multi:
+            labels = (str(snap["pid"]),) if multi else ()
+            for name, value in snap["kernel"].items():
+                kernel.setdefault(name, []).append((labels, value))
+
+    out: list[str] = []
+    prefix = namespace + "_"
+    _family(out, prefix + "http_requests_total", "counter",
+            "Requests answered, by route pattern, method and status.",
+            ("route", "method", "status"), requests.items())
+    _histogram(out, prefix + "http_request_duration_seconds",
+               "Time to make each response, by route pattern and method.",
+               ("route", "method"), bounds, latency)
+    _family(out, prefix + "http_requests_in_flight", "gauge",
+            "Requests being handled now, by route pattern and method.",
+            ("route", "method"), in_flight.items())
+    _family(out, prefix + "upstream_requests_total", "counter",
+            "Outbound calls made, by upstream host.", ("host",), calls.items())
+    _family(out, prefix + "upstream_errors_total", "counter",
+            "Outbound calls that failed, by upstream host and exception class.",
+            ("host", "kind"), errors.items())
+    _histogram(out, prefix + "upstream_request_duration_seconds",
+               "Time each outbound call took, by upstream host.", ("host",),
+               upstream_bounds, call_latency)
+    label_names = ("pid",) if multi else ()
+    for key, name, kind, text in _KERNEL_GAUGES:
+        _family(out, prefix + name, kind, text, label_names, kernel.get(key, ()))
+    return "".join(out)
+
+
+def format_value(value: float) -> str:
+    """A sample value or bound as ``prometheus_client`` writes it: ``1.0``,
+    ``0.005``, ``1.5e+06``, ``+Inf``, ``-Inf``, ``NaN``."""
+    value = float(value)
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+def escape_label(value: str) -> str:
+    """A label value escaped for the text format: backslash, double quote
+    and newline."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Sequence[str], values: Sequence[str], le: str | None = None) -> str:
+    """``{a="1",b="2"}``, names in alphabetical order as prometheus_client
+    writes them; ``le`` is a histogram bucket's bound."""
+    pairs = sorted(zip(names, values, strict=True))
+    if le is not None:
+        pairs = sorted([*pairs, ("le", le)])
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{name}="{escape_label(value)}"' for name, value in pairs) + "}"
+
+
+def _head(out: list[str], name: str, kind: str, text: str) -> None:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+
+
+def _family(out: list[str], name: str, kind: str, text: str, label_names: Sequence[str],
+            samples: Iterable[tuple[Sequence[str], float]]) -> None:
+    _head(out, name, kind, text)
+    for values, value in samples:
+        out.append(f"{name}{_labels(label_names, values)} {format_value(value)}\n")
+
+
+def _histogram(out: list[str], name: str, text: str, label_names: Sequence[str],
+               bounds: Sequence[float], series: dict[tuple[str, ...], list]) -> None:
+    _head(out, name, "histogram", text)
+    les = [format_value(bound) for bound in bounds] + ["+Inf"]
+    for values, (buckets, total) in series.items():
+        running = 0
+        for le, count in zip(les, buckets, strict=True):
+            running += count
+            labels = _labels(label_names, values, le)
+            out.append(f"{name}_bucket{labels} {format_value(running)}\n")
+        labels = _labels(label_names, values)
+        out.append(f"{name}_count{labels} {format_value(running)}\n")
+        out.append(f"{name}_sum{labels} {format_value(total)}\n")
+
+
+def _add(table: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) -> None:
+    table[key] = table.get(key, 0) + n
+
+
+def _add_histogram(table: dict[tuple[str, ...], list], key: tuple[str, ...],
+                   buckets: Sequence[int], total: float) -> None:
+    entry = table.get(key)
+    if entry is None:
+        table[key] = [list(buckets), total]
+    else:
+        entry[0] = [a + b for a, b in zip(entry[0], buckets, strict=True)]
+        entry[1] += total
+
+
+def _check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in buckets)
+    if bounds and bounds[-1] == math.inf:
+        bounds = bounds[:-1]
+    if not bounds or any(not a < b for a, b in zip(bounds, bounds[1:], strict=False)) \
+            or any(b != b or b == math.inf for b in bounds):
+        raise ValueError(f"buckets must be finite bounds in ascending order, got {buckets!r}")
+    return bounds
