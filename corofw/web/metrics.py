@@ -25,6 +25,7 @@ sums them.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -50,6 +51,7 @@ FAILED_STATUS = 500
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
                       "CONNECT"})
 _perf_counter = time.perf_counter
+log = logging.getLogger("corofw.metrics")
 
 
 class RouteSeries:
@@ -87,7 +89,9 @@ class Metrics:
     prefixes every metric name (``corofw_http_requests_total``).
     ``directory`` is where workers share their numbers (default: the
     ``COROFW_METRICS_DIR`` environment variable; None: this process only);
-    each writes at most every ``write_interval`` seconds, and on a scrape.
+    each writes its numbers ``write_interval`` seconds after a request
+    (at most once per interval; an idle worker writes nothing), and on a
+    scrape.
     """
 
     def __init__(self, *, buckets: Sequence[float] = DEFAULT_BUCKETS,
@@ -157,7 +161,7 @@ class Metrics:
             statuses = series.statuses
             statuses[status] = statuses.get(status, 0) + 1
             if ended > self._write_due:
-                self.write()
+                self._write_soon()
 
     def record_call(self, host: str, seconds: float, error: BaseException | None) -> None:
         """Record one outbound call to ``host`` that took ``seconds`` and
@@ -214,11 +218,26 @@ class Metrics:
 
     def write(self) -> None:
         """Write this worker's snapshot to the shared directory now (a
-        no-op without one). Called on its own after requests, at most
-        every ``write_interval`` seconds."""
+        no-op without one). Done on its own ``write_interval`` seconds after
+        the first request that follows a write, and at each scrape, so
+        another worker's scrape sees numbers at most that old."""
         if self.files is not None:
-            self._write_due = _perf_counter() + self.write_interval
+            self._write_due = 0.0
             self.files.write(self.snapshot())
+
+    def _write_soon(self) -> None:
+        kernel = current_kernel()
+        if self.write_interval <= 0 or kernel is None:
+            self.write()
+        else:
+            self._write_due = math.inf  # one timer at a time; an idle worker sets none
+            kernel.add_timer(self.write_interval, self._timed_write, None)
+
+    def _timed_write(self, _: Any) -> None:
+        try:
+            self.write()
+        except OSError as exc:
+            log.warning("cannot write metrics to %s: %s", self.files.directory, exc)
 
     def exposition(self) -> str:
         """Every metric in the text exposition format: this process's, or,
@@ -227,7 +246,6 @@ class Metrics:
         if self.files is None:
             snapshots, multi = [mine], False
         else:
-            self._write_due = _perf_counter() + self.write_interval
             self.files.write(mine)
             snapshots, multi = self.files.read_all(), True
         return render(self.namespace, self.bounds, self.upstream_bounds, snapshots, multi)
