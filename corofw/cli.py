@@ -15,6 +15,7 @@ import click
 
 from .http.config import MAX_WATCHDOG, ServerConfig
 from .http.parser import Limits
+from .net import ListenerError, systemd_listen_fds
 from .runner import (
     DEFAULT_BACKLOG,
     DEFAULT_GC_THRESHOLD,
@@ -142,6 +143,10 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
 @_opt("--host", "HOST", default=DEFAULT_HOST, help="Address to listen on.")
 @_opt("--port", "PORT", default=DEFAULT_PORT, type=click.IntRange(0, 65535),
       help="Port (0: any free).")
+@_opt("--uds", "UDS", default=None, type=click.Path(dir_okay=False),
+      help="Listen on this Unix domain socket instead of --host/--port.")
+@_opt("--fd", "FD", default=None, type=click.IntRange(0),
+      help="Serve on the listening socket (TCP or Unix) inherited as this file descriptor.")
 @_opt("--workers", "WORKERS", default=1, type=click.IntRange(1, 512),
       help="Worker processes sharing the port (SO_REUSEPORT), supervised.")
 @_opt("--reload/--no-reload", "RELOAD", default=False,
@@ -185,11 +190,20 @@ def _opt(name: str, env: str, **kwargs: Any) -> Any:
 @_opt("--gc-threshold", "GC_THRESHOLD", default=DEFAULT_GC_THRESHOLD,
       type=click.IntRange(0, MAX_GC_THRESHOLD),
       help="Allocations between collections of the youngest GC generation (0: Python's).")
-def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_level: str,
-        backlog: int, gc_threshold: int, **settings: Any) -> None:
-    """Serve the router MODULE:ATTR (e.g. apps.hello:routes)."""
+def run(app_spec: str, host: str, port: int, uds: str | None, fd: int | None, workers: int,
+        reload: bool, log_level: str, backlog: int, gc_threshold: int,
+        **settings: Any) -> None:
+    """Serve the router MODULE:ATTR (e.g. apps.hello:routes).
+
+    It listens on --host/--port, or on a Unix socket (--uds), or serves a
+    listening socket it inherits (--fd, or systemd socket activation:
+    LISTEN_FDS and LISTEN_PID)."""
     if reload and workers > 1:
         raise click.UsageError("--reload serves with one worker: leave out --workers")
+    try:
+        fds = _inherited_fds(uds, fd)
+    except ListenerError as exc:
+        raise click.ClickException(str(exc))
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -202,20 +216,48 @@ def run(app_spec: str, host: str, port: int, workers: int, reload: bool, log_lev
         if reload:
             _split_spec(app_spec)
             status = run_reloading(lambda: _load_in_worker(app_spec), host, port, config,
-                                   backlog, gc_threshold)
+                                   backlog, gc_threshold, uds=uds, fds=fds)
         else:
             app = load_app(app_spec)
-            status = run_app(app, host, port, workers, config, backlog, gc_threshold)
+            status = run_app(app, host, port, workers, config, backlog, gc_threshold,
+                             uds=uds, fds=fds)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use"
-        raise click.ClickException(f"cannot listen on {host}:{port}: {reason.lower()}")
+        where = f"unix:{uds}" if uds is not None else f"{host}:{port}"
+        raise click.ClickException(f"cannot listen on {where}: {reason.lower()}")
+    except ListenerError as exc:
+        systemd = uds is None and fd is None
+        raise click.ClickException(str(exc) + (" (passed by systemd)" if systemd else ""))
     except StartupError as exc:
         raise click.ClickException(str(exc))
     except KeyboardInterrupt:
         status = 0
     sys.exit(status)
+
+
+def _inherited_fds(uds: str | None, fd: int | None) -> list[int]:
+    """The inherited fds to serve: ``--fd``'s, else the sockets systemd
+    passed (their variables are removed from the environment either way,
+    so that no child process takes them for its own). Where to listen is
+    said once: --uds, --fd, systemd's sockets and an explicit --host or
+    --port exclude each other (a usage error names the two)."""
+    systemd = systemd_listen_fds()
+    given = [name for name, value in (("--uds", uds), ("--fd", fd)) if value is not None]
+    if systemd:
+        given.append("systemd's sockets (LISTEN_FDS)")
+    if given:
+        ctx = click.get_current_context()
+        for name in ("host", "port"):
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+                given.append(f"--{name}")
+    if len(given) > 1:
+        raise click.UsageError(f"{given[0]} and {given[1]} exclude each other: "
+                               f"say where to listen once")
+    if fd is not None:
+        return [fd]
+    return [number for number, _name in systemd]
 
 
 def _check_host(host: str, port: int) -> None:

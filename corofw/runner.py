@@ -5,6 +5,9 @@ process becomes a supervisor: it forks the workers, each of which binds its
 own listening socket to the same port with ``SO_REUSEPORT`` (the OS spreads
 connections among them), restarts any worker that dies, and on SIGTERM or
 SIGINT asks every worker to shut down gracefully before exiting itself.
+On a Unix socket or inherited sockets (``--uds``, ``--fd``, systemd) the
+supervisor opens the sockets once and the workers inherit them, all
+accepting on the same sockets.
 
 The supervisor talks to each worker over a socket pair, never with signals:
 a worker may also have received the stop signal directly (Ctrl-C signals the
@@ -29,14 +32,15 @@ import socket
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .http.lifespan import StartupError
 from .http.server import ServerConfig, serve
-from .kernel import run
+from .kernel import current_kernel, run
 from .kernel.traps import Coro
-from .net import listen
+from .net import Socket, inherited_listener, listen, listen_unix
+from .net.listeners import UnixListener, describe_listener
 
 log = logging.getLogger("corofw.runner")
 
@@ -63,19 +67,30 @@ WorkerTarget = Callable[[socket.socket, Callable[[], None]], None]
 
 def run_app(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1,
             config: ServerConfig | None = None, backlog: int = DEFAULT_BACKLOG,
-            gc_threshold: int | None = None) -> int:
+            gc_threshold: int | None = None, *, uds: str | None = None,
+            fds: Sequence[int] = ()) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; return the exit status (0 after a
     graceful shutdown). Raises ``OSError`` if the address cannot be bound,
-    ``ValueError`` for a bad setting (before any worker starts) and
-    :class:`StartupError` if the app's start-up, or the workers, fail as
-    they start (each worker runs the app's start-up hooks).
+    :class:`~corofw.net.ListenerError` for a Unix socket path or an fd that
+    cannot be served, ``ValueError`` for a bad setting (before any worker
+    starts) and :class:`StartupError` if the app's start-up, or the
+    workers, fail as they start (each worker runs the app's start-up hooks).
+
+    Instead of ``host`` and ``port``: ``uds`` listens on that Unix socket
+    (see :func:`~corofw.net.listen_unix`; its file is removed when serving
+    ends), ``fds`` serves the listening sockets already open as those file
+    descriptors (inherited from the parent process, or passed by systemd).
+    The workers share these sockets.
 
     ``gc_threshold``: see :func:`gc_threshold_setting`."""
     config = config or ServerConfig()
     threshold = gc_threshold_setting(gc_threshold)
+    if uds is not None or fds:
+        return _run_on_listeners(app, _open_listeners(uds, fds, backlog), workers, config,
+                                 threshold)
     if workers <= 1:
         listener = listen(host, port, backlog)
-        run(_serve_forever(app, listener, config, threshold), watchdog=config.watchdog)
+        run(_serve_forever(app, [listener], config, threshold), watchdog=config.watchdog)
         return 0
     reserved = _reserve_port(host, port)
     try:
@@ -83,7 +98,7 @@ def run_app(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker
 
         def serve_in_worker(channel: socket.socket, ready: Callable[[], None]) -> None:
             listener = listen(host, port, backlog, reuse_port=True)
-            run(_serve_forever(app, listener, config, threshold, channel, ready),
+            run(_serve_forever(app, [listener], config, threshold, channel, ready),
                 watchdog=config.watchdog)
 
         log.info("supervisor %d starting %d workers on http://%s:%d", os.getpid(), workers,
@@ -93,18 +108,70 @@ def run_app(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker
         reserved.close()
 
 
+def _run_on_listeners(app: Any, listeners: list[Socket], workers: int, config: ServerConfig,
+                      threshold: int) -> int:
+    """Serve on sockets opened here: in this process, or in workers that
+    inherit them (all accept on the same sockets) under a supervisor that
+    closes its copies as soon as it is asked to stop, so that once the
+    workers have closed theirs, new clients are refused (by the kernel, or
+    by whoever passed the socket and still holds it)."""
+    try:
+        if workers <= 1:
+            run(_serve_forever(app, listeners, config, threshold), watchdog=config.watchdog)
+            return 0
+
+        def serve_in_worker(channel: socket.socket, ready: Callable[[], None]) -> None:
+            run(_serve_forever(app, listeners, config, threshold, channel, ready),
+                watchdog=config.watchdog)
+
+        log.info("supervisor %d starting %d workers on %s", os.getpid(), workers,
+                 ", ".join(describe_listener(listener) for listener in listeners))
+        on_stop = [listener.close for listener in listeners]
+        return _Supervisor(serve_in_worker, workers, config, on_stop=on_stop).run()
+    finally:
+        _release(listeners)
+
+
+def _open_listeners(uds: str | None, fds: Sequence[int], backlog: int) -> list[Socket]:
+    if uds is not None and fds:
+        raise ValueError("serve on a Unix socket or on inherited fds, not both")
+    if uds is not None:
+        return [listen_unix(uds, backlog)]
+    listeners: list[Socket] = []
+    try:
+        for fd in fds:
+            listeners.append(inherited_listener(fd))
+    except BaseException:
+        _release(listeners)
+        raise
+    return listeners
+
+
+def _release(listeners: list[Socket]) -> None:
+    """Close ``listeners`` and remove the files of the Unix sockets bound here."""
+    for listener in listeners:
+        listener.close()
+        if isinstance(listener, UnixListener):
+            listener.remove()
+
+
 def run_reloading(load: Callable[[], Any], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                   config: ServerConfig | None = None, backlog: int = DEFAULT_BACKLOG,
-                  gc_threshold: int | None = None, interval: float = 0.5) -> int:
+                  gc_threshold: int | None = None, interval: float = 0.5, *,
+                  uds: str | None = None, fds: Sequence[int] = ()) -> int:
     """Serve the app that ``load()`` returns, for development: ``load`` runs
     in a fresh worker process (so the app is imported anew each time), and
     the worker is replaced whenever a source file it loaded changes (mtimes
     polled every ``interval`` seconds). A worker whose app fails to load
     waits for the next change. The port is bound here, once, so a restart
-    refuses no connection. Returns 0 after SIGINT/SIGTERM."""
+    refuses no connection (``uds`` and ``fds``: as for :func:`run_app`).
+    Returns 0 after SIGINT/SIGTERM."""
     config = config or ServerConfig()
     threshold = gc_threshold_setting(gc_threshold)
-    listener = listen(host, port, backlog)
+    if uds is not None or fds:
+        listeners = _open_listeners(uds, fds, backlog)
+    else:
+        listeners = [listen(host, port, backlog)]
 
     def serve_in_worker(channel: socket.socket, ready: Callable[[], None]) -> None:
         try:
@@ -113,16 +180,15 @@ def run_reloading(load: Callable[[], Any], host: str = DEFAULT_HOST, port: int =
             _report_sources(channel, exc)
             raise
         _report_sources(channel, None)
-        run(_serve_forever(app, listener, config, threshold, channel, ready),
+        run(_serve_forever(app, listeners, config, threshold, channel, ready),
             watchdog=config.watchdog)
 
-    bound_host, bound_port = listener.getsockname()[:2]
-    log.info("reloader %d serving on http://%s:%d, restarting on changes", os.getpid(),
-             _url_host(bound_host), bound_port)
+    log.info("reloader %d serving on %s, restarting on changes", os.getpid(),
+             ", ".join(describe_listener(listener) for listener in listeners))
     try:
         return _Supervisor(serve_in_worker, 1, config, reload_interval=interval).run()
     finally:
-        listener.close()
+        _release(listeners)
 
 
 def gc_threshold_setting(value: int | None = None) -> int:
@@ -145,17 +211,21 @@ def gc_threshold_setting(value: int | None = None) -> int:
     return value
 
 
-def _serve_forever(app: Any, listener: Any, config: ServerConfig, gc_threshold: int,
+def _serve_forever(app: Any, listeners: list[Socket], config: ServerConfig, gc_threshold: int,
                    stop: Any = None, on_ready: Callable[[], None] | None = None) -> Coro[None]:
-    host, port = listener.getsockname()[:2]
+    where = ", ".join(describe_listener(listener) for listener in listeners)
 
     def ready(server: Any) -> None:
+        kernel = current_kernel()
+        assert kernel is not None  # called by serve(), in its kernel
+        for extra in listeners[1:]:  # serve() accepts on the first
+            kernel.spawn(server.accept_loop(extra), "accept loop")
         _tune_gc(gc_threshold)
-        log.info("serving on http://%s:%d (pid %d)", _url_host(host), port, os.getpid())
+        log.info("serving on %s (pid %d)", where, os.getpid())
         if on_ready is not None:
             on_ready()
 
-    yield from serve(app, listener, config, stop=stop, on_ready=ready)
+    yield from serve(app, listeners[0], config, stop=stop, on_ready=ready)
     log.info("stopped (pid %d)", os.getpid())
 
 
@@ -260,11 +330,15 @@ class _Supervisor:
     """Forks ``count`` workers that each run ``target``, replaces those
     that die, and stops them all on SIGINT/SIGTERM. With
     ``reload_interval`` it also replaces the worker when a source file it
-    reported changes, and waits for a change when it failed to start."""
+    reported changes, and waits for a change when it failed to start.
+    ``on_stop`` are called when a signal asks it to stop, before the
+    workers are asked."""
 
     def __init__(self, target: WorkerTarget, count: int, config: ServerConfig,
-                 reload_interval: float | None = None) -> None:
+                 reload_interval: float | None = None,
+                 on_stop: Sequence[Callable[[], None]] = ()) -> None:
         self.target = target
+        self.on_stop = on_stop
         self.count = count
         self.config = config
         self.reload_interval = reload_interval
@@ -297,6 +371,8 @@ class _Supervisor:
                 self.stopping = []
                 log.info("supervisor received %s: stopping workers",
                          signal.Signals(stop.args[0]).name)
+                for callback in self.on_stop:
+                    callback()
             except _GiveUp as failure:
                 self.stopping = []
                 self._stop_all()
