@@ -58,10 +58,6 @@ def test_a_raising_timer_callback_does_not_kill_run():
     assert run(main(), clock=VirtualClock()) == "main finished"
 
 
-@pytest.mark.xfail(strict=True, reason="fdwait.py keeps fds registered between waits: when "
-                   "a waited socket is closed while a dup keeps its file open, epoll keeps "
-                   "reporting the old file under the reused number, and loop.py ignores "
-                   "events nobody waits for without removing them, so the loop spins")
 def test_a_closed_socket_whose_file_lives_on_does_not_make_the_loop_spin():
     def main():
         old, old_peer = socket.socketpair()

@@ -15,6 +15,7 @@ from corofw import (
     ClosedResourceError,
     Kernel,
     VirtualClock,
+    current_kernel,
     current_time,
     forget_fd,
     read_wait,
@@ -338,3 +339,55 @@ def test_forget_fd_takes_a_socket_too(pair):
             yield from task.join()
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", ["epoll", "selectors-select", "selectors-poll"])
+def test_a_closed_socket_whose_copy_keeps_its_file_open_does_not_make_the_loop_spin(kind):
+    """The number is not reused: epoll's entry for the old file lives on (the
+    copy keeps the file open) and reports under a number nobody waits on."""
+
+    def main():
+        sock, peer = socket.socketpair()
+        sock.setblocking(False)
+        peer.send(b"x")
+        yield read_wait(sock)
+        copy = sock.dup()
+        sock.close()
+        peer.send(b"y")
+        kernel = current_kernel()
+        ticks = kernel.ticks
+        yield from sleep(0.2)
+        idle_ticks = kernel.ticks - ticks
+        copy.close()
+        peer.close()
+        return idle_ticks
+
+    assert Kernel(reactor=REACTORS[kind]()).run(main()) < 20
+
+
+def test_renewing_the_reactor_keeps_every_live_wait(pair):
+    """A stale entry makes the kernel renew its epoll; the tasks waiting on
+    other fds at that moment are still woken by their events."""
+    a, b = pair
+
+    def reader():
+        yield read_wait(b)
+        return b.recv(10)
+
+    def main():
+        waiting = yield from spawn(reader())
+        sock, peer = socket.socketpair()
+        sock.setblocking(False)
+        peer.send(b"x")
+        yield read_wait(sock)
+        copy = sock.dup()
+        sock.close()
+        peer.send(b"y")  # a stale event: the kernel renews its reactor
+        yield from sleep(0.05)
+        a.send(b"live")
+        data = yield from waiting.join()
+        copy.close()
+        peer.close()
+        return data
+
+    assert run(main()) == b"live"

@@ -12,6 +12,14 @@ socket. ``owner`` (a weak reference to the object last waited on) lets the
 kernel notice: when another object turns up with the same number, the
 registration is rebuilt. A bare number names no object, so fds waited on
 by number must be closed through ``forget_fd``.
+
+Epoll drops a registration only when the file itself closes: if a copy of
+the fd (a ``dup``, a child process) keeps it open, the entry lives on and
+reports the old file's events under the number, and no call can remove
+it. So when the kernel rebinds a number whose registration it could not
+remove, or epoll reports a direction the kernel never asked for, it
+renews the reactor: a fresh epoll with only the live registrations
+(a cost in proportion to the fds registered, on this rare path only).
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ class FdWaits:
     and ``reschedule_error``)."""
 
     reactor: Any
+    renew_reactor: bool
     _fds: dict[int, FdWaiters]
+    _wake_fd: int
     _io_waiters: int
     reschedule_error: Callable[[Task, BaseException], None]
 
@@ -155,7 +165,7 @@ class FdWaits:
             try:
                 self.reactor.unregister(fd)
             except (OSError, ValueError):
-                pass  # already gone with the closed object
+                self.renew_reactor = True  # gone with the file, or left behind by a copy
             waiters.mask = 0
             live = (READABLE if waiters.reader is not None else 0) \
                 | (WRITABLE if waiters.writer is not None else 0)
@@ -172,6 +182,7 @@ class FdWaits:
                 reactor.register(fd, mask)
         except FileNotFoundError:
             reactor.register(fd, mask)  # closed and reused behind our back
+            self.renew_reactor = True
         except FileExistsError:
             reactor.modify(fd, mask)
         waiters.mask = mask
@@ -187,9 +198,35 @@ class FdWaits:
                 self.reactor.modify(fd, mask)
             else:
                 self.reactor.unregister(fd)
-        except OSError:
+        except OSError:  # closed: its entry may live on with a copy of the file
             mask = 0
+            self.renew_reactor = True
         waiters.mask = mask
+
+    def _renew(self) -> Any:
+        """Replace the reactor with a fresh one holding only the live
+        registrations (stale entries of closed numbers go with the old
+        one); tasks waiting on an fd that is no longer open get
+        :class:`ClosedResourceError`. Returns the new reactor's ``poll``."""
+        self.renew_reactor = False
+        old = self.reactor
+        new = old.renew()
+        try:
+            new.register(self._wake_fd, READABLE)
+            for fd, waiters in list(self._fds.items()):
+                if waiters.mask:
+                    try:
+                        new.register(fd, waiters.mask)
+                    except OSError:
+                        waiters.mask = 0
+                        del self._fds[fd]
+                        self._close_waiters(fd, waiters)
+        except BaseException:
+            new.close()
+            raise
+        self.reactor = new
+        old.close()
+        return new.poll
 
     def _forget_fd(self, fd: int) -> None:
         waiters = self._fds.pop(fd, None)

@@ -75,6 +75,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                              f"from 0 (off) to {_MAX_POLL:g}, got {watchdog!r}")
         self.clock: Callable[[], float] = clock or time.monotonic
         self.reactor = reactor or default_reactor()
+        self.renew_reactor = False  # see fdwait.py: set when epoll may hold a stale entry
         self.max_threads = max_threads or min(32, (os.cpu_count() or 1) + 4)
         self.handle_signals = handle_signals
         # No set of every task (an insert and a removal each): a live task is
@@ -275,6 +276,8 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
             self.current = None
             if finished():
                 break
+            if self.renew_reactor:
+                poll = self._renew()
             if ready:
                 timeout = 0.0
             else:
@@ -300,6 +303,8 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                 if waiters is None:
                     if fd == wake_fd:
                         self._drain_wake_socket()
+                    else:
+                        self.renew_reactor = True  # an entry left by a closed number
                     continue
                 if mask & _READ_EVENTS:
                     reader = waiters.reader
@@ -311,8 +316,10 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                         if waiters.writer is reader:  # a readwrite_wait
                             waiters.writer = None
                             self._io_waiters -= 1
-                    elif waiters.mask & READABLE or mask & ERROR_MASK:
+                    elif waiters.mask & READABLE or mask & ERROR_MASK and waiters.mask:
                         self._disarm(fd, waiters, READABLE)
+                    else:
+                        self.renew_reactor = True  # never asked for: a stale entry
                 if mask & _WRITE_EVENTS:
                     writer = waiters.writer
                     if writer is not None:
@@ -323,8 +330,10 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                         if waiters.reader is writer:  # a readwrite_wait
                             waiters.reader = None
                             self._io_waiters -= 1
-                    elif waiters.mask & WRITABLE or mask & ERROR_MASK:
+                    elif waiters.mask & WRITABLE or mask & ERROR_MASK and waiters.mask:
                         self._disarm(fd, waiters, WRITABLE)
+                    else:
+                        self.renew_reactor = True
             if self._signals:
                 self._dispatch_signals()
             now = self.tick_started = clock()

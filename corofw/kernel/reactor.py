@@ -5,10 +5,18 @@ Both expose the same four calls with epoll's vocabulary: masks made of
 ``READABLE`` and ``WRITABLE``; ``poll(timeout)`` returns ``(fd, mask)``
 pairs, where an error or hang-up is reported as both directions so that
 the waiting task retries its call and sees the error itself.
+
+An epoll entry outlives the closing of its fd number while a copy of the
+file is open; the kernel notices and renews an :class:`EpollReactor` (see
+:mod:`corofw.kernel.fdwait`). A :class:`SelectorReactor` built on
+``selectors.EpollSelector`` hides such events, so it cannot: use the epoll
+reactor on Linux.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import select
 import selectors
 
@@ -33,6 +41,10 @@ class EpollReactor:
     def fileno(self) -> int:
         """The epoll instance's own fd."""
         return self._epoll.fileno()
+
+    def renew(self) -> EpollReactor:
+        """A fresh, empty reactor of the same kind (this one stays open)."""
+        return EpollReactor()
 
     def close(self) -> None:
         """Close the epoll instance."""
@@ -76,7 +88,12 @@ class SelectorReactor:
     def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
         """Wait up to ``timeout`` seconds (forever if negative) and return
         the ready ``(fd, mask)`` pairs."""
-        ready = self._selector.select(None if timeout < 0 else timeout)
+        try:
+            ready = self._selector.select(None if timeout < 0 else timeout)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            return self._drop_closed()
         out = []
         for key, events in ready:
             mask = 0
@@ -87,9 +104,26 @@ class SelectorReactor:
             out.append((key.fd, mask))
         return out
 
+    def _drop_closed(self) -> list[tuple[int, int]]:
+        """select() refuses a closed fd: stop watching every fd that is no
+        longer open and report each as an error, so that its waiters retry
+        and meet the error themselves."""
+        closed = []
+        for key in list(self._selector.get_map().values()):
+            try:
+                os.fstat(key.fd)
+            except OSError:
+                self._selector.unregister(key.fd)
+                closed.append((key.fd, READABLE | WRITABLE | _ERROR))
+        return closed
+
     def fileno(self) -> int:
         """-1: a selector has no fd of its own to expose."""
         return -1
+
+    def renew(self) -> SelectorReactor:
+        """A fresh, empty reactor on a new selector of the same kind."""
+        return SelectorReactor(type(self._selector)())
 
     def close(self) -> None:
         """Close the underlying selector."""
