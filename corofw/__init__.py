@@ -4,12 +4,16 @@ epoll event loop.
 Everything ordinary use needs is importable from here: the kernel
 (``run``, ``spawn``, ``sleep``, ``gather``, ``timeout_after``, traps, sync
 primitives), the web layer (``Router``, ``Request``, ``Response``), the
-server (``serve``, ``run_app``) and the outbound ``Client``.
+server (``serve``, ``run_app``), the outbound ``Client`` with its tail
+tolerance (``Upstream``, ``Hedge``, ``Retry``, ``Budget``, ``Breaker``) and
+the Redis client; PostgreSQL is ``corofw.data.pg`` (an extra).
 """
 
-from .data import Redis
+from .data import Redis, RedisError
 from .http import client
 from .http.auth import BasicAuth, BearerToken
+from .http.breaker import Breaker, UpstreamUnavailable
+from .http.budget import Budget
 from .http.client import Client, ClientResponse, Timeout
 from .http.client_errors import (
     ClientError,
@@ -48,8 +52,10 @@ from .http.messages import (
     StreamingResponse,
 )
 from .http.parser import Limits
+from .http.policies import Hedge, Retry
 from .http.server import Server, ServerConfig, serve
 from .http.sse import ServerSentEvent, event_stream, last_event_id
+from .http.upstream import Upstream
 from .http.websocket import ClientWebSocket
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
@@ -78,6 +84,7 @@ from .web import (
     serve_file,
     session_middleware,
 )
+from .web.deadline import deadline_middleware
 
 __version__ = "0.1.0"
 __all__ = [
@@ -96,4 +103,6 @@ __all__ = [
     "BasicAuth", "BearerToken", "CookieJar", "DecodingError", "ProxyError", "StreamConsumed",
     "TooManyRedirects", "ClientWebSocket", "WebSocketClosed", "WebSocketError",
     "WebSocketHandshakeError",
+    "Breaker", "Budget", "Hedge", "RedisError", "Retry", "Upstream", "UpstreamUnavailable",
+    "deadline_middleware",
 ]
