@@ -186,7 +186,8 @@ def run_reloading(load: Callable[[], Any], host: str = DEFAULT_HOST, port: int =
     log.info("reloader %d serving on %s, restarting on changes", os.getpid(),
              ", ".join(describe_listener(listener) for listener in listeners))
     try:
-        return _Supervisor(serve_in_worker, 1, config, reload_interval=interval).run()
+        return _Supervisor(serve_in_worker, 1, config, reload_interval=interval,
+                           on_stop=[listener.close for listener in listeners]).run()
     finally:
         _release(listeners)
 

@@ -252,8 +252,18 @@ def test_uds_with_two_workers_shares_the_socket_and_drains_on_sigterm(app_dir, n
         thread = threading.Thread(target=slow_request)
         thread.start()
         time.sleep(0.5)  # the request is in flight
-        status, err = server.stop()
+        server.proc.send_signal(signal.SIGTERM)
+        refused = False
+        while not refused and time.monotonic() < deadline + 10:
+            try:  # while the request finishes, new clients are refused at once
+                with socket.socket(socket.AF_UNIX) as late:
+                    late.connect(str(path))
+                time.sleep(0.02)
+            except ConnectionRefusedError:
+                refused = True
+        assert refused and not answers
         thread.join(10)
+        status, err = server.stop()
     assert status == 0, err
     assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
     assert answers[0].status_code == 200 and answers[0].text == "slept 1.5"
