@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from corofw import Client, ClientError, Response, Router, run, sleep
-from corofw.http.messages import HTTPError
+from corofw.http.messages import HTTPError, Request
 from corofw.testing import serve_in_thread
 from corofw.web.metrics import (
     CONTENT_TYPE,
@@ -392,3 +392,23 @@ def test_a_scrape_covers_every_worker(tmp_path):
                     if f.name == "corofw_kernel_tasks" for s in f.samples} >= set(served)
     finally:
         kill_tree(proc)
+
+
+def test_only_the_served_router_can_be_wrapped():
+    parent, child = Router(), Router()
+    parent.mount("/api", child)
+    with pytest.raises(ValueError, match="mounted router"):
+        Metrics().install(child)
+    wrapped = Router()
+    Metrics().install(wrapped)
+    with pytest.raises(ValueError, match="wrapped"):
+        Router().mount("/w", wrapped)
+
+
+def test_a_plain_handler_gets_no_generator_added():
+    metrics = Metrics()
+    routes = make_app(metrics)
+    response = routes.handle(Request("GET", "/users/5"))
+    assert isinstance(response, Response) and response.status == 200
+    series = metrics.routes[routes.routes[1]]["GET"]
+    assert series.statuses == {200: 1} and sum(series.buckets) == 1 and series.in_flight == 0

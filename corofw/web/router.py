@@ -196,6 +196,9 @@ class Router:
         if router._parent is not None:
             raise ValueError(f"this router is already mounted at "
                              f"{router._mount_prefix() or '/'!r}")
+        if "handle" in vars(router):
+            raise ValueError("a router whose dispatch is wrapped (wrap_dispatch) cannot be "
+                             "mounted: wrap the router that is served")
         prefix = _normalize_prefix(prefix)
         if name is not None and (not isinstance(name, str) or not name or ":" in name):
             raise ValueError(f"mount name must be a non-empty str without ':', not {name!r}")
@@ -227,6 +230,22 @@ class Router:
         self._middleware.append(fn)
         self._invalidate()
         return fn
+
+    def wrap_dispatch(self, wrapper: Callable[[Callable[[Request], Any]],
+                                              Callable[[Request], Any]]) -> None:
+        """Replace :meth:`handle` for this router with ``wrapper(handle)``:
+        a function of the request that returns what ``handle`` returns (a
+        response, or a generator returning one). It sees every request,
+        routed or not, after routing (``request.route`` is the Route that
+        took it, or None), around all middleware; unlike a middleware, it
+        adds no generator to a request answered without one, which is what
+        metrics need. Only the router the server serves is wrapped: raises
+        ValueError on a mounted router (and :meth:`mount` refuses a
+        wrapped one)."""
+        if self._parent is not None:
+            raise ValueError("wrap_dispatch() on a mounted router would never be called: "
+                             "wrap the router that is served")
+        self.handle = wrapper(self.handle)  # type: ignore[method-assign]
 
     def error_handler(self, key: int | type[Exception]) -> Callable[[F], F]:
         """Decorator: answer ``HTTPError`` with status ``key`` (an int) or
