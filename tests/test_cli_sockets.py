@@ -367,6 +367,7 @@ def test_systemd_socket_activation(app_dir, no_leaks, workers):
             status, err = server.stop()
     assert status == 0, err
     assert f"http://127.0.0.1:{port}, unix:{path}" in err
+    assert "Traceback" not in err and "WARNING" not in err and "ERROR" not in err, err
 
 
 def test_systemd_sockets_are_for_the_process_named_by_listen_pid(app_dir, no_leaks):
