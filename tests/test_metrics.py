@@ -338,7 +338,7 @@ def test_shared_directory_sums_workers_and_drops_gauges_of_dead_ones(tmp_path):
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
     gone = Metrics(directory=tmp_path)
-    series = gone._route_series(None, "GET")
+    series = gone.series_for(Request("GET", "/nope"))
     series.statuses[404] = 5
     series.in_flight = 3
     series.buckets[0] = 5
@@ -408,7 +408,40 @@ def test_only_the_served_router_can_be_wrapped():
 def test_a_plain_handler_gets_no_generator_added():
     metrics = Metrics()
     routes = make_app(metrics)
-    response = routes.handle(Request("GET", "/users/5"))
+    request = Request("GET", "/users/5")
+    response = routes.handle(request)
     assert isinstance(response, Response) and response.status == 200
-    series = metrics.routes[routes.routes[1]]["GET"]
-    assert series.statuses == {200: 1} and sum(series.buckets) == 1 and series.in_flight == 0
+    series = metrics.series_for(request)
+    assert series.route == "/users/{user_id:int}" and series.statuses == {200: 1}
+    assert sum(series.buckets) == 1 and series.in_flight == 0
+
+
+def test_a_handler_cancelled_by_the_client_leaving_counts_as_499():
+    metrics = Metrics()
+    name = "corofw_http_requests_total"
+    labels = {"route": "/slow/{seconds:float}", "method": "GET"}
+    with serve_in_thread(make_app(metrics)) as server, httpx.Client(base_url=server.url) as http:
+        with socket.create_connection((server.host, server.port)) as raw:
+            raw.sendall(b"GET /slow/30 HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while sample(http.get("/metrics").text, "corofw_http_requests_in_flight",
+                         **labels) != 1:
+                assert time.monotonic() < deadline, "the request never started"
+                time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while sample(text := http.get("/metrics").text, name, **labels, status="499") != 1:
+            assert time.monotonic() < deadline, "the cancelled request was never counted"
+            time.sleep(0.01)
+    assert sample(text, "corofw_http_requests_in_flight", **labels) == 0
+
+
+def test_a_worker_writes_its_numbers_after_requests_without_a_scrape(tmp_path):
+    metrics = Metrics(directory=tmp_path, write_interval=0.05)
+    mine = tmp_path / f"{os.getpid()}.json"
+    with serve_in_thread(make_app(metrics)) as server, httpx.Client(base_url=server.url) as http:
+        for _ in range(3):
+            http.get("/users/1")
+        deadline = time.monotonic() + 10
+        while not (mine.exists() and '"200":3' in mine.read_text()):
+            assert time.monotonic() < deadline, "the numbers were never written"
+            time.sleep(0.01)

@@ -1,7 +1,7 @@
 """Prometheus metrics for an app, its outbound calls and its kernel::
 
     metrics = Metrics()
-    metrics.install(routes)            # the middleware, and GET /metrics
+    metrics.install(routes)            # record its requests; serve GET /metrics
     metrics.observe(client)            # a Client's calls, per upstream host
 
 A scrape of ``/metrics`` answers in the Prometheus text exposition format
@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import GeneratorType
 from typing import Any
 
+from ..http.client import Client
 from ..http.messages import Request, Response
 from ..kernel import Cancelled, Coro, current_kernel, sleep
 from .metrics_files import ENV_DIRECTORY, SnapshotFiles
@@ -59,13 +60,16 @@ log = logging.getLogger("corofw.metrics")
 
 
 class RouteSeries:
-    """What one route and method recorded: ``in_flight`` requests now,
+    """What one route and method recorded: their labels ``route`` (the
+    pattern, "" for no route) and ``method``, ``in_flight`` requests now,
     answers by ``statuses`` (int status -> count), latency ``buckets``
     (not cumulative; the last is ``+Inf``) and their ``sum`` in seconds."""
 
-    __slots__ = ("in_flight", "statuses", "buckets", "sum")
+    __slots__ = ("route", "method", "in_flight", "statuses", "buckets", "sum")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, route: str, method: str, size: int) -> None:
+        self.route = route
+        self.method = method
         self.in_flight = 0
         self.statuses: dict[int, int] = {}
         self.buckets = [0] * size
@@ -107,19 +111,19 @@ class Metrics:
         if not namespace.replace("_", "a").isalnum() or namespace[0].isdigit():
             raise ValueError(f"namespace must be letters, digits and '_', not {namespace!r}")
         self.namespace = namespace
-        self.routes: dict[Any, dict[str, RouteSeries]] = {}
-        self.route_labels: dict[int, tuple[str, str]] = {}
-        self.upstreams: dict[str, UpstreamSeries] = {}
+        self._routes: dict[Any, dict[str, RouteSeries]] = {}
+        self._upstreams: dict[str, UpstreamSeries] = {}
+        self._installed = False
         if directory is None:
             directory = os.environ.get(ENV_DIRECTORY) or None
         self.files = SnapshotFiles(directory) if directory is not None else None
         self.write_interval = float(write_interval)
         self._write_due = math.inf if self.files is None else 0.0
-        self._kernel_extra: dict[str, float] = {}
 
     def __repr__(self) -> str:
         shared = f" shared in {self.files.directory!r}" if self.files else ""
-        return f"<Metrics {len(self.route_labels)} route series{shared}>"
+        count = sum(len(by_method) for by_method in self._routes.values())
+        return f"<Metrics {count} route series{shared}>"
 
     # -- wiring ----------------------------------------------------------------
 
@@ -127,12 +131,17 @@ class Metrics:
         """Record every request ``routes`` answers, and serve the metrics
         with ``GET path`` on it (None: serve them elsewhere, with
         :meth:`endpoint`). ``routes`` is the router the server serves:
-        its dispatch is wrapped (:meth:`Router.wrap_dispatch`)."""
+        its dispatch is wrapped (:meth:`Router.wrap_dispatch`). Raises
+        ValueError for a mounted router, RuntimeError if this Metrics is
+        already installed."""
+        if self._installed:
+            raise RuntimeError("this Metrics is already installed; one Metrics records one app")
+        routes.wrap_dispatch(self.wrap)
+        self._installed = True
         if path is not None:
             routes.add_route(path, self.endpoint, ("GET",), None)
-        routes.wrap_dispatch(self.wrap)
 
-    def observe(self, client: Any) -> Any:
+    def observe(self, client: Client) -> Client:
         """Record the calls of ``client`` (a :class:`~corofw.http.client.Client`)
         per upstream host; return ``client``."""
         client.observer = self.record_call
@@ -148,7 +157,7 @@ class Metrics:
         generator gets none added."""
         bounds = self.bounds
         first = bounds[0]
-        routes = self.routes
+        routes = self._routes
         new_series = self._route_series
         finish = self._finish
 
@@ -180,7 +189,7 @@ class Metrics:
 
     def series_for(self, request: Request) -> RouteSeries:
         """The series that records ``request`` (once it has been routed)."""
-        by_method = self.routes.get(request.route)
+        by_method = self._routes.get(request.route)
         series = by_method.get(request.method) if by_method is not None else None
         return series if series is not None else self._route_series(request.route,
                                                                     request.method)
@@ -201,9 +210,9 @@ class Metrics:
         """Record one outbound call to ``host`` that took ``seconds`` and
         raised ``error`` (None: it answered). A Client calls this once per
         finished call when :meth:`observe` set it as its observer."""
-        series = self.upstreams.get(host)
+        series = self._upstreams.get(host)
         if series is None:
-            series = self.upstreams[host] = UpstreamSeries(len(self.upstream_bounds) + 1)
+            series = self._upstreams[host] = UpstreamSeries(len(self.upstream_bounds) + 1)
         series.calls += 1
         series.buckets[bisect_left(self.upstream_bounds, seconds)] += 1
         series.sum += seconds
@@ -214,13 +223,12 @@ class Metrics:
     def _route_series(self, route: Any, method: str) -> RouteSeries:
         if route is None and method not in _METHODS:
             method = "OTHER"
-            by_method = self.routes.get(route)
+            by_method = self._routes.get(route)
             if by_method is not None and method in by_method:
                 return by_method[method]
         label = "" if route is None else route.full_path
-        series = RouteSeries(len(self.bounds) + 1)
-        self.routes.setdefault(route, {})[method] = series
-        self.route_labels[id(series)] = (label, method)
+        series = RouteSeries(label, method, len(self.bounds) + 1)
+        self._routes.setdefault(route, {})[method] = series
         return series
 
     # -- exposing ----------------------------------------------------------------
@@ -231,21 +239,17 @@ class Metrics:
         the loop lag."""
         started = _perf_counter()
         yield from sleep(0)
-        self._kernel_extra = {"loop_lag_seconds": _perf_counter() - started}
-        return Response(self.exposition().encode(), content_type=CONTENT_TYPE)
+        lag = _perf_counter() - started
+        return Response(self.exposition(lag).encode(), content_type=CONTENT_TYPE)
 
     def snapshot(self) -> dict[str, Any]:
         """This process's numbers as plain data (what a worker writes to the
         shared directory): ``routes``, ``upstreams`` and ``kernel``."""
-        routes = []
-        for by_method in self.routes.values():
-            for series in by_method.values():
-                route, method = self.route_labels[id(series)]
-                routes.append([route, method, series.in_flight,
-                               {str(status): n for status, n in series.statuses.items()},
-                               list(series.buckets), series.sum])
+        routes = [[s.route, s.method, s.in_flight,
+                   {str(status): n for status, n in s.statuses.items()}, list(s.buckets), s.sum]
+                  for by_method in self._routes.values() for s in by_method.values()]
         upstreams = [[host, s.calls, dict(s.errors), list(s.buckets), s.sum]
-                     for host, s in self.upstreams.items()]
+                     for host, s in self._upstreams.items()]
         return {"pid": os.getpid(), "bounds": list(self.bounds),
                 "upstream_bounds": list(self.upstream_bounds),
                 "routes": routes, "upstreams": upstreams, "kernel": self._kernel_numbers()}
@@ -262,21 +266,24 @@ class Metrics:
     def _write_soon(self) -> None:
         kernel = current_kernel()
         if self.write_interval <= 0 or kernel is None:
-            self.write()
+            self._write_quietly(None)
         else:
             self._write_due = math.inf  # one timer at a time; an idle worker sets none
-            kernel.add_timer(self.write_interval, self._timed_write, None)
+            kernel.add_timer(self.write_interval, self._write_quietly, None)
 
-    def _timed_write(self, _: Any) -> None:
+    def _write_quietly(self, _: Any) -> None:
         try:
             self.write()
-        except OSError as exc:
+        except OSError as exc:  # metrics never fail a request
             log.warning("cannot write metrics to %s: %s", self.files.directory, exc)
 
-    def exposition(self) -> str:
+    def exposition(self, loop_lag: float | None = None) -> str:
         """Every metric in the text exposition format: this process's, or,
-        with a shared directory, every worker's summed."""
+        with a shared directory, every worker's summed. ``loop_lag`` (in
+        seconds) is reported as this process's loop lag."""
         mine = self.snapshot()
+        if loop_lag is not None:
+            mine["kernel"]["loop_lag_seconds"] = loop_lag
         if self.files is None:
             snapshots, multi = [mine], False
         else:
@@ -293,7 +300,6 @@ class Metrics:
                    "timers": stats["timers"], "watchdog_warnings": stats["watchdog_warnings"]}
         if stats["busy_fraction"] is not None:
             numbers["busy_fraction"] = stats["busy_fraction"]
-        numbers.update(self._kernel_extra)
         return numbers
 
 
