@@ -275,7 +275,7 @@ class Metrics:
         try:
             self.write()
         except OSError as exc:  # metrics never fail a request
-            log.warning("cannot write metrics to %s: %s", self.files.directory, exc)
+            log.warning("cannot write this worker's metrics: %s", exc)
 
     def exposition(self, loop_lag: float | None = None) -> str:
         """Every metric in the text exposition format: this process's, or,
@@ -338,9 +338,11 @@ _KERNEL_GAUGES = (
 def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[float],
            snapshots: Iterable[dict[str, Any]], multi: bool) -> str:
     """The text exposition of ``snapshots`` (as :meth:`Metrics.snapshot`
-    makes them) summed. Gauges of processes no longer alive are left out
-    (the caller passes only live ones for those: ``alive`` in each);
-    with ``multi``, the kernel's numbers are labelled by ``pid``."""
+    makes them) summed. A snapshot whose ``alive`` is False (its process
+    has exited) adds its counters and histograms but not its gauges nor
+    its kernel's numbers; with ``multi``, the kernel's numbers are
+    labelled by ``pid``. Histograms with other bounds than ``bounds`` /
+    ``upstream_bounds`` are left out."""
     requests: dict[tuple[str, ...], float] = {}
     in_flight: dict[tuple[str, ...], float] = {}
     latency: dict[tuple[str, ...], list] = {}
@@ -391,8 +393,8 @@ def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[fl
                "Time each outbound call took, by upstream host.", ("host",),
                upstream_bounds, call_latency)
     label_names = ("pid",) if multi else ()
-    for key, name, kind, text in _KERNEL_GAUGES:
-        _family(out, prefix + name, kind, text, label_names, kernel.get(key, ()))
+    for stat, name, kind, text in _KERNEL_GAUGES:
+        _family(out, prefix + name, kind, text, label_names, kernel.get(stat, []))
     return "".join(out)
 
 

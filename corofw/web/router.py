@@ -245,7 +245,7 @@ class Router:
         if self._parent is not None:
             raise ValueError("wrap_dispatch() on a mounted router would never be called: "
                              "wrap the router that is served")
-        self.handle = wrapper(self.handle)  # type: ignore[method-assign]
+        self.handle = wrapper(self.handle)  # type: ignore[method-assign,assignment]
 
     def error_handler(self, key: int | type[Exception]) -> Callable[[F], F]:
         """Decorator: answer ``HTTPError`` with status ``key`` (an int) or
