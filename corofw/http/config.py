@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ from .parser import DEFAULT_LIMITS, Limits
 
 #: the watchdog threshold must be below a day, the kernel's longest wait
 MAX_WATCHDOG = 86400.0
+ACCESS_LOG_FORMATS = ("text", "json")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass
@@ -30,6 +33,11 @@ class ServerConfig:
     client takes the place of an idle one, or gets a 503. ``watchdog``:
     warn when one step of a task blocks the loop longer than this many
     seconds (below ``MAX_WATCHDOG``); None or 0 is off.
+    ``access_log``: one line per response to the ``corofw.access`` logger,
+    as ``access_log_format``, "text" or "json" (see docs/logging.md).
+    ``request_id_header``: the request header a request's id is taken from
+    (when valid) and the response header it is echoed in; None takes no id
+    from clients and echoes none (ids are then always made by the server).
     """
 
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
@@ -40,6 +48,8 @@ class ServerConfig:
     graceful_timeout: float = 10.0
     max_connections: int = 10000
     access_log: bool = True
+    access_log_format: str = "text"  # "text" (nginx-like) or "json" (one object per line)
+    request_id_header: str | None = "x-request-id"  # None: take no id from clients, echo none
     watchdog: float | None = 0.1  # blocked-loop warning threshold in seconds; None: off
 
     def __post_init__(self) -> None:
@@ -54,6 +64,12 @@ class ServerConfig:
             if self.watchdog >= MAX_WATCHDOG:
                 raise ValueError(f"watchdog must be below {MAX_WATCHDOG:g} seconds (a day), "
                                  f"not {self.watchdog!r}")
+        if self.access_log_format not in ACCESS_LOG_FORMATS:
+            raise ValueError(f"access_log_format must be one of {', '.join(ACCESS_LOG_FORMATS)}, "
+                             f"not {self.access_log_format!r}")
+        header = self.request_id_header
+        if header is not None and (type(header) is not str or not _TOKEN.fullmatch(header)):
+            raise ValueError(f"request_id_header must be a header name or None, not {header!r}")
         if type(self.max_connections) is not int or self.max_connections < 1:
             raise ValueError(f"max_connections must be a whole number >= 1, "
                              f"not {self.max_connections!r}")

@@ -40,11 +40,13 @@ class Connection:
     watched (0: none); ``answers`` counts them. ``watch``: the timer that
     starts watching (armed for answer number ``timed``), or the task
     running :func:`watch_client`, or None.
-    ``gone``: the client closed or reset the connection."""
+    ``gone``: the client closed or reset the connection.
+    ``access``: the server's access log; ``started``: when the request
+    being answered had arrived, for its line."""
 
     __slots__ = ("sock", "client", "config", "task", "phase", "deadline", "parser", "filled",
                  "unyielded", "sent_continue", "linger", "watching", "answers", "timed", "watch",
-                 "gone")
+                 "gone", "access", "started")
 
     def __init__(self, sock: Socket, client: Any, config: ServerConfig) -> None:
         self.sock = sock
@@ -63,6 +65,8 @@ class Connection:
         self.timed = 0
         self.watch: Any = None
         self.gone = False
+        self.access: Any = None  # the server's AccessLog (request ids and their echo too)
+        self.started = 0.0  # when the request being answered had arrived (kernel clock)
 
 
 def send(conn: Connection, data: bytes, body: bytes | None = None) -> Coro[None]:

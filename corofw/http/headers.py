@@ -63,6 +63,19 @@ class Headers:
         values = self._lookup().get(name.lower())
         return values[0] if values else default
 
+    def first_raw(self, name: bytes) -> bytes | None:
+        """The first value of ``name`` (lower-case bytes) as received, or
+        None, without decoding the other headers: for the server's own
+        per-request lookups. Headers that were decoded or built from
+        strings are looked up as :meth:`get` does."""
+        if self._items is None:
+            for key, value in self._raw or ():
+                if key == name:
+                    return value
+            return None
+        value = self.get(name.decode("latin-1"))
+        return None if value is None else value.encode("latin-1", "replace")
+
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` (any case), in order; ``[]`` if absent.
         ``getall`` is the same method."""

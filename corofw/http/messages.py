@@ -15,6 +15,7 @@ from .forms import FormData, FormError, FormLimits, read_form
 from .headers import Headers
 from .jsontext import decode_json, encode_json
 from .multidict import MultiDict
+from .request_id import DEFAULT_IDS
 from .status import reason_phrase
 
 # what a URL cannot carry as is: a "%" that starts no %XX escape, and any
@@ -55,7 +56,7 @@ class Request:
     # at its cookies pays nothing for them
     __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
                  "client", "keep_alive", "path_params", "route", "_query", "_state",
-                 "_cookies")
+                 "_cookies", "_id")
     _cookies: MultiDict[str]
 
     def __init__(self, method: str, target: str, path: str | None = None,
@@ -78,6 +79,7 @@ class Request:
         self.route: Any = None
         self._query: QueryParams | None = None
         self._state: dict[str, Any] | None = None
+        self._id: Any = DEFAULT_IDS  # what makes its id on first use (a server sets its own)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target}>"
@@ -104,6 +106,21 @@ class Request:
         cookies = MultiDict(parse_cookie_header("; ".join(headers)) if headers else ())
         self._cookies = cookies
         return cookies
+
+    @property
+    def id(self) -> str:
+        """This request's id, the one its access log line carries: the
+        value of the server's request-id header (``x-request-id`` unless
+        configured otherwise) when the client or a proxy sent a valid one,
+        otherwise one made for it (see :mod:`corofw.http.request_id`).
+        Read once, it stays; the response then echoes it in that header."""
+        try:
+            ident = self._id
+        except AttributeError:
+            ident = DEFAULT_IDS
+        if type(ident) is not str:
+            ident = self._id = ident.assign(self)
+        return ident
 
     @property
     def state(self) -> dict[str, Any]:

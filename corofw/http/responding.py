@@ -4,7 +4,8 @@
 bytes object. :func:`write_response` takes every other response: with
 headers, large, to HEAD or HTTP/1.0, a file (``sendfile``) or a stream (a
 generator whose chunks are sent as they come). Each writes the access log
-line of its response, saying why one was cut short.
+line of its response (:mod:`corofw.http.accesslog`), saying why one was cut
+short, and echoes the request's id in its response when it has one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from ..kernel import Cancelled
 from ..kernel.traps import Coro
 from ..net.files import sendfile
-from .connection import Connection, format_client, send
+from .connection import Connection, send
 from .files import FileResponse
 from .messages import Request, Response, StreamingResponse
 from .serialize import (
@@ -29,14 +30,15 @@ from .serialize import (
 )
 
 log = logging.getLogger("corofw.server")
-access_log = logging.getLogger("corofw.access")
 
 _JOIN_LIMIT = 65536  # a body below this is sent joined to its head, in one send
 
 
-def encode_at_once(response: Any, request: Request, keep_alive: bool) -> bytes | None:
+def encode_at_once(response: Any, request: Request, keep_alive: bool,
+                   extra: bytes = b"") -> bytes | None:
     """The whole response as bytes, for the common case: a small
-    :class:`Response` with no extra headers to a GET/POST/... over HTTP/1.1.
+    :class:`Response` with no extra headers to a GET/POST/... over HTTP/1.1,
+    with the server's own ``extra`` header lines (the request id's echo).
     None for anything else, which :func:`write_response` handles."""
     if type(response) is not Response or response.headers:
         return None
@@ -46,7 +48,7 @@ def encode_at_once(response: Any, request: Request, keep_alive: bool) -> bytes |
             or not 200 <= status < 600 or request.method == "HEAD" \
             or request.version != "HTTP/1.1":
         return None
-    return simple_response(status, response.content_type, body, keep_alive)
+    return simple_response(status, response.content_type, body, keep_alive, extra)
 
 
 def write_response(conn: Connection, request: Request, response: Any,
@@ -78,6 +80,9 @@ def write_response(conn: Connection, request: Request, response: Any,
             length = len(body)
         head = response_head(status, response.content_type, response.headers, length,
                              keep_alive, http10)
+        extra = conn.access.ids.echo(request)
+        if extra and not (headers and headers.get(conn.access.ids.header) is not None):
+            head = head[:-2] + extra + b"\r\n"  # unless the app gave its own
     except (ValueError, TypeError, AttributeError) as exc:
         log.error("invalid response to %s %s: %s", request.method, request.target, exc)
         discard(response)
@@ -210,15 +215,10 @@ def close_body(body: Any) -> None:
 
 def log_access(conn: Connection, request: Request, status: int, length: Any,
                failure: str = "") -> None:
-    """One line per response: client, request line, status, body bytes;
-    a response that failed says what happened (``incomplete: ...``)."""
-    if failure:
-        access_log.info('%s "%s %s %s" %d %s (%s)', format_client(conn.client),
-                        request.method, request.target, request.version, status, length,
-                        failure)
-    else:
-        access_log.info('%s "%s %s %s" %d %s', format_client(conn.client), request.method,
-                        request.target, request.version, status, length)
+    """The access log line of a response: client, time, request line,
+    status, body bytes, duration, request id; a response that failed says
+    what happened (``incomplete: ...``)."""
+    conn.access.write(conn.client, request, status, length, conn.started, failure)
 
 
 def interrupted(exc: BaseException) -> str:

@@ -89,9 +89,10 @@ _prefixes: dict[tuple[int, str | None], bytes] = {}
 
 
 def simple_response(status: int, content_type: str | None, body: bytes,
-                    keep_alive: bool) -> bytes | None:
+                    keep_alive: bool, extra: bytes = b"") -> bytes | None:
     """A whole HTTP/1.1 response with no extra headers, as one bytes object
     (the server's fast path; same bytes as :func:`response_head` + body).
+    ``extra``: header lines the server adds (valid, each ending in CRLF).
 
     None when ``content_type`` is not a valid header value: the caller then
     takes the general path, whose :func:`response_head` raises the error
@@ -110,9 +111,10 @@ def simple_response(status: int, content_type: str | None, body: bytes,
     if now >= _date[0]:
         date_line()
     if keep_alive:
-        return b"%scontent-length: %d\r\n%s\r\n%s" % (prefix, len(body), _date[1], body)
-    return b"%scontent-length: %d\r\n%sconnection: close\r\n\r\n%s" % (
-        prefix, len(body), _date[1], body)
+        return b"%scontent-length: %d\r\n%s%s\r\n%s" % (prefix, len(body), _date[1], extra,
+                                                          body)
+    return b"%scontent-length: %d\r\n%sconnection: close\r\n%s\r\n%s" % (
+        prefix, len(body), _date[1], extra, body)
 
 
 def body_allowed(status: int, method: str) -> bool:

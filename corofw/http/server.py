@@ -37,6 +37,7 @@ from ..kernel import (
 from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, SLEEP, Coro
 from ..net import Socket
+from .accesslog import AccessLog
 from .config import ServerConfig
 from .connection import (
     BODY,
@@ -61,6 +62,7 @@ from .connection import (
 from .lifespan import BackgroundTasks, StartupError, drop_background, start_app, stop_app
 from .messages import Request, Response, StreamingResponse
 from .parser import ProtocolError, RequestParser
+from .request_id import RequestIds
 from .responding import encode_at_once, log_access, write_response
 from .serialize import CONTINUE, error_response
 from .stopping import watch_channel, watch_signals
@@ -111,6 +113,9 @@ class Server:
         self.background = BackgroundTasks()
         self._hooks: Any = None  # the task running the app's start-up or shutdown
         self._started = False
+        self.access = AccessLog(self.config.access_log_format,
+                                RequestIds(self.config.request_id_header,
+                                           always=self.config.access_log))
 
     # -- accepting -----------------------------------------------------------
 
@@ -166,6 +171,7 @@ class Server:
                 except OSError:
                     pass
             connection = Connection(Socket(conn), client, self.config)
+            connection.access = self.access
             self.connections.add(connection)
             self._all_closed.clear()
             connection.task = yield from spawn(self._serve(connection), "connection")
@@ -225,7 +231,10 @@ class Server:
         read_trap = (READ, conn.sock.fd)
         handle = self.app.handle
         send_now = conn.sock.sock.send
-        access_log = self.config.access_log
+        kernel = self._kernel
+        access = self.access if self.config.access_log else None
+        ids = self.access.ids
+        echo = ids.echo if ids.header is not None else None
         try:
             deadline.set(self.config.keep_alive_timeout, "keep-alive idle")
             while True:
@@ -248,6 +257,9 @@ class Server:
                     conn.phase = BUSY  # a request is in hand: not to be closed as idle
                     yield _YIELD_TRAP
                 task.context = request  # what the task dump and watchdog report
+                request._id = ids
+                if access is not None:
+                    conn.started = kernel.tick_started
                 try:
                     response = handle(request)
                 except Exception:
@@ -255,7 +267,8 @@ class Server:
                 if type(response) is GeneratorType:
                     response = yield from self._wait_for_app(conn, request, response)
                 keep_alive = request.keep_alive and not self.closing
-                wire = encode_at_once(response, request, keep_alive)
+                wire = encode_at_once(response, request, keep_alive,
+                                      b"" if echo is None else echo(request))
                 try:
                     if wire is None:
                         keep_alive = yield from self._write(conn, request, response, keep_alive)
@@ -268,8 +281,9 @@ class Server:
                             conn.phase = BUSY
                             yield from send_rest(conn, wire, sent)
                         self.requests_served += 1
-                        if access_log:
-                            log_access(conn, request, response.status, len(response.body))
+                        if access is not None:
+                            access.write(conn.client, request, response.status,
+                                         len(response.body), conn.started)
                 finally:
                     if request._state is not None:  # request.background() may have been used
                         self.background.start_for(request)
@@ -490,7 +504,8 @@ class Server:
         (idle ones, and those still receiving a request's head), let requests
         in flight and background tasks finish for up to ``grace`` seconds,
         then cancel what is left; then run the app's shutdown (a Router's
-        ``on_shutdown`` hooks) if its start-up ran."""
+        ``on_shutdown`` hooks) if its start-up ran. The access log's lines
+        are all written before the shutdown hooks run."""
         grace = self.config.graceful_timeout if grace is None else grace
         ends = (yield from current_time()) + grace
         self.closing = True
@@ -508,6 +523,7 @@ class Server:
             self.abort("server shutdown grace period over")
             yield from self._all_closed.wait()
         yield from self._finish_background(ends)
+        self.access.close()  # every line of the requests served is written
         if self._started:
             self._started = False
             hooks = self._hooks = yield from spawn(stop_app(self.app), "shutdown")
@@ -589,6 +605,7 @@ def serve(app: Any, listener: Socket, config: ServerConfig | None = None,
                 yield from stopped.wait()
             yield from server.shutdown()
         finally:
+            server.access.close()
             for task in helpers:
                 task.cancel("server stopped")
     return server

@@ -1,0 +1,246 @@
+"""The access log: one line per response, written at little cost.
+
+A response's line is formatted here with one f-string (no ``LogRecord`` per
+response) and kept in a buffer. The buffer is written out at most
+``FLUSH_DELAY`` after its first line, as soon as it holds ``FLUSH_LINES``
+lines, when the server stops, and at the process's exit: a burst of
+responses costs one write, and no line is lost on a graceful stop.
+
+Where lines go is decided by the ``corofw.access`` logger, read afresh for
+every batch: its level (a disabled logger costs one check per response and
+makes no line), ``disabled``, its filters, its handlers and its ancestors'
+as far as ``propagate`` allows (``logging.lastResort`` when there are none),
+each handler's level and filters. A handler of type exactly
+``logging.StreamHandler`` or ``logging.FileHandler`` with no filters and a
+plain ``logging.Formatter`` gets the batch in one write, each line framed as
+its formatter frames a record whose message is the line (its time fields,
+``%(asctime)s`` included, are those of the write). Every other handler,
+and every handler when the logger itself has filters, gets one
+``LogRecord`` per line, as ``logger.info(line)`` would give it, made when the
+batch is written.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import Any
+
+from ..kernel import current_kernel
+from .connection import format_client
+from .request_id import RequestIds
+
+ACCESS_LOGGER = logging.getLogger("corofw.access")
+INFO = logging.INFO
+#: longest a line waits in the buffer, in seconds of the kernel's clock
+FLUSH_DELAY = 0.005
+#: a buffer this long is written at once
+FLUSH_LINES = 256
+
+_MARK = "\x00corofw access line\x00"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)
+_PLAIN_FORMATTER = logging.Formatter()
+_CLIENTS_KEPT = 1024
+_pending: set[AccessLog] = set()  # logs with lines not yet written, for the exit
+
+
+class AccessLog:
+    """The access log of one server: formats a line per response
+    (:meth:`write`) and writes them out in batches (:meth:`flush`).
+
+    ``format`` is "text" (nginx-like) or "json" (one object per line);
+    ``ids`` gives requests their ids and responses their echo."""
+
+    __slots__ = ("json", "ids", "lines", "_timer", "_clock", "_next", "_whole", "_stamp",
+                 "_zone", "_clients", "__weakref__")
+
+    def __init__(self, format: str = "text", ids: RequestIds | None = None) -> None:
+        self.json = format == "json"
+        self.ids = ids if ids is not None else RequestIds(always=True)
+        self.lines: list[str] = []
+        self._timer: Any = None
+        self._clock: Any = time.monotonic
+        self._next = 0.0
+        self._whole = 0
+        self._stamp = ""
+        self._zone = ""
+        self._clients: dict[Any, str] = {}
+
+    def write(self, client: Any, request: Any, status: int, length: Any, started: float,
+              failure: str = "") -> None:
+        """The line of one response: ``length`` body bytes sent, answered
+        ``started`` (kernel clock) onwards; ``failure`` says why it was cut
+        short. Nothing is made when the logger is not enabled for INFO."""
+        lines = self.lines
+        if not lines and not self._begin():
+            return
+        now = time.time()
+        if now >= self._next:
+            self._new_second(now)
+        ms = (self._clock() - started) * 1000.0
+        ident = request._id  # the server gives every request one, or what makes it
+        if type(ident) is not str:
+            ident = request.id
+        who = self._clients.get(client)
+        if who is None:
+            who = self._client_text(client)
+        target = request.target
+        if self.json:
+            lines.append(
+                f'{{"time":"{self._stamp}.{int((now - self._whole) * 1000):03d}{self._zone}",'
+                f'"client":{_json_string(who)},"method":"{request.method}",'
+                f'"target":{_json_string(target)},"version":"{request.version}",'
+                f'"status":{status},"bytes":{length},"duration_ms":{ms:.3f},'
+                f'"request_id":{_json_string(ident)},'
+                f'"error":{_json_string(failure) if failure else "null"}}}')
+        else:
+            if '"' in target or "\\" in target:
+                target = target.replace("\\", "\\x5C").replace('"', "\\x22")
+            line = (f'{who} [{self._stamp}] "{request.method} {target} {request.version}" '
+                    f"{status} {length} {ms:.3f}ms {ident}")
+            lines.append(f"{line} ({failure})" if failure else line)
+        if len(lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write out the lines made so far (any thread may call it)."""
+        lines = self.lines
+        if lines:
+            self.lines = []
+            _pending.discard(self)
+            deliver(lines)
+
+    def close(self) -> None:
+        """Flush, and drop the pending flush timer (call it in the kernel
+        that runs the server, as the server does when it stops)."""
+        self.flush()
+        timer, self._timer = self._timer, None
+        kernel = current_kernel()
+        if timer is not None and kernel is not None:
+            kernel.cancel_timer(timer)
+
+    def _begin(self) -> bool:
+        """A batch begins: if the logger takes INFO, arrange its flush."""
+        if not ACCESS_LOGGER.isEnabledFor(INFO):
+            return False
+        _pending.add(self)
+        kernel = current_kernel()
+        if kernel is None:
+            self._clock = time.monotonic
+        else:
+            self._clock = kernel.clock
+            timer = self._timer
+            if timer is None or timer[2] is None:  # none armed, or it fired or was cancelled
+                self._timer = kernel.add_timer(FLUSH_DELAY, self._due, None)
+        return True
+
+    def _due(self, _: Any) -> None:
+        self._timer = None
+        self.flush()
+
+    def _new_second(self, now: float) -> None:
+        whole = int(now)
+        t = time.localtime(whole)
+        offset = t.tm_gmtoff or 0
+        sign = "-" if offset < 0 else "+"
+        hours, minutes = divmod(abs(offset) // 60, 60)
+        if self.json:
+            self._stamp = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+                           f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+            self._zone = f"{sign}{hours:02d}:{minutes:02d}"
+        else:
+            self._stamp = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}"
+                           f":{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+                           f" {sign}{hours:02d}{minutes:02d}")
+        self._whole = whole
+        self._next = whole + 1.0
+
+    def _client_text(self, client: Any) -> str:
+        text = format_client(client)
+        clients = self._clients
+        if len(clients) >= _CLIENTS_KEPT:
+            clients.clear()
+        try:
+            clients[client] = text
+        except TypeError:  # not hashable: formatted each time
+            pass
+        return text
+
+
+def deliver(lines: list[str]) -> None:
+    """Hand ``lines`` to where the ``corofw.access`` logger sends records
+    (see the module's docstring for what is honoured)."""
+    logger = ACCESS_LOGGER
+    if logger.disabled:
+        return
+    if logger.filters:
+        for line in lines:
+            logger.handle(_record(line))
+        return
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent  # type: ignore[assignment]
+    if not handlers:
+        if logging.lastResort is None:
+            return
+        handlers = [logging.lastResort]
+    records: list[logging.LogRecord] | None = None
+    for handler in handlers:
+        if handler.level > INFO or _write_batch(handler, lines):
+            continue
+        if records is None:
+            records = [_record(line) for line in lines]
+        for record in records:
+            handler.handle(record)
+
+
+def _write_batch(handler: logging.Handler, lines: list[str]) -> bool:
+    """Write ``lines`` to a plain stream handler in one write, framed by
+    its formatter; False if ``handler`` is not one (it then gets records)."""
+    if type(handler) not in _PLAIN_STREAMS or handler.filters:
+        return False
+    stream = handler.stream  # type: ignore[attr-defined]
+    formatter = handler.formatter or _PLAIN_FORMATTER
+    if stream is None or type(formatter) is not logging.Formatter:
+        return False  # a delayed FileHandler opens its file on its first record
+    template = _record(_MARK)
+    try:
+        prefix, mark, suffix = formatter.format(template).partition(_MARK)
+    except Exception:
+        return False
+    if not mark or _MARK in suffix:
+        return False
+    end = suffix + handler.terminator  # type: ignore[attr-defined]
+    data = prefix + (end + prefix).join(lines) + end
+    handler.acquire()
+    try:
+        stream.write(data)
+        handler.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(template)
+    finally:
+        handler.release()
+    return True
+
+
+def _record(line: str) -> logging.LogRecord:
+    return ACCESS_LOGGER.makeRecord(ACCESS_LOGGER.name, INFO, __file__, 0, line, None, None,
+                                    "access log")
+
+
+def flush_all() -> None:
+    """Write out every access log's pending lines (run at the process's exit)."""
+    for log in list(_pending):
+        log.flush()
+
+
+atexit.register(flush_all)

@@ -1,0 +1,95 @@
+"""Request ids: taken from a header the client (or a proxy) sent, or made.
+
+An id made here is a per-process random prefix followed by a counter, both
+hex (``5f0c9a3e21d7-1a``): unique across the worker processes of a server
+and across restarts (the prefix is 48 random bits, drawn again in a forked
+child), and cheap (no randomness per request). An id taken from a request
+must be 1 to 128 visible ASCII characters (``!`` to ``~``); any other
+value is ignored and an id is made instead, so an id is always safe to
+write in a log line or a response header.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import Any
+
+#: the header an id is taken from and echoed in, unless configured otherwise
+DEFAULT_HEADER = "x-request-id"
+MAX_LENGTH = 128
+
+_VALID = re.compile(rb"[!-~]{1,%d}" % MAX_LENGTH).fullmatch
+_prefix = ""
+_counter: Any = None
+
+
+def _reseed() -> None:
+    global _prefix, _counter
+    _prefix = os.urandom(6).hex() + "-"
+    _counter = itertools.count(1)
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_request_id() -> str:
+    """A fresh id, unique in this process and, with high probability,
+    across processes and restarts."""
+    return f"{_prefix}{next(_counter):x}"
+
+
+def valid_request_id(value: bytes) -> bool:
+    """Whether ``value`` may be taken as an id: 1 to 128 visible ASCII."""
+    return _VALID(value) is not None
+
+
+class RequestIds:
+    """Where a server's request ids come from and where they go.
+
+    ``header`` (lower case) is the request header an id is taken from and
+    the response header it is echoed in; None takes no id from requests
+    and echoes none. ``always``: every request gets an id (the access log
+    is on); otherwise only a request whose ``id`` is read has one."""
+
+    __slots__ = ("header", "_name", "always")
+
+    def __init__(self, header: str | None = DEFAULT_HEADER, always: bool = False) -> None:
+        self.header = header.lower() if header else None
+        self._name = self.header.encode("latin-1") if self.header else None
+        self.always = always
+
+    def assign(self, request: Any) -> str:
+        """The id of ``request``: its header's value when valid, else a new one."""
+        name = self._name
+        if name is not None:
+            value = request.headers.first_raw(name)
+            if value is not None and _VALID(value) is not None:
+                return value.decode("ascii")
+        return new_request_id()
+
+    def echo(self, request: Any) -> bytes:
+        """The header line that gives the response the request's id, or
+        b"" when the request has none (nobody needed one) or echoing is off.
+        With ``always``, a request without an id gets one here (this is
+        :meth:`assign` inlined: the server calls it for every response)."""
+        header = self.header
+        if header is None:
+            return b""
+        ident = request._id
+        if type(ident) is not str:
+            if not self.always:
+                return b""
+            value = request.headers.first_raw(self._name)
+            if value is not None and _VALID(value) is not None:
+                ident = value.decode("ascii")
+            else:
+                ident = f"{_prefix}{next(_counter):x}"
+            request._id = ident
+        return f"{header}: {ident}\r\n".encode("ascii")
+
+
+#: what ``request.id`` uses for a request that no server gave its own
+DEFAULT_IDS = RequestIds()
