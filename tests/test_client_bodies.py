@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import socket
+import threading
 import tracemalloc
 import zlib
 
@@ -22,6 +24,8 @@ from corofw import (
     WriteTimeout,
     compression_middleware,
     run,
+    sleep,
+    spawn,
     timeout_after,
 )
 from corofw.testing import serve_in_thread
@@ -329,3 +333,39 @@ def test_a_corrupt_body_is_a_decoding_error(server):
 
     with pytest.raises(DecodingError, match="could not be decoded"):
         go(make, decompress=True)
+
+
+def test_a_fast_body_read_gives_the_other_tasks_turns():
+    body_size = 32 << 20
+
+    def handler(server, conn, index):
+        while b"\r\n\r\n" not in conn.recv(4096, socket.MSG_PEEK):
+            pass
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % body_size)
+        conn.sendall(b"x" * body_size)
+        server.stopping.wait(10)
+
+    def main(url):
+        client = Client()
+        response = yield from client.get(url, stream=True)
+        connection = response._exchange.conn
+        samples = []
+        reading = True
+
+        def ticker():
+            while reading:
+                samples.append(connection.received)
+                yield from sleep(0)
+
+        task = yield from spawn(ticker())
+        content = yield from response.read()
+        reading = False
+        yield from task.join()
+        client.close()
+        return len(content), samples
+
+    with RawServer(handler) as srv:
+        size, samples = run(main(srv.url))
+    assert size == body_size
+    longest = max(after - before for before, after in zip(samples, samples[1:], strict=False))
+    assert longest <= 20 * 65536, f"{longest} bytes read without another task's turn"

@@ -14,6 +14,7 @@ import pytest
 from raw_server import OK, RawServer, answer, call, close_now, get, reset
 
 from corofw import (
+    Client,
     ClientTimeout,
     ConnectError,
     ConnectionRefused,
@@ -26,7 +27,9 @@ from corofw import (
     TotalTimeout,
     WriteTimeout,
     gather,
+    run,
     run_in_thread,
+    sleep,
 )
 from corofw.http.pool import PooledConnection
 
@@ -651,3 +654,25 @@ def test_a_switched_protocol_connection_is_not_reused():
     with RawServer(handler) as srv:
         (status, content), _ = call(go, timeout=5)
     assert (status, content) == (101, b"ok") and srv.accepted == 2
+
+
+def test_a_streamed_response_left_unread_does_not_time_out_the_caller():
+    """The read timeout bounds each wait for the server, not the time the
+    caller takes between getting a streamed response and reading it."""
+
+    def handler(server, conn, index):
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        server.stopping.wait(10)
+
+    def main(url):
+        client = Client(timeout=Timeout(read=0.2))
+        try:
+            response = yield from client.get(url, stream=True)
+            yield from sleep(0.5)  # longer than the read timeout
+            return (yield from response.read())
+        finally:
+            client.close()
+
+    with RawServer(handler) as srv:
+        assert run(main(srv.url)) == b"hello"

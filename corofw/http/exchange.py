@@ -42,7 +42,7 @@ from typing import Any
 
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task
-from ..kernel.traps import EITHER, READ, WRITE, Coro
+from ..kernel.traps import EITHER, READ, SLEEP, WRITE, Coro
 from .client_errors import (
     TIMEOUTS,
     ClientError,
@@ -62,6 +62,8 @@ RECV_SIZE = 65536
 # TLS sends go in pieces of this size.
 _TLS_PIECE = 65536
 _peek = socket.socket.recv
+_FAIR_SHARE = 16  # reads in a row (up to 1 MiB) before the other tasks get a turn
+_YIELD = (SLEEP, 0)
 _RETRIED = (ReadError, WriteError, RemoteProtocolError)
 
 
@@ -72,7 +74,7 @@ class Exchange:
     call's total deadline on the kernel's clock (None: none)."""
 
     __slots__ = ("pool", "connect", "method", "url", "key", "timeouts", "total_until",
-                 "task", "started", "conn", "deadline", "pulled")
+                 "task", "started", "conn", "deadline", "pulled", "unyielded")
 
     def __init__(self, pool: Pool, connect: Any, method: str, url: str,
                  key: tuple[str, str, int], timeouts: Timeout, total_until: float | None,
@@ -89,6 +91,7 @@ class Exchange:
         self.conn: PooledConnection | None = None
         self.deadline: Deadline | None = None  # the one guarding the current wait
         self.pulled = False  # whether a piece of a streamed body has been read
+        self.unyielded = 0  # reads in a row that found bytes waiting
 
     def __repr__(self) -> str:
         return f"<Exchange {self.method} {self.url}>"
@@ -163,6 +166,7 @@ class Exchange:
                             yield from self._read_head()
                         except ClientError:
                             raise failure from None
+                        conn.deadline.clear()
                         return False
                     sock = conn.sock
                     if type(raw) is socket.socket and not parser.buffered:
@@ -179,10 +183,12 @@ class Exchange:
                                             self.url) from None
                     try:
                         if parser.next_head() is not None:
+                            conn.deadline.clear()  # the body's reads arm their own
                             return whole
                     except ProtocolError as exc:
                         raise self._bad_head(exc) from None
                     yield from self._read_head()
+                    conn.deadline.clear()
                     return whole
                 except _RETRIED as exc:
                     self.drop()
@@ -437,8 +443,13 @@ class Exchange:
             except OSError as exc:
                 raise ReadError(f"reading the response failed: {exc}", self.url) from None
             self._arm("read", self.timeouts.read)
+            self.unyielded = 0
             yield trap
         self._deliver(data)
+        self.unyielded += 1
+        if self.unyielded > _FAIR_SHARE:  # a fast server must not starve the other tasks
+            self.unyielded = 0
+            yield _YIELD
 
     def _deliver(self, data: bytes) -> None:
         """Hand the parser what a recv returned: bytes, or ``b""`` for the
