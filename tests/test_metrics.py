@@ -24,14 +24,8 @@ from prometheus_client.utils import floatToGoString
 from corofw import Client, ClientError, Response, Router, run, sleep
 from corofw.http.messages import HTTPError, Request
 from corofw.testing import serve_in_thread
-from corofw.web.metrics import (
-    CONTENT_TYPE,
-    DEFAULT_BUCKETS,
-    Metrics,
-    escape_label,
-    format_value,
-    render,
-)
+from corofw.web.metrics import CONTENT_TYPE, DEFAULT_BUCKETS, Metrics
+from corofw.web.metrics_text import escape_label, format_value, render
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
