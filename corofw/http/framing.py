@@ -121,6 +121,14 @@ class MessageParser:
         """Bytes received but not yet consumed."""
         return len(self._buf) - self._pos
 
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes received but not consumed, and forget them:
+        after an upgrade they belong to the new protocol."""
+        data = bytes(self._buf[self._pos:])
+        del self._buf[:]
+        self._pos = self._scan = 0
+        return data
+
     def _recall(self) -> tuple | None:
         """What parsing found in the head at the start of the buffer when
         it was seen before, byte for byte, with that head consumed; None

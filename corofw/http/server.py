@@ -49,6 +49,7 @@ from .connection import (
     LINGER_SECONDS,
     READING,
     RECV_SIZE,
+    UPGRADED,
     Connection,
     drain,
     format_client,
@@ -66,6 +67,7 @@ from .request_id import RequestIds
 from .responding import encode_at_once, log_access, write_response
 from .serialize import CONTINUE, error_response
 from .stopping import watch_channel, watch_signals
+from .ws_server import WebSocketUpgrade, run_session
 
 log = logging.getLogger("corofw.server")
 
@@ -459,10 +461,30 @@ class Server:
         conn.deadline.clear()
         if type(response) is StreamingResponse:
             self._watch(conn)
+        elif type(response) is WebSocketUpgrade:
+            yield from self._upgrade(conn, request, response)
+            return False
         keep_alive, complete = yield from write_response(conn, request, response, keep_alive)
         if complete:
             self.requests_served += 1
         return keep_alive
+
+    def _upgrade(self, conn: Connection, request: Request,
+                 upgrade: WebSocketUpgrade) -> Coro[None]:
+        """Hand the connection to a WebSocket session for as long as it
+        lasts; the connection is closed after it. A shutdown tells the
+        client it is going away rather than waiting for the session."""
+        if conn.watching:
+            self._unwatch(conn)  # the session reads the socket itself
+        conn.phase = UPGRADED
+        failure = "incomplete: cancelled"
+        try:
+            yield from run_session(conn, request, upgrade)
+            failure = ""
+        finally:
+            self.requests_served += 1
+            if self.config.access_log:
+                log_access(conn, request, 101, "-", failure)
 
     def _keep_alive(self, conn: Connection) -> bool:
         """Between requests: a pipelined request that has begun gets the

@@ -24,8 +24,9 @@ from typing import Any
 from ..http.files import FileResponse
 from ..http.headers import Headers
 from ..http.messages import Response, StreamingResponse
+from ..http.ws_server import WebSocketUpgrade
 
-RESPONSE_TYPES = (Response, StreamingResponse, FileResponse)
+RESPONSE_TYPES = (Response, StreamingResponse, FileResponse, WebSocketUpgrade)
 
 
 def describe(fn: Any) -> str:

@@ -27,19 +27,22 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import GeneratorType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from ..http.messages import HTTPError, Request, Response, StreamingResponse
+from ..http.websocket import CLOSE_TIMEOUT
 from ..kernel.traps import Coro
+from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .chain import Scope
 from .coerce import describe
 from .methods import normalize_methods
 from .patterns import PathPattern, parse_pattern
 from .static import StaticFiles
 from .table import RouteTable
+from .websocket import websocket_endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("corofw.server")
@@ -164,6 +167,22 @@ class Router:
     def delete(self, path: str, name: str | None = None) -> Callable[[F], F]:
         """``@routes.delete(path)``: answer DELETE on ``path``."""
         return self.route(path, ("DELETE",), name)
+
+    def websocket(self, path: str, *, name: str | None = None,
+                  subprotocols: Sequence[str] = (), origins: Collection[str] | None = None,
+                  deflate: bool = True, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                  close_timeout: float = CLOSE_TIMEOUT) -> Callable[[F], F]:
+        """``@routes.websocket(path)``: a WebSocket endpoint on ``path``;
+        the handler is called as ``handler(ws, **params)`` with a
+        :class:`~corofw.http.ws_server.ServerWebSocket`. The options are
+        those of :func:`~corofw.web.websocket.websocket_endpoint`."""
+        def decorator(handler: F) -> F:
+            endpoint = websocket_endpoint(handler, subprotocols=subprotocols, origins=origins,
+                                          deflate=deflate, max_message_size=max_message_size,
+                                          close_timeout=close_timeout)
+            self.add_route(path, endpoint, ("GET",), name)
+            return handler
+        return decorator
 
     def static(self, prefix: str, directory: str | os.PathLike[str], *, name: str | None = None,
                cache_control: str | None = None) -> Route:
