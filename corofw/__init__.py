@@ -57,6 +57,7 @@ from .http.server import Server, ServerConfig, serve
 from .http.sse import ServerSentEvent, event_stream, last_event_id
 from .http.upstream import Upstream
 from .http.websocket import ClientWebSocket
+from .http.ws_server import ServerWebSocket
 from .kernel import *  # noqa: F403
 from .kernel import __all__ as _kernel_all
 from .kernel.deadline import Deadline
@@ -85,6 +86,7 @@ from .web import (
     session_middleware,
 )
 from .web.deadline import deadline_middleware
+from .web.metrics import Metrics
 
 __version__ = "0.1.0"
 __all__ = [
@@ -104,5 +106,5 @@ __all__ = [
     "TooManyRedirects", "ClientWebSocket", "WebSocketClosed", "WebSocketError",
     "WebSocketHandshakeError",
     "Breaker", "Budget", "Hedge", "RedisError", "Retry", "Upstream", "UpstreamUnavailable",
-    "deadline_middleware",
+    "deadline_middleware", "Metrics", "ServerWebSocket",
 ]
