@@ -41,6 +41,7 @@ FLUSH_LINES = 256
 
 _MARK = "\x00corofw access line\x00"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DIGITS = [f"{n:03d}" for n in range(1000)]
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)
 _PLAIN_FORMATTER = logging.Formatter()
 _CLIENTS_KEPT = 1024
@@ -54,7 +55,7 @@ class AccessLog:
     ``format`` is "text" (nginx-like) or "json" (one object per line);
     ``ids`` gives requests their ids and responses their echo."""
 
-    __slots__ = ("json", "ids", "lines", "_timer", "_clock", "_next", "_whole", "_stamp",
+    __slots__ = ("json", "ids", "lines", "_timer", "_clock", "_next", "_second", "_stamp",
                  "_zone", "_clients", "__weakref__")
 
     def __init__(self, format: str = "text", ids: RequestIds | None = None) -> None:
@@ -64,7 +65,7 @@ class AccessLog:
         self._timer: Any = None
         self._clock: Any = time.monotonic
         self._next = 0.0
-        self._whole = 0
+        self._second = 0.0
         self._stamp = ""
         self._zone = ""
         self._clients: dict[Any, str] = {}
@@ -77,10 +78,10 @@ class AccessLog:
         lines = self.lines
         if not lines and not self._begin():
             return
-        now = time.time()
+        now = self._clock()  # one clock read: the duration, and the time via _new_second
         if now >= self._next:
             self._new_second(now)
-        ms = (self._clock() - started) * 1000.0
+        us = int((now - started) * 1e6)  # formatted as ms below, without float formatting
         ident = request._id  # the server gives every request one, or what makes it
         if type(ident) is not str:
             ident = request.id
@@ -90,17 +91,19 @@ class AccessLog:
         target = request.target
         if self.json:
             lines.append(
-                f'{{"time":"{self._stamp}.{int((now - self._whole) * 1000):03d}{self._zone}",'
+                f'{{"time":"{self._stamp}.{_DIGITS[int((now - self._second) * 1000)]}'
+                f'{self._zone}",'
                 f'"client":{_json_string(who)},"method":"{request.method}",'
                 f'"target":{_json_string(target)},"version":"{request.version}",'
-                f'"status":{status},"bytes":{length},"duration_ms":{ms:.3f},'
+                f'"status":{status},"bytes":{length},'
+                f'"duration_ms":{us // 1000}.{_DIGITS[us % 1000]},'
                 f'"request_id":{_json_string(ident)},'
                 f'"error":{_json_string(failure) if failure else "null"}}}')
         else:
             if '"' in target or "\\" in target:
                 target = target.replace("\\", "\\x5C").replace('"', "\\x22")
             line = (f'{who} [{self._stamp}] "{request.method} {target} {request.version}" '
-                    f"{status} {length} {ms:.3f}ms {ident}")
+                    f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}")
             lines.append(f"{line} ({failure})" if failure else line)
         if len(lines) >= FLUSH_LINES:
             self.flush()
@@ -142,7 +145,10 @@ class AccessLog:
         self.flush()
 
     def _new_second(self, now: float) -> None:
-        whole = int(now)
+        """Time stamps for the wall-clock second that ``now`` (the kernel's
+        clock) is in, and when that second ends on the kernel's clock."""
+        wall = time.time()
+        whole = int(wall)
         t = time.localtime(whole)
         offset = t.tm_gmtoff or 0
         sign = "-" if offset < 0 else "+"
@@ -155,8 +161,8 @@ class AccessLog:
             self._stamp = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}"
                            f":{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
                            f" {sign}{hours:02d}{minutes:02d}")
-        self._whole = whole
-        self._next = whole + 1.0
+        self._second = now - (wall - whole)
+        self._next = self._second + 1.0
 
     def _client_text(self, client: Any) -> str:
         text = format_client(client)
