@@ -11,14 +11,9 @@ cannot run as this user. Everything started here is stopped by its PID.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import random
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +22,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nginx_server import (
+    NGINX,
+    NO_NGINX,
+    alive,
+    children,
+    error_lines,
+    free_port,
+    running_nginx,
+    stop,
+    temp_paths,
+    unprivileged_main,
+    wait_listening,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 UPSTREAM_KEEPALIVE = 16
 
 pytestmark = [
-    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (`make nginx` installs "
-                                             "Debian's nginx-light)"),
+    pytest.mark.skipif(NGINX is None, reason=NO_NGINX),
     pytest.mark.timeout(60),
 ]
 
@@ -42,27 +48,10 @@ pytestmark = [
 def nginx_config(prefix: Path, listen_port: int, upstream_port: int) -> str:
     """nginx as a reverse proxy for corofw with upstream keep-alive; every
     path it writes is under ``prefix`` so that it runs as any user."""
-    user = ""
-    if os.geteuid() == 0:  # the workers would otherwise run as nobody, locked out of prefix
-        user = (f"user {pwd.getpwuid(os.getuid()).pw_name} "
-                f"{grp.getgrgid(os.getgid()).gr_name};\n")
-    return f"""{user}daemon off;
-master_process on;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-
-events {{
-    worker_connections 256;
-}}
-
+    return f"""{unprivileged_main(prefix)}
 http {{
     access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+    {temp_paths(prefix)}
 
     client_max_body_size 1m;          # = corofw --max-body-size (1 MiB)
 
@@ -93,58 +82,6 @@ http {{
 
 
 # -- processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with status {proc.returncode}:\n"
-                                 f"{log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError(f"nothing listening on port {port} after {timeout} s:\n"
-                         f"{log.read_text(errors='replace')}")
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop(proc: subprocess.Popen, pid: int, first: signal.Signals, timeout: float = 10.0) -> None:
-    """Send ``first`` to ``pid`` (the process ``proc`` or, for nginx, the
-    master named by its pid file), then SIGKILL ``proc`` if it overstays."""
-    if proc.poll() is None:
-        try:
-            os.kill(pid, first)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -179,42 +116,11 @@ def nginx(tmp_path, corofw_workers):
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(nginx_config(prefix, port, upstream_port))
-    command = [NGINX, "-p", str(prefix), "-c", str(conf)]
-    if _version(NGINX) >= (1, 19, 5):  # -e: no default error log to open before the config
-        command += ["-e", str(prefix / "error.log")]
-    check = subprocess.run([*command, "-t", "-q"], capture_output=True, text=True, timeout=20)
-    if check.returncode != 0:
-        if re.search(r"Permission denied|Operation not permitted", check.stderr):
-            pytest.skip(f"nginx cannot run as this user: {check.stderr.strip()}")
-        raise AssertionError(f"nginx rejected the configuration:\n{check.stderr}")
-    log = prefix / "stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-    started = [proc.pid]
-    master = proc.pid
-    try:
-        wait_listening(port, proc, log)
-        master = int((prefix / "nginx.pid").read_text())
-        assert master == proc.pid, "with `daemon off` the master is the process started"
-        started += children(master)
+    with running_nginx(prefix, nginx_config(prefix, port, upstream_port), port):
         yield port, upstream_port
-    finally:
-        stop(proc, master, signal.SIGQUIT)  # graceful: workers finish, then the master exits
-        started += children(master)
-    for pid in started:
-        assert not alive(pid), f"nginx process {pid} is still running"
-    errors = [line for line in (prefix / "error.log").read_text().splitlines()
-              if re.search(r"\[(error|crit|alert|emerg)\]", line)
-              and "client intended to send too large body" not in line]  # the 413 below
+    errors = [line for line in error_lines(prefix)
+              if "client intended to send too large body" not in line]  # the 413 below
     assert not errors, "\n".join(errors)
-
-
-def _version(nginx: str) -> tuple[int, ...]:
-    out = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10).stderr
-    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(x) for x in match.groups()) if match else (0, 0, 0)
 
 
 # -- upstream connections, from the kernel's table ------------------------------------------
