@@ -27,6 +27,7 @@ from board_util import (
     reset_database,
     serve_board,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 import apps.board.auth as auth
 from apps.backend import routes as backend_routes
@@ -739,3 +740,20 @@ def test_the_dev_command_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
+
+
+def test_metrics_answer_scrapes_from_this_host_only(site):
+    client = signed_up(site, "ada")
+    client.post_text("counted")
+    client.get("/status.json")
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(scrape.text)
+               for sample in family.samples}
+    posted = (("method", "POST"), ("route", "/api/posts"), ("status", "201"))
+    assert samples["corofw_http_requests_total", posted] == 1
+    assert any(name == "corofw_upstream_requests_total" for name, _ in samples)
+    assert any(name == "corofw_kernel_tasks" for name, _ in samples)
+    proxied = client.get("/metrics", headers={"x-forwarded-for": "203.0.113.9"})
+    assert proxied.status_code == 404 and "corofw_" not in proxied.text

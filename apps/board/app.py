@@ -13,14 +13,19 @@ also starts a throwaway PostgreSQL and the stand-in backend. The parts:
 ``pages.py``       error pages and JSON errors, security headers
 ``db.py``          the schema and every query
 =================  ========================================================
+
+``GET /metrics`` answers Prometheus scrapes (see docs/metrics.md) from this
+host only: a request from another address, or one a proxy passed on (it
+carries ``X-Forwarded-For`` or ``Forwarded``), gets the board's 404.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import datetime, timezone
 
-from corofw import Router
+from corofw import HTTPError, Metrics, Request, Router
 from corofw.web import compression_middleware, csrf_middleware, session_middleware
 from corofw.web.deadline import deadline_middleware
 from corofw.web.templates import Templates
@@ -39,6 +44,20 @@ def when(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def from_this_host(request: Request) -> bool:
+    """Whether ``request`` came straight from this machine (loopback or a
+    Unix socket) rather than through a proxy."""
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    client = request.client
+    if not client:  # a Unix socket's peer
+        return True
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def make_app(settings: Settings) -> tuple[Router, Board]:
     """The board's routes for ``settings``, and the :class:`Board` holding
     its resources. The routes' start-up hook opens the database pool and
@@ -52,6 +71,16 @@ def make_app(settings: Settings) -> tuple[Router, Board]:
     board.status = status.StatusPanel(board)
 
     routes = Router()
+    metrics = Metrics()
+    metrics.install(routes, path=None)
+    metrics.observe(board.backend)
+
+    @routes.get("/metrics")
+    def scrape(request: Request):
+        if not from_this_host(request):
+            raise HTTPError(404)
+        return (yield from metrics.endpoint(request))
+
     pages.install(routes, board)
     routes.middleware(compression_middleware())
     routes.middleware(deadline_middleware(default=settings.request_deadline))
