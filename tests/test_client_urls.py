@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from corofw import Client, ClientError, InvalidURL, Router, run
-from corofw.http.prepare import encode_params, split_url
+from corofw.http import urls
+from corofw.http.prepare import encode_host, encode_params, split_url
+from corofw.http.urls import with_params
 from corofw.testing import serve_in_thread
 
 
@@ -70,6 +72,38 @@ def test_hosts_and_ports(url, host, authority):
     parsed = origin(url)
     assert (parsed.host, parsed.authority) == (host, authority)
     assert parsed.host.encode("ascii") == httpx.URL(url).raw_host
+
+
+INTERNATIONAL = ["fa\u00df.de", "B\u00fccher.Example", "\u03b2\u03cc\u03bb\u03bf\u03c2.gr",
+                 "\u00dcber\u3002example", "\u65e5\u672c\u8a9e.jp"]
+
+
+@pytest.mark.parametrize("host", INTERNATIONAL)
+@pytest.mark.parametrize("with_idna_package", [True, False])
+def test_international_hosts_are_idna_2008_as_httpx_sends_them(host, with_idna_package,
+                                                                 monkeypatch):
+    if not with_idna_package:
+        monkeypatch.setattr(urls, "_idna", None)
+    url = f"http://{host}/"
+    assert encode_host(host).encode("ascii") == httpx.URL(url).raw_host
+
+
+@pytest.mark.parametrize("url, params", [
+    ("http://h/p?a=1", {"a": "2"}),
+    ("http://h/p?a=1&b=2&a=3", {"a": ["x", "y"], "c": "new"}),
+    ("http://h/p?", {"b": "1"}),
+    ("http://h/p#frag", {"b": "1"}),
+    ("http://h/p?q=1#frag", {"b": "1"}),
+    ("http://h/p", "a=1&b=two"),
+    ("http://h/p?x=1", {"z": "caf\u00e9"}),
+])
+def test_params_merge_into_the_url_as_httpx_merges_them(url, params):
+    """httpx's QueryParams.merge: a key given replaces that key's values."""
+    assert with_params(url, params) == str(httpx.URL(url).copy_merge_params(params))
+
+
+def test_the_query_a_url_has_keeps_its_own_escapes():
+    assert with_params("http://h/p?x=%20y&k=a+b", {"z": "1"}) == "http://h/p?x=%20y&k=a+b&z=1"
 
 
 @pytest.mark.parametrize("url, message", [

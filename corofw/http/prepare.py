@@ -37,6 +37,7 @@ from .urls import (
     quote_target,
     remove_dot_segments,
     split_url,
+    with_params,
 )
 
 __all__ = ["DEFAULT_PORTS", "Prepared", "RequestBuilder", "encode_headers", "encode_host",
@@ -127,10 +128,9 @@ class RequestBuilder:
         if shown is not text:
             full_url = shown + full_url[len(text):]
         if params:
-            query = encode_params(params)
-            target += ("&" if "?" in target else "?") + query
-            full_url += ("&" if "?" in full_url else "?") + query
-            raw_url += ("&" if "?" in raw_url else "?") + query
+            target = with_params(target, params)
+            full_url = with_params(full_url, params)
+            raw_url = with_params(raw_url, params)
         extra = []
         path = target.partition("?")[0]
         if cookies is not None:

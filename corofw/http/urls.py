@@ -10,7 +10,9 @@ Encoding follows httpx and the WHATWG URL standard: non-ASCII text in the
 path and query is percent-encoded as UTF-8, existing ``%XX`` escapes are
 kept, a ``%`` that starts no escape is sent as ``%25``, and a space or any
 other character a request line cannot carry becomes an escape. A non-ASCII
-host is IDNA-encoded (Python's ``idna`` codec, IDNA 2003). The path's
+host is IDNA-encoded as IDNA 2008 with the UTS 46 mapping, as browsers and
+httpx do (``faß.de`` is ``xn--fa-hia.de``, not IDNA 2003's ``fass.de``),
+checked by the ``idna`` package when it is installed. The path's
 ``.`` and ``..`` segments are resolved as RFC 3986 (section 5.2.4) and
 browsers resolve them (``/a/b/../c`` is sent as ``/a/c``); escaped dots
 (``%2E``) are left alone. ``user:pass@`` in the URL becomes Basic
@@ -25,8 +27,14 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import unicodedata
 from typing import Any, NamedTuple
-from urllib.parse import quote_plus, unquote
+from urllib.parse import parse_qsl, quote_plus, unquote, unquote_plus
+
+try:
+    import idna as _idna
+except ImportError:  # optional: without it, IDNA 2008 without code point checks
+    _idna = None
 
 from .client_errors import InvalidURL
 
@@ -144,13 +152,33 @@ def encode_host(host: str, url: str = "") -> str:
         host = host.lower()
     else:
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            host = _idna2008(host)
+        except (UnicodeError, ValueError):
             raise InvalidURL(f"the host {host!r} is not a valid international domain name",
                              url) from None
     if not _REG_NAME.fullmatch(host):
         raise InvalidURL(f"invalid host {host!r}", url)
     return host
+
+
+def _idna2008(host: str) -> str:
+    """``host`` in IDNA 2008 ASCII form, mapped as UTS 46 (non-transitional:
+    ``ß`` stays ``ß``). The ``idna`` package checks every code point when
+    it is installed; without it, labels are mapped (NFKC, lower case) and
+    Punycode-encoded, and only their lengths are checked."""
+    if _idna is not None:
+        return str(_idna.encode(host, uts46=True, transitional=False).decode("ascii"))
+    mapped = unicodedata.normalize("NFKC", host).lower()
+    for dot in "\u3002\uff0e\uff61":
+        mapped = mapped.replace(dot, ".")
+    labels = []
+    for label in mapped.split("."):
+        if not label.isascii():
+            label = "xn--" + label.encode("punycode").decode("ascii")
+        if len(label) > 63:
+            raise ValueError("a label is longer than 63 characters")
+        labels.append(label)
+    return ".".join(labels)
 
 
 def _is_ipv6(host: str) -> bool:
@@ -188,10 +216,39 @@ def _escape(match: re.Match[str]) -> str:
     return "".join([f"%{byte:02X}" for byte in match.group().encode("utf-8")])
 
 
+def with_params(url: str, params: Any) -> str:
+    """``url`` (or a request target) with ``params`` merged into its query,
+    as httpx merges them: a key in ``params`` replaces every value of that
+    key in the query (where it first was), new keys go at the end; the
+    fragment stays last. ``params`` as :func:`encode_params` takes them,
+    or a query string."""
+    rest, hash_mark, fragment = url.partition("#")
+    path, _, query = rest.partition("?")
+    added = encode_params(params)
+    groups: dict[str, list[str]] = {}
+    for pair in query.split("&"):
+        if pair:
+            groups.setdefault(_key(pair), []).append(pair)
+    replaced: dict[str, list[str]] = {}
+    for pair in added.split("&"):
+        if pair:
+            replaced.setdefault(_key(pair), []).append(pair)
+    groups.update(replaced)
+    merged = "&".join(pair for pairs in groups.values() for pair in pairs)
+    return path + ("?" + merged if merged else "") + hash_mark + fragment
+
+
+def _key(pair: str) -> str:
+    return unquote_plus(pair.partition("=")[0])
+
+
 def encode_params(params: Any) -> str:
     """``params`` (a mapping or ``(key, value)`` pairs; a list or tuple
     value repeats its key) as a form-encoded query string. As in httpx,
     None is sent as an empty value and True/False as ``true``/``false``."""
+    if isinstance(params, (str, bytes)):
+        text = params.decode("ascii") if isinstance(params, bytes) else params
+        params = parse_qsl(text.lstrip("?"), keep_blank_values=True)
     items = params.items() if hasattr(params, "items") else params
     parts = []
     for key, value in items:
