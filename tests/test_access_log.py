@@ -335,3 +335,14 @@ def test_lines_are_written_at_exit(run_python):
     assert result.returncode == 0, result.stderr
     name, line = result.stderr.strip().split(" ", 1)
     assert name == "corofw.access" and json.loads(line)["target"] == "/last"
+
+
+def test_a_websocket_session_line_has_no_byte_count(access_logger):
+    stream = own_handler(access_logger, "%(message)s")
+    for fmt in ("text", "json"):
+        log = AccessLog(fmt)
+        log.write(("127.0.0.1", 1), Request("GET", "/ws"), 101, "-", 0.0)
+        log.flush()
+    text, line = stream.getvalue().splitlines()
+    assert '"GET /ws HTTP/1.1" 101 - ' in text
+    assert json.loads(line)["bytes"] is None

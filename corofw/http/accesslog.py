@@ -72,9 +72,10 @@ class AccessLog:
 
     def write(self, client: Any, request: Any, status: int, length: Any, started: float,
               failure: str = "") -> None:
-        """The line of one response: ``length`` body bytes sent, answered
-        ``started`` (kernel clock) onwards; ``failure`` says why it was cut
-        short. Nothing is made when the logger is not enabled for INFO."""
+        """The line of one response: ``length`` body bytes sent (an int, or
+        "-" where bytes mean nothing: JSON null), answered ``started``
+        (kernel clock) onwards; ``failure`` says why it was cut short.
+        Nothing is made when the logger is not enabled for INFO."""
         lines = self.lines
         if not lines and not self._begin():
             return
@@ -95,7 +96,7 @@ class AccessLog:
                 f'{self._zone}",'
                 f'"client":{_json_string(who)},"method":"{request.method}",'
                 f'"target":{_json_string(target)},"version":"{request.version}",'
-                f'"status":{status},"bytes":{length},'
+                f'"status":{status},"bytes":{length if type(length) is int else "null"},'
                 f'"duration_ms":{us // 1000}.{_DIGITS[us % 1000]},'
                 f'"request_id":{_json_string(ident)},'
                 f'"error":{_json_string(failure) if failure else "null"}}}')
