@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import io
 import socket
-import threading
 import tracemalloc
 import zlib
 
