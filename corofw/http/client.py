@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..kernel.context import current_kernel
 from ..kernel.traps import CURRENT, Coro
@@ -50,6 +50,19 @@ from .websocket import CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, ClientWebSocket,
 
 __all__ = ["Client", "ClientResponse", "Timeout", "default_client", "delete", "get", "patch",
            "post", "put", "request"]
+
+
+
+class CallTrace(Protocol):
+    """What a Client's ``tracer`` gives for one call it traces."""
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers to send with the call (``traceparent``, ...)."""
+
+    def end_call(self, url: str, status: int | None, error: BaseException | None) -> None:
+        """The call to ``url`` answered ``status``, or raised ``error``.
+        Called once; it must be quick and must not raise."""
+
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # A body read into memory is capped (1 GiB); a streamed one is not.
@@ -89,9 +102,17 @@ class Client:
     seconds the call took (redirects and reading the body included; for a
     ``stream`` call, until the head), and the exception it raised or None.
     It must be quick and must not raise (see :class:`~corofw.web.metrics.Metrics`).
+
+    ``tracer``, when set, is called before each call as ``tracer(method)``;
+    it returns None (the call is not traced) or a :class:`CallTrace`, whose
+    ``headers()`` are sent with the call (over any the caller gave of the
+    same names) and whose ``end_call(url, status, error)`` is called once
+    when the call finishes, as the observer is (see
+    :class:`~corofw.web.tracing.Tracing`).
     """
 
     observer: Callable[[str, float, BaseException | None], None] | None = None
+    tracer: Callable[[str], CallTrace | None] | None = None
 
     def __init__(self, base_url: str = "", headers: Any = None, timeout: Any = DEFAULT_TIMEOUT,
                  max_connections: int = 100, max_per_host: int | None = None,
@@ -192,18 +213,26 @@ class Client:
         timeouts = self.timeout if timeout is ... else Timeout.of(timeout)
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         builder = self._builder
-        if not follow and auth is self.auth is self.cookies is None:
-            prepared = None
-            if params is headers is content is data is json is files is None:
-                prepared = builder.prepared.get((method, self.base_url, url))
-            if prepared is None:
-                prepared = builder.build(method, url, self.base_url, params, headers, content,
-                                         data, json, files)
-        else:
-            headers = self._call_headers(headers, auth)
-            body = encode_body(content, data, json, files)
-            prepared = builder.prepare(method, url, self.base_url, params, headers, body,
-                                       self.cookies)
+        trace = None if self.tracer is None else self.tracer(method)
+        try:
+            if trace is not None:
+                headers = merge_headers(header_pairs(headers), trace.headers())
+            if not follow and auth is self.auth is self.cookies is None:
+                prepared = None
+                if params is headers is content is data is json is files is None:
+                    prepared = builder.prepared.get((method, self.base_url, url))
+                if prepared is None:
+                    prepared = builder.build(method, url, self.base_url, params, headers,
+                                             content, data, json, files)
+            else:
+                headers = self._call_headers(headers, auth)
+                body = encode_body(content, data, json, files)
+                prepared = builder.prepare(method, url, self.base_url, params, headers, body,
+                                           self.cookies)
+        except BaseException as exc:
+            if trace is not None:
+                trace.end_call(url, None, exc)
+            raise
         kernel = current_kernel()
         task = kernel.current if kernel is not None else None
         if task is None:
@@ -234,9 +263,13 @@ class Client:
         except BaseException as exc:
             if observer is not None:
                 observer(origin.authority, time.perf_counter() - started, exc)
+            if trace is not None:
+                trace.end_call(full_url, None, exc)
             raise
         if observer is not None:
             observer(origin.authority, time.perf_counter() - started, None)
+        if trace is not None:
+            trace.end_call(full_url, response.status_code, None)
         return response
 
     # -- one request, then what follows it -------------------------------------------
