@@ -7,12 +7,15 @@ exported with their ids, parents and attributes."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 
 import httpx
 import pytest
 
 from corofw import Client, ClientError, Response, Router, gather, sleep, spawn
+from corofw.http.config import ServerConfig
 from corofw.http.tracecontext import parse_traceparent
 from corofw.testing import serve_in_thread
 from corofw.web.metrics import Metrics
@@ -260,6 +263,28 @@ def test_with_metrics_on_the_same_router():
     assert all(call["traceparent"] for call in answer["calls"])
     assert 'route="/fan/{n:int}"' in text
     assert "corofw_upstream_requests_total" in text
+
+
+# -- the access log --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_access_log_lines_carry_the_trace_id(caplog, traced):
+    caplog.set_level(logging.INFO, logger="corofw.access")
+    seen: list[Span | None] = []
+    routes = make_app(Client(), seen, Tracing(None) if traced else None)
+    for fmt in ("text", "json"):
+        config = ServerConfig(access_log_format=fmt, graceful_timeout=2.0)
+        with serve_in_thread(routes, config) as server:
+            httpx.get(f"{server.url}/users/1", headers={"traceparent": VALID})
+    text, line = [r.getMessage() for r in caplog.records if r.name == "corofw.access"]
+    record = json.loads(line)
+    if traced:
+        assert text.endswith(f" trace={TRACE}")
+        assert record["trace_id"] == TRACE
+        assert list(record)[-3:] == ["request_id", "trace_id", "error"]
+    else:
+        assert "trace=" not in text and "trace_id" not in record
 
 
 # -- exported through the OpenTelemetry SDK ----------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 from ..kernel import current_kernel
 from .connection import format_client
 from .request_id import RequestIds
+from .tracecontext import TRACE_ID_STATE_KEY
 
 ACCESS_LOGGER = logging.getLogger("corofw.access")
 INFO = logging.INFO
@@ -45,6 +46,7 @@ _DIGITS = [f"{n:03d}" for n in range(1000)]
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)
 _PLAIN_FORMATTER = logging.Formatter()
 _CLIENTS_KEPT = 1024
+_TRACE_KEY = '"trace_id":'
 _pending: set[AccessLog] = set()  # logs with lines not yet written, for the exit
 
 
@@ -90,6 +92,8 @@ class AccessLog:
         if who is None:
             who = self._client_text(client)
         target = request.target
+        state = request._state  # a traced request keeps its trace id there
+        trace = state.get(TRACE_ID_STATE_KEY) if state is not None else None
         if self.json:
             lines.append(
                 f'{{"time":"{self._stamp}.{_DIGITS[int((now - self._second) * 1000)]}'
@@ -99,12 +103,15 @@ class AccessLog:
                 f'"status":{status},"bytes":{length if type(length) is int else "null"},'
                 f'"duration_ms":{us // 1000}.{_DIGITS[us % 1000]},'
                 f'"request_id":{_json_string(ident)},'
+                f'{"" if trace is None else f"{_TRACE_KEY}{_json_string(trace)},"}'
                 f'"error":{_json_string(failure) if failure else "null"}}}')
         else:
             if '"' in target or "\\" in target:
                 target = target.replace("\\", "\\x5C").replace('"', "\\x22")
             line = (f'{who} [{self._stamp}] "{request.method} {target} {request.version}" '
                     f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}")
+            if trace is not None:
+                line = f"{line} trace={trace}"
             lines.append(f"{line} ({failure})" if failure else line)
         if len(lines) >= FLUSH_LINES:
             self.flush()
