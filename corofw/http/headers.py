@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TypeVar, overload
+
+_D = TypeVar("_D")
 
 
 class Headers:
@@ -58,7 +60,12 @@ class Headers:
             self._index = index
         return index
 
-    def get(self, name: str, default: Any = None) -> Any:
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: _D) -> str | _D: ...
+
+    def get(self, name: str, default: _D | None = None) -> str | _D | None:
         """The first value of ``name`` (any case), or ``default``."""
         values = self._lookup().get(name.lower())
         return values[0] if values else default

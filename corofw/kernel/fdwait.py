@@ -31,7 +31,7 @@ from typing import Any
 from .context import current_kernel
 from .reactor import READABLE, WRITABLE
 from .task import BusyResourceError, ClosedResourceError, Task
-from .traps import PARKED
+from .traps import PARKED, Trap
 
 
 class FdWaiters:
@@ -72,7 +72,7 @@ class FdWaits:
             self._rebind(fd, waiters, owner)
         return waiters
 
-    def _trap_read(self, task: Task, trap: tuple) -> Any:
+    def _trap_read(self, task: Task, trap: Trap) -> Any:
         """Park ``task`` until the fd of ``trap`` is readable (EPOLLIN). At
         most one task reads an fd at a time; the mask only grows when it
         must."""
@@ -96,7 +96,7 @@ class FdWaits:
         task._trap = trap
         return PARKED
 
-    def _trap_write(self, task: Task, trap: tuple) -> Any:
+    def _trap_write(self, task: Task, trap: Trap) -> Any:
         """Park ``task`` until the fd of ``trap`` is writable (EPOLLOUT); as
         :meth:`_trap_read` otherwise."""
         fd = trap[1]
@@ -119,7 +119,7 @@ class FdWaits:
         task._trap = trap
         return PARKED
 
-    def _trap_fd_either(self, task: Task, trap: tuple) -> Any:
+    def _trap_fd_either(self, task: Task, trap: Trap) -> Any:
         """Park ``task`` as both reader and writer of an fd until it is
         readable or writable; whichever event comes first frees both."""
         fd = trap[1]
@@ -139,7 +139,7 @@ class FdWaits:
         task._trap = trap
         return PARKED
 
-    def _undo_fd(self, task: Task, trap: tuple) -> None:
+    def _undo_fd(self, task: Task, trap: Trap) -> None:
         """Take ``task`` out of whichever slots of the fd it waits in."""
         waiters = self._fds.get(trap[1])
         if waiters is None:
@@ -294,6 +294,7 @@ def _is_closed(owner: Any, fd: int) -> bool:
     if fileno is None:
         return False
     try:
-        return fileno() != fd
+        current: int = fileno()
     except (OSError, ValueError):
         return True
+    return current != fd

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import GeneratorType
-from typing import Any
+from typing import Any, cast
 
 from .cancel import enclose
 from .task import Cancelled, SmallWaitQueue, Task
@@ -59,11 +59,12 @@ def gather(*coros: Coro[Any], names: list[str] | None = None) -> Coro[list[Any]]
                 pass
         _retrieve(children)
         if failure is not None and isinstance(exc, Cancelled) and exc.scope is not None:
-            raise failure._error  # a timeout while siblings cleaned up: the error is news
+            # a timeout while siblings cleaned up: the error is news
+            raise cast(BaseException, failure._error)
         raise
     _retrieve(children)
     if failure is not None:
-        raise failure._error  # type: ignore[misc]
+        raise cast(BaseException, failure._error)  # chosen for its error
     return [child._result for child in children]
 
 

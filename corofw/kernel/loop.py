@@ -112,7 +112,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         self._wake_fd = self._wake_r.fileno()
         self.reactor.register(self._wake_fd, READABLE)
         self._autojump = getattr(self.clock, "autojump_threshold", None)
-        self._handlers: dict[traps.Op, Callable[[Task, tuple], Any]] = {
+        self._handlers: dict[traps.Op, Callable[[Task, traps.Trap], Any]] = {
             traps.READ: self._trap_read,
             traps.WRITE: self._trap_write,
             traps.EITHER: self._trap_fd_either,
@@ -122,7 +122,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
             traps.THREAD: self._trap_thread,
             traps.CLOCK: lambda task, trap: self.clock(),
         }
-        self._undoers: dict[traps.Op, Callable[[Task, tuple], None]] = {
+        self._undoers: dict[traps.Op, Callable[[Task, traps.Trap], None]] = {
             traps.READ: self._undo_fd,
             traps.WRITE: self._undo_fd,
             traps.EITHER: self._undo_fd,
@@ -432,7 +432,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
 
     # -- traps ---------------------------------------------------------------
 
-    def _trap_sleep(self, task: Task, trap: tuple) -> Any:
+    def _trap_sleep(self, task: Task, trap: traps.Trap) -> Any:
         seconds = trap[1]
         if not seconds > 0:
             check_duration(seconds, "sleep()")
@@ -447,13 +447,13 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         task._trap = None
         self._ready.append(task)
 
-    def _trap_park(self, task: Task, trap: tuple) -> Any:
+    def _trap_park(self, task: Task, trap: traps.Trap) -> Any:
         trap[1].append(task)
         task._trap = trap
         self._parked.add(task)
         return _PARKED
 
-    def _undo_park(self, task: Task, trap: tuple) -> None:
+    def _undo_park(self, task: Task, trap: traps.Trap) -> None:
         self._parked.discard(task)
         try:
             trap[1].remove(task)

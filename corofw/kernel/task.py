@@ -8,7 +8,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from .traps import Coro, park
+from .traps import Coro, Trap, park
 
 log = logging.getLogger("corofw.kernel")
 
@@ -46,7 +46,7 @@ class DeadlockError(RuntimeError):
     """Every task waits for something that nothing can wake."""
 
 
-class WaitQueue(deque):
+class WaitQueue(deque["Task"]):
     """Tasks parked on a primitive, oldest first.
 
     ``owner`` is the primitive (Event, Lock, Task being joined, ...) so the
@@ -74,7 +74,7 @@ class WaitQueue(deque):
             task.kernel.reschedule(task, value)
 
 
-class SmallWaitQueue(list):
+class SmallWaitQueue(list["Task"]):
     """A :class:`WaitQueue` for the few waiters of one task's ``join()`` or
     one ``gather``: a list is a tenth of a deque's size, and there is one
     per joined task."""
@@ -157,7 +157,7 @@ class Task:
             parent._vars.copy() if parent is not None else contextvars.copy_context())
         self._result: Any = None
         self._error: BaseException | None = None
-        self._trap: tuple | None = None
+        self._trap: Trap | None = None
         self._cancellation: CancelState | None = None  # made when first needed
         self._watchers: Any = None  # one callback, or a list of them
 

@@ -9,9 +9,10 @@ The same socket carries signal wake-ups (``signal.set_wakeup_fd``).
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import traps
@@ -25,14 +26,14 @@ class ThreadJob:
 
     __slots__ = ("task", "fn", "args", "vars", "result", "error", "future")
 
-    def __init__(self, task: Task, fn: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, task: Task, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.task: Task | None = task
         self.vars = task._vars.copy()  # the thread sees the task's context variables
         self.fn = fn
         self.args = args
         self.result: Any = None
         self.error: BaseException | None = None
-        self.future: Any = None
+        self.future: Future[None] | None = None
 
 
 class ThreadOffload:
@@ -43,12 +44,12 @@ class ThreadOffload:
     _pool: ThreadPoolExecutor | None
     _thread_jobs: set[ThreadJob]
     _thread_done: deque[ThreadJob]
-    _wake_r: Any
-    _wake_w: Any
+    _wake_r: socket.socket
+    _wake_w: socket.socket
     reschedule_error: Callable[[Task, BaseException], None]
     reschedule: Callable[[Task, Any], None]
 
-    def _trap_thread(self, task: Task, trap: tuple) -> Any:
+    def _trap_thread(self, task: Task, trap: traps.Trap) -> Any:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix="corofw")
         job = ThreadJob(task, trap[1], trap[2])
@@ -65,7 +66,7 @@ class ThreadOffload:
         self._thread_done.append(job)
         self._wake_loop()
 
-    def _undo_thread(self, task: Task, trap: tuple) -> None:
+    def _undo_thread(self, task: Task, trap: traps.Trap) -> None:
         job = trap[1]
         job.task = None
         job.future.cancel()

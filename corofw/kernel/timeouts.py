@@ -12,13 +12,15 @@ that rank a scope against other cancellations are in :mod:`.cancel`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from .cancel import Scope, effective_deadline
 from .context import running_task
 from .task import Cancelled, Task, TaskTimeout
 from .timers import check_duration
 from .traps import Coro, T, current_task
+
+_D = TypeVar("_D")
 
 
 class TimeoutScope(Scope):
@@ -51,7 +53,8 @@ class TimeoutScope(Scope):
         self._exit()
 
 
-def _guarded(seconds: float, coro: Coro[T], label: str) -> Coro[tuple[bool, Any]]:
+def _guarded(seconds: float, coro: Coro[T],
+             label: str) -> Coro[tuple[Literal[True], T] | tuple[Literal[False], Cancelled]]:
     if not hasattr(coro, "send"):
         raise TypeError(f"{label}() needs a generator object, got {coro!r}")
     seconds = check_duration(seconds, f"{label}()")
@@ -74,18 +77,23 @@ def timeout_after(seconds: float, coro: Coro[T]) -> Coro[T]:
     cancel it and raise :class:`TaskTimeout`. A negative ``seconds`` has
     already passed (``coro`` is cancelled at its first wait), ``math.inf``
     never does, and NaN raises ``ValueError`` before ``coro`` starts."""
-    finished, value = yield from _guarded(seconds, coro, "timeout_after")
-    if not finished:
+    outcome = yield from _guarded(seconds, coro, "timeout_after")
+    if not outcome[0]:
         raise TaskTimeout(f"timed out after {float(seconds):g} s")
-    return value
+    return outcome[1]
 
 
-def move_on_after(seconds: float, coro: Coro[T], default: Any = None) -> Coro[Any]:
+@overload
+def move_on_after(seconds: float, coro: Coro[T]) -> Coro[T | None]: ...
+@overload
+def move_on_after(seconds: float, coro: Coro[T], default: _D) -> Coro[T | _D]: ...
+
+def move_on_after(seconds: float, coro: Coro[T], default: _D | None = None) -> Coro[T | _D | None]:
     """Run ``coro`` in this task; if it is not done within ``seconds``,
     cancel it and return ``default`` instead (``seconds`` as for
     :func:`timeout_after`)."""
-    finished, value = yield from _guarded(seconds, coro, "move_on_after")
-    return value if finished else default
+    outcome = yield from _guarded(seconds, coro, "move_on_after")
+    return outcome[1] if outcome[0] else default
 
 
 def current_deadline() -> Coro[float | None]:

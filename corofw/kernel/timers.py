@@ -72,7 +72,8 @@ class Timers:
         heap = self.heap
         while heap:
             if heap[0][2] is not None:
-                return heap[0][0]
+                deadline: float = heap[0][0]
+                return deadline
             heapq.heappop(heap)
             self._dead -= 1
         return None

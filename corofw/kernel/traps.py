@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from types import GeneratorType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .task import Task
 
 T = TypeVar("T")
 
@@ -53,25 +56,26 @@ PARK = Op("park")
 THREAD = Op("run_in_thread")
 CLOCK = Op("clock")
 
-Trap = tuple
+#: A trap as yielded: an :class:`Op` marker followed by its operands.
+Trap = tuple[Any, ...]
 
 #: What a trap handler returns when the task now waits (nothing to resume it with).
 PARKED = object()
 
 
-def read_wait(fd: Any) -> tuple:
+def read_wait(fd: Any) -> Trap:
     """Trap to ``yield``: park until ``fd`` (an int or an object with
     ``fileno()``) is readable. At most one task may wait to read an fd."""
     return (READ, fd)
 
 
-def write_wait(fd: Any) -> tuple:
+def write_wait(fd: Any) -> Trap:
     """Trap to ``yield``: park until ``fd`` is writable. At most one task may
     wait to write an fd."""
     return (WRITE, fd)
 
 
-def readwrite_wait(fd: Any) -> tuple:
+def readwrite_wait(fd: Any) -> Trap:
     """Trap to ``yield``: park until ``fd`` is readable *or* writable,
     whichever comes first (the caller then tries both). For protocols that
     must keep reading while a write is stuck, such as libpq flushing a
@@ -88,18 +92,20 @@ def sleep(seconds: float) -> Coro[None]:
     yield (SLEEP, seconds)
 
 
-def current_task() -> Coro[Any]:
+def current_task() -> Coro[Task]:
     """Return the :class:`~corofw.kernel.task.Task` running this code."""
-    return (yield (CURRENT,))
+    task: Task = yield (CURRENT,)
+    return task
 
 
 def current_time() -> Coro[float]:
     """Return the kernel's clock (monotonic seconds; virtual under a
     :class:`~corofw.kernel.clock.VirtualClock`)."""
-    return (yield (CLOCK,))
+    now: float = yield (CLOCK,)
+    return now
 
 
-def spawn(coro: Coro[Any], name: str | None = None) -> Coro[Any]:
+def spawn(coro: Coro[Any], name: str | None = None) -> Coro[Task]:
     """Start ``coro`` as a new task and return its Task at once.
 
     Join the task (``yield from task.join()``) or cancel it: a task that
@@ -108,7 +114,8 @@ def spawn(coro: Coro[Any], name: str | None = None) -> Coro[Any]:
     if type(coro) is not GeneratorType:
         hint = " (call the generator function)" if callable(coro) else ""
         raise TypeError(f"spawn() needs a generator object{hint}, got {coro!r}")
-    return (yield (SPAWN, coro, name))
+    task: Task = yield (SPAWN, coro, name)
+    return task
 
 
 def park(queue: Any) -> Coro[Any]:
