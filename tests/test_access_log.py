@@ -247,7 +247,7 @@ def test_a_logger_of_its_own_gets_framed_lines_in_one_write(access_logger, caplo
     stream = own_handler(access_logger)
     log = AccessLog()
     for n in range(100):  # outside a kernel: written at FLUSH_LINES or flush()
-        log.write(("127.0.0.1", 4000 + n), Request("GET", f"/{n}"), 200, n, 0.0)
+        log.write(f"127.0.0.1:{4000 + n}", Request("GET", f"/{n}"), 200, n, 0.0)
     assert stream.writes == 0
     log.flush()
     assert stream.writes == 1
@@ -262,7 +262,7 @@ def test_a_full_buffer_is_written_at_once(access_logger):
     stream = own_handler(access_logger)
     log = AccessLog()
     for _ in range(accesslog.FLUSH_LINES):
-        log.write(("127.0.0.1", 4000), Request("GET", "/"), 200, 0, 0.0)
+        log.write("127.0.0.1:4000", Request("GET", "/"), 200, 0, 0.0)
     assert stream.writes == 1 and not log.lines
 
 
@@ -270,23 +270,23 @@ def test_the_logger_level_handler_level_and_filters_are_honoured(access_logger, 
     caplog.set_level(logging.INFO)
     log = AccessLog()
     access_logger.setLevel(logging.WARNING)
-    log.write(("127.0.0.1", 1), Request("GET", "/quiet"), 200, 0, 0.0)
+    log.write("127.0.0.1:1", Request("GET", "/quiet"), 200, 0, 0.0)
     assert not log.lines  # no line is even made
     stream = own_handler(access_logger)
     access_logger.handlers[0].setLevel(logging.WARNING)
-    log.write(("127.0.0.1", 1), Request("GET", "/skipped"), 200, 0, 0.0)
+    log.write("127.0.0.1:1", Request("GET", "/skipped"), 200, 0, 0.0)
     log.flush()
     assert stream.getvalue() == ""
     access_logger.handlers[0].setLevel(logging.NOTSET)
     access_logger.handlers[0].addFilter(lambda record: "/keep" in record.getMessage())
     for path in ("/keep", "/drop"):
-        log.write(("127.0.0.1", 1), Request("GET", path), 200, 0, 0.0)
+        log.write("127.0.0.1:1", Request("GET", path), 200, 0, 0.0)
     log.flush()
     assert "/keep" in stream.getvalue() and "/drop" not in stream.getvalue()
     access_logger.filters.append(lambda record: "/drop" in record.getMessage())
     access_logger.handlers[0].filters.clear()
     for path in ("/keep", "/drop"):
-        log.write(("127.0.0.1", 1), Request("GET", path), 200, 0, 0.0)
+        log.write("127.0.0.1:1", Request("GET", path), 200, 0, 0.0)
     log.flush()
     assert stream.getvalue().count("/keep") == 1 and "/drop" in stream.getvalue()
 
@@ -303,7 +303,7 @@ def test_other_handlers_get_one_record_per_line(access_logger):
     access_logger.setLevel(logging.INFO)
     log = AccessLog()
     for path in ("/a", "/b%s"):
-        log.write(("127.0.0.1", 1), Request("GET", path), 200, 0, 0.0)
+        log.write("127.0.0.1:1", Request("GET", path), 200, 0, 0.0)
     log.flush()
     assert [r.name for r in records] == ["corofw.access"] * 2
     assert [r.levelno for r in records] == [logging.INFO] * 2
@@ -330,7 +330,7 @@ def test_lines_are_written_at_exit(run_python):
         from corofw.http.messages import Request
         logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
         log = AccessLog("json")
-        log.write(("10.0.0.1", 5), Request("GET", "/last"), 204, 0, 0.0)
+        log.write("10.0.0.1:5", Request("GET", "/last"), 204, 0, 0.0)
     """)
     assert result.returncode == 0, result.stderr
     name, line = result.stderr.strip().split(" ", 1)
@@ -341,7 +341,7 @@ def test_a_websocket_session_line_has_no_byte_count(access_logger):
     stream = own_handler(access_logger, "%(message)s")
     for fmt in ("text", "json"):
         log = AccessLog(fmt)
-        log.write(("127.0.0.1", 1), Request("GET", "/ws"), 101, "-", 0.0)
+        log.write("127.0.0.1:1", Request("GET", "/ws"), 101, "-", 0.0)
         log.flush()
     text, line = stream.getvalue().splitlines()
     assert '"GET /ws HTTP/1.1" 101 - ' in text

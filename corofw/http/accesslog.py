@@ -29,7 +29,6 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from ..kernel import current_kernel
-from .connection import format_client
 from .request_id import RequestIds
 from .tracecontext import TRACE_ID_STATE_KEY
 
@@ -38,14 +37,13 @@ INFO = logging.INFO
 #: longest a line waits in the buffer, in seconds of the kernel's clock
 FLUSH_DELAY = 0.005
 #: a buffer this long is written at once
-FLUSH_LINES = 256
+FLUSH_LINES = 1024
 
 _MARK = "\x00corofw access line\x00"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DIGITS = [f"{n:03d}" for n in range(1000)]
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)
 _PLAIN_FORMATTER = logging.Formatter()
-_CLIENTS_KEPT = 1024
 _TRACE_KEY = '"trace_id":'
 _pending: set[AccessLog] = set()  # logs with lines not yet written, for the exit
 
@@ -58,7 +56,7 @@ class AccessLog:
     ``ids`` gives requests their ids and responses their echo."""
 
     __slots__ = ("json", "ids", "lines", "_timer", "_clock", "_next", "_second", "_stamp",
-                 "_zone", "_clients", "__weakref__")
+                 "_zone", "__weakref__")
 
     def __init__(self, format: str = "text", ids: RequestIds | None = None) -> None:
         self.json = format == "json"
@@ -70,11 +68,12 @@ class AccessLog:
         self._second = 0.0
         self._stamp = ""
         self._zone = ""
-        self._clients: dict[Any, str] = {}
 
-    def write(self, client: Any, request: Any, status: int, length: Any, started: float,
+    def write(self, client: str, request: Any, status: int, length: Any, started: float,
               failure: str = "") -> None:
-        """The line of one response: ``length`` body bytes sent (an int, or
+        """The line of one response to ``client`` (as
+        :func:`~corofw.http.connection.format_client` writes it): ``length``
+        body bytes sent (an int, or
         "-" where bytes mean nothing: JSON null), answered ``started``
         (kernel clock) onwards; ``failure`` says why it was cut short.
         Nothing is made when the logger is not enabled for INFO."""
@@ -88,9 +87,6 @@ class AccessLog:
         ident = request._id  # the server gives every request one, or what makes it
         if type(ident) is not str:
             ident = request.id
-        who = self._clients.get(client)
-        if who is None:
-            who = self._client_text(client)
         target = request.target
         state = request._state  # a traced request keeps its trace id there
         trace = state.get(TRACE_ID_STATE_KEY) if state is not None else None
@@ -98,7 +94,7 @@ class AccessLog:
             lines.append(
                 f'{{"time":"{self._stamp}.{_DIGITS[int((now - self._second) * 1000)]}'
                 f'{self._zone}",'
-                f'"client":{_json_string(who)},"method":"{request.method}",'
+                f'"client":{_json_string(client)},"method":"{request.method}",'
                 f'"target":{_json_string(target)},"version":"{request.version}",'
                 f'"status":{status},"bytes":{length if type(length) is int else "null"},'
                 f'"duration_ms":{us // 1000}.{_DIGITS[us % 1000]},'
@@ -108,7 +104,7 @@ class AccessLog:
         else:
             if '"' in target or "\\" in target:
                 target = target.replace("\\", "\\x5C").replace('"', "\\x22")
-            line = (f'{who} [{self._stamp}] "{request.method} {target} {request.version}" '
+            line = (f'{client} [{self._stamp}] "{request.method} {target} {request.version}" '
                     f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}")
             if trace is not None:
                 line = f"{line} trace={trace}"
@@ -171,17 +167,6 @@ class AccessLog:
                            f" {sign}{hours:02d}{minutes:02d}")
         self._second = now - (wall - whole)
         self._next = self._second + 1.0
-
-    def _client_text(self, client: Any) -> str:
-        text = format_client(client)
-        clients = self._clients
-        if len(clients) >= _CLIENTS_KEPT:
-            clients.clear()
-        try:
-            clients[client] = text
-        except TypeError:  # not hashable: formatted each time
-            pass
-        return text
 
 
 def deliver(lines: list[str]) -> None:

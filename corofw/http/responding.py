@@ -16,7 +16,7 @@ from typing import Any
 from ..kernel import Cancelled
 from ..kernel.traps import Coro
 from ..net.files import sendfile
-from .connection import Connection, send
+from .connection import Connection, format_client, send
 from .files import FileResponse
 from .messages import Request, Response, StreamingResponse
 from .serialize import (
@@ -218,7 +218,8 @@ def log_access(conn: Connection, request: Request, status: int, length: Any,
     """The access log line of a response: client, time, request line,
     status, body bytes, duration, request id; a response that failed says
     what happened (``incomplete: ...``)."""
-    conn.access.write(conn.client, request, status, length, conn.started, failure)
+    conn.access.write(format_client(conn.client), request, status, length, conn.started,
+                      failure)
 
 
 def interrupted(exc: BaseException) -> str:

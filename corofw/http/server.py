@@ -227,7 +227,8 @@ class Server:
         waits for ``100 Continue``), run the handler, write the response,
         then keep the connection for the next request or close it."""
         task = conn.task = yield from current_task()
-        task.name = f"connection {format_client(conn.client)}"
+        who = format_client(conn.client)
+        task.name = f"connection {who}"
         deadline = conn.deadline = Deadline(task)
         conn.parser = RequestParser(self.config.limits, conn.client)
         read_trap = (READ, conn.sock.fd)
@@ -269,8 +270,9 @@ class Server:
                 if type(response) is GeneratorType:
                     response = yield from self._wait_for_app(conn, request, response)
                 keep_alive = request.keep_alive and not self.closing
-                wire = encode_at_once(response, request, keep_alive,
-                                      b"" if echo is None else echo(request))
+                # the request's id is echoed when it has one (always, with the access log)
+                wire = encode_at_once(response, request, keep_alive, b"" if echo is None or (
+                    access is None and type(request._id) is not str) else echo(request))
                 try:
                     if wire is None:
                         keep_alive = yield from self._write(conn, request, response, keep_alive)
@@ -284,7 +286,7 @@ class Server:
                             yield from send_rest(conn, wire, sent)
                         self.requests_served += 1
                         if access is not None:
-                            access.write(conn.client, request, response.status,
+                            access.write(who, request, response.status,
                                          len(response.body), conn.started)
                 finally:
                     if request._state is not None:  # request.background() may have been used
