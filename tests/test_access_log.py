@@ -152,6 +152,18 @@ def test_request_ids_are_made_unique_and_differ_after_a_fork():
     assert child.rsplit("-", 1)[0] != parent.rsplit("-", 1)[0]
 
 
+def test_a_forked_child_does_not_write_its_parent_s_pending_lines(access_logger):
+    stream = own_handler(access_logger)
+    log = AccessLog()
+    log.write("127.0.0.1:1", Request("GET", "/parent"), 200, 0, 0.0)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not log.lines and not accesslog._pending else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    log.flush()
+    assert stream.getvalue().count("/parent") == 1
+
+
 def test_with_the_access_log_off_an_id_is_made_only_when_read(no_leaks):
     config = ServerConfig(**QUICK, access_log=False)
     with serve_in_thread(make_app(), config) as server, httpx.Client() as client:
@@ -188,6 +200,20 @@ def test_an_id_header_the_app_sets_itself_is_not_doubled(no_leaks):
     with serve_in_thread(app, ServerConfig(**QUICK)) as server:
         response = httpx.get(server.url + "/")
     assert response.headers.get_list("x-request-id") == ["app-chosen"]
+
+
+def test_an_invalid_response_s_500_carries_the_id(no_leaks, caplog):
+    caplog.set_level(logging.INFO, logger="corofw.access")
+    app = Router()
+
+    @app.get("/")
+    def index(request):
+        return Response("x", headers={"x-bad": "a\r\nb"})
+
+    with serve_in_thread(app, ServerConfig(**QUICK)) as server:
+        response = httpx.get(server.url + "/", headers={"x-request-id": "r-500"})
+    assert response.status_code == 500 and response.headers["x-request-id"] == "r-500"
+    assert access_lines(caplog)[0].endswith(" r-500 (invalid response)")
 
 
 def test_request_id_outside_a_server():

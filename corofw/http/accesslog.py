@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import time
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
@@ -242,4 +243,13 @@ def flush_all() -> None:
         log.flush()
 
 
+def _forget_in_child() -> None:
+    """A forked child does not write its parent's pending lines again."""
+    for log in _pending:
+        log.lines = []
+        log._timer = None
+    _pending.clear()
+
+
 atexit.register(flush_all)
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -87,6 +87,10 @@ def write_response(conn: Connection, request: Request, response: Any,
         log.error("invalid response to %s %s: %s", request.method, request.target, exc)
         discard(response)
         error = error_response(500, "Internal Server Error")
+        extra = conn.access.ids.echo(request)
+        if extra:
+            head, _, error_body = error.partition(b"\r\n\r\n")
+            error = head + b"\r\n" + extra + b"\r\n" + error_body
         yield from send(conn, error)
         if conn.config.access_log:
             log_access(conn, request, 500, len(error.partition(b"\r\n\r\n")[2]),

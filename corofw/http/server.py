@@ -234,7 +234,7 @@ class Server:
         read_trap = (READ, conn.sock.fd)
         handle = self.app.handle
         send_now = conn.sock.sock.send
-        kernel = self._kernel
+        kernel = current_kernel()
         access = self.access if self.config.access_log else None
         ids = self.access.ids
         echo = ids.echo if ids.header is not None else None
