@@ -15,6 +15,7 @@ from corofw.http.tracecontext import (
     TraceParent,
     format_traceparent,
     new_span_id,
+    new_trace_and_span_ids,
     new_trace_id,
     parse_traceparent,
     parse_tracestate,
@@ -110,6 +111,11 @@ def test_new_ids_are_random_lowercase_hex():
         assert parse_traceparent(format_traceparent(trace_id, PARENT, 1)) is not None
     for span_id in spans:
         assert parse_traceparent(format_traceparent(TRACE, span_id, 1)) is not None
+    pairs = {new_trace_and_span_ids() for _ in range(100)}
+    assert len({trace for trace, _ in pairs}) == 100 and len({span for _, span in pairs}) == 100
+    for trace_id, span_id in pairs:
+        assert parse_traceparent(format_traceparent(trace_id, span_id, 1)) == \
+            TraceParent(trace_id, span_id, 1)
 
 
 # -- tracestate ------------------------------------------------------------------

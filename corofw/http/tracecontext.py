@@ -29,7 +29,8 @@ from typing import NamedTuple
 
 __all__ = ["MAX_TRACESTATE_LENGTH", "MAX_TRACESTATE_MEMBERS", "SAMPLED", "TRACEPARENT",
            "TRACESTATE", "TRACE_ID_STATE_KEY", "TraceParent", "format_traceparent",
-           "new_span_id", "new_trace_id", "parse_traceparent", "parse_tracestate"]
+           "new_span_id", "new_trace_and_span_ids", "new_trace_id", "parse_traceparent",
+           "parse_tracestate"]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -138,6 +139,15 @@ def new_trace_id() -> str:
     while not bits:
         bits = _getrandbits(128)
     return f"{bits:032x}"
+
+
+def new_trace_and_span_ids() -> tuple[str, str]:
+    """A random trace id and span id at once (cheaper than one by one)."""
+    text = f"{_getrandbits(192):048x}"
+    trace_id, span_id = text[:32], text[32:]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return new_trace_id(), new_span_id()
+    return trace_id, span_id
 
 
 def new_span_id() -> str:

@@ -49,7 +49,7 @@ from ..http.tracecontext import (
     TraceParent,
     format_traceparent,
     new_span_id,
-    new_trace_id,
+    new_trace_and_span_ids,
     parse_traceparent,
     parse_tracestate,
 )
@@ -185,6 +185,7 @@ class Tracing:
         self._tracer: Any = None
         self._resolved = False
         self._installed = False
+        self._patterns: dict[Any, str] = {}  # Route -> its full pattern
 
     def __repr__(self) -> str:
         export = "exported" if self._tracer is not None else "not exported"
@@ -265,13 +266,14 @@ class Tracing:
         headers = request.headers
         parent = None
         tracestate = None
-        values = headers.get_all("traceparent")
-        if len(values) == 1:  # two of them make the context ambiguous: start anew
-            parent = parse_traceparent(values[0])
-            if parent is not None:
-                states = headers.get_all("tracestate")
-                if states:
-                    tracestate = parse_tracestate(states)
+        if headers.first_raw(b"traceparent") is not None:
+            values = headers.get_all("traceparent")
+            if len(values) == 1:  # two of them make the context ambiguous: start anew
+                parent = parse_traceparent(values[0])
+                if parent is not None:
+                    states = headers.get_all("tracestate")
+                    if states:
+                        tracestate = parse_tracestate(states)
         method = request.method
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": request.path}
         client = request.client
@@ -282,8 +284,8 @@ class Tracing:
         if self._tracer is not None:
             span = self._start_exported(name, SERVER, parent, tracestate, attributes)
         elif parent is None:
-            span = Span(new_trace_id(), new_span_id(), None, self._flags, None, SERVER, name,
-                        attributes)
+            trace_id, span_id = new_trace_and_span_ids()
+            span = Span(trace_id, span_id, None, self._flags, None, SERVER, name, attributes)
         else:
             span = Span(parent.trace_id, new_span_id(), parent.parent_id, parent.flags & SAMPLED,
                         tracestate, SERVER, name, attributes)
@@ -297,8 +299,11 @@ class Tracing:
         route = request.route
         attributes = span.attributes
         if route is not None:
-            attributes["http.route"] = route.full_path
-            span.name = f"{span.name} {route.full_path}"
+            pattern = self._patterns.get(route)
+            if pattern is None:
+                pattern = self._patterns[route] = route.full_path
+            attributes["http.route"] = pattern
+            span.name = f"{span.name} {pattern}"
         if status is not None:
             attributes["http.response.status_code"] = status
             if status >= 500:
