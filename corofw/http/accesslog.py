@@ -38,7 +38,7 @@ INFO = logging.INFO
 #: longest a line waits in the buffer, in seconds of the kernel's clock
 FLUSH_DELAY = 0.005
 #: a buffer this long is written at once
-FLUSH_LINES = 1024
+FLUSH_LINES = 256
 
 _MARK = "\x00corofw access line\x00"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
