@@ -14,7 +14,7 @@ import socket
 import httpx
 import pytest
 
-from corofw import Client, ClientError, Response, Router, gather, sleep, spawn
+from corofw import Client, ClientError, Redis, RedisError, Response, Router, gather, sleep, spawn
 from corofw.http.config import ServerConfig
 from corofw.http.tracecontext import parse_traceparent
 from corofw.testing import serve_in_thread
@@ -391,6 +391,52 @@ def test_exported_errors(exported):
     assert [c.attributes["error.type"] for c in calls] == ["ConnectionRefused", "InvalidURL"]
     assert all(c.status.status_code == StatusCode.ERROR for c in calls)
     assert all(c.parent.span_id == spans["GET /call"].context.span_id for c in calls)
+
+
+def test_redis_commands_exported_as_children_of_the_request(exported, redis_url):
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    provider, exporter = exported
+    tracing = Tracing(provider)
+    redis = tracing.instrument(Redis(redis_url, timeout=5))
+    routes = Router()
+    tracing.install(routes)
+
+    @routes.get("/cache")
+    def cache(request):
+        yield from redis.set("greeting", "hello")
+        value = yield from redis.get("greeting")
+        pipe = redis.pipeline()
+        pipe.incr("hits").incr("hits")
+        counts = yield from pipe.execute()
+        try:
+            yield from redis.execute("LPUSH", "greeting", "x")   # the wrong type
+        except RedisError as exc:
+            failed = type(exc).__name__
+        return {"value": value.decode(), "counts": counts, "failed": failed}
+
+    with serve_in_thread(routes) as server:
+        answer = httpx.get(f"{server.url}/cache").json()
+    redis.close()
+    assert answer == {"value": "hello", "counts": [1, 2], "failed": "ResponseError"}
+    spans = exporter.get_finished_spans()
+    [request] = [span for span in spans if span.kind == SpanKind.SERVER]
+    commands = [span for span in spans if span.kind == SpanKind.CLIENT]
+    assert [span.name for span in commands] == ["SET", "GET", "MULTI", "LPUSH"]
+    for span in commands:
+        assert span.parent.span_id == request.context.span_id
+        assert span.attributes["db.system.name"] == "redis"
+        assert span.attributes["db.operation.name"] == span.name
+        assert span.attributes["server.address"] == "127.0.0.1"
+        assert span.attributes["db.namespace"] == "0"
+    assert commands[-1].status.status_code == StatusCode.ERROR
+    assert commands[-1].attributes["error.type"] == "ResponseError"
+    assert all(span.status.status_code == StatusCode.UNSET for span in commands[:-1])
+
+
+def test_instrument_refuses_what_it_cannot_trace():
+    with pytest.raises(TypeError, match="Client or a Redis"):
+        Tracing(None).instrument(object())
 
 
 def test_no_exporter_without_a_provider():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from types import EllipsisType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -50,7 +51,15 @@ class Redis(Commands[Coro[Any]]):
     limits opening a connection; ``pool_timeout`` limits the wait for a free
     connection when ``max_connections`` are busy. Creating a client opens
     nothing: connections are made on first use, in the running kernel.
+
+    ``tracer``, when set, is called as each command starts, as
+    ``tracer(name)`` (the command's name, or ``MULTI`` or ``PIPELINE`` for a
+    pipeline); it returns None or an object whose ``end_query(error)`` is
+    called once when the command ends (``error`` None if it succeeded). See
+    :class:`~corofw.web.tracing.Tracing`.
     """
+
+    tracer: Callable[[str], Any] | None = None
 
     def __init__(self, url: str | None = None, *, host: str | None = None,
                  port: int | None = None, db: int | None = None,
@@ -92,14 +101,31 @@ class Redis(Commands[Coro[Any]]):
         reply raises :class:`ResponseError`. ``timeout`` overrides the
         client's command timeout for this call."""
         seconds = self.timeout if timeout is ... else timeout
-        return self._run(encode_command(args), None, seconds)
+        run = self._run(encode_command(args), None, seconds)
+        return run if self.tracer is None else self._traced(run, args[0])
 
     def _command(self, args: tuple[Any, ...], convert: Convert | None = None,
                  block: float | None = None) -> Coro[Any]:
         seconds = self.timeout
         if block is not None and seconds is not None:
             seconds = None if block == 0 else seconds + block
-        return self._run(encode_command(args), convert, seconds)
+        run = self._run(encode_command(args), convert, seconds)
+        return run if self.tracer is None else self._traced(run, args[0])
+
+    def _traced(self, run: Coro[Any], name: Any) -> Coro[Any]:
+        """``run`` reported to the tracer."""
+        tracer = self.tracer
+        trace = None if tracer is None else tracer(
+            name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name))
+        if trace is None:
+            return (yield from run)
+        try:
+            reply = yield from run
+        except BaseException as exc:
+            trace.end_query(exc)
+            raise
+        trace.end_query(None)
+        return reply
 
     def _run(self, payload: bytes, convert: Convert | None, seconds: float | None) -> Coro[Any]:
         pool = self.pool
@@ -281,7 +307,10 @@ class Pipeline(Commands["Pipeline"]):
         commands = [args for args, _ in queued]
         if self.transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
-        replies = yield from self.client._run_many(encode_commands(commands), len(commands))
+        run = self.client._run_many(encode_commands(commands), len(commands))
+        if self.client.tracer is not None:
+            run = self.client._traced(run, "MULTI" if self.transaction else "PIPELINE")
+        replies = yield from run
         if self.transaction:
             replies = _transaction_result(replies)
         results = []

@@ -38,9 +38,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import GeneratorType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ..data.redis import Redis
 from ..http.client import Client
 from ..http.messages import Request
 from ..http.tracecontext import (
@@ -166,6 +167,17 @@ class Span:
         if self._otel is not None:
             _export_end(self, error)
 
+    def end_query(self, error: BaseException | None) -> None:
+        """End this span of a database command or query: it succeeded
+        (``error`` None) or raised ``error``."""
+        if error is not None:
+            self.error = self.attributes["error.type"] = type(error).__name__
+        if self._otel is not None:
+            _export_end(self, error)
+
+
+C = TypeVar("C", Client, Redis)
+
 
 class Tracing:
     """Tracing for one app and the Clients it calls out with; see the
@@ -204,12 +216,19 @@ class Tracing:
         routes.wrap_dispatch(self.wrap)
         self._installed = True
 
-    def instrument(self, client: Client) -> Client:
+    def instrument(self, client: C) -> C:
         """Make a child span for each call ``client`` makes while a traced
-        request runs, and send ``traceparent`` (and ``tracestate``) with
-        it; return ``client``."""
+        request runs; return ``client``. A :class:`~corofw.http.client.Client`
+        sends ``traceparent`` (and ``tracestate``) with each call; a
+        :class:`~corofw.data.redis.Redis` client's commands get spans too."""
         self._resolve()
-        client.tracer = self.start_call
+        if isinstance(client, Client):
+            client.tracer = self.start_call
+        elif isinstance(client, Redis):
+            client.tracer = self._redis_tracer(client)
+        else:
+            raise TypeError(f"cannot trace a {type(client).__name__}: a Client or a Redis "
+                            f"client is expected")
         return client
 
     def _resolve(self) -> None:
@@ -321,8 +340,29 @@ class Tracing:
         parent = _current.get()
         if parent is None:
             return None
-        attributes: dict[str, Any] = {"http.request.method": method}
-        name = method if method in _METHODS else "HTTP"
+        return self._child(parent, method if method in _METHODS else "HTTP",
+                           {"http.request.method": method})
+
+    def _redis_tracer(self, redis: Redis) -> Callable[[str], Span | None]:
+        """The tracer of one Redis client's commands."""
+        where: dict[str, Any] = {"db.system.name": "redis", "db.namespace": str(redis.db)}
+        if redis.unix_socket:
+            where["server.address"] = redis.unix_socket
+        else:
+            where["server.address"] = redis.host
+            where["server.port"] = redis.port
+
+        def start_command(name: str) -> Span | None:
+            parent = _current.get()
+            if parent is None:
+                return None
+            operation = name.upper()
+            return self._child(parent, operation, {**where, "db.operation.name": operation})
+
+        return start_command
+
+    def _child(self, parent: Span, name: str, attributes: dict[str, Any]) -> Span:
+        """A client span under ``parent``."""
         if self._tracer is not None:
             return self._start_exported(name, CLIENT, parent, parent.tracestate, attributes)
         return Span(parent.trace_id, new_span_id(), parent.span_id, parent.flags,
