@@ -40,6 +40,7 @@ from .http.client_errors import (
     WriteError,
     WriteTimeout,
 )
+from .http.config import ServerConfig
 from .http.cookiejar import CookieJar
 from .http.headers import Headers
 from .http.lifespan import StartupError
@@ -53,7 +54,7 @@ from .http.messages import (
 )
 from .http.parser import Limits
 from .http.policies import Hedge, Retry
-from .http.server import Server, ServerConfig, serve
+from .http.server import Server, serve
 from .http.sse import ServerSentEvent, event_stream, last_event_id
 from .http.upstream import Upstream
 from .http.websocket import ClientWebSocket

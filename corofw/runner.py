@@ -35,8 +35,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .http.config import ServerConfig
 from .http.lifespan import StartupError
-from .http.server import ServerConfig, serve
+from .http.server import serve
 from .kernel import current_kernel, run
 from .kernel.traps import Coro
 from .net import Socket, inherited_listener, listen, listen_unix

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .http.server import Server, ServerConfig, serve
+from .http.config import ServerConfig
+from .http.server import Server, serve
 from .kernel import VirtualClock, run
 from .net import listen
 

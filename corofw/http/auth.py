@@ -13,10 +13,20 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, Protocol
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Credentials(Protocol):
+    """What the client accepts as credentials besides a ``(user, password)``
+    pair: any object whose ``header()`` gives the ``Authorization`` value,
+    as :class:`BasicAuth` and :class:`BearerToken` do."""
+
+    def header(self) -> str:
+        """The ``Authorization`` header's value."""
+        ...
 
 
 class BasicAuth:
@@ -63,7 +73,7 @@ class BearerToken:
         return self._header
 
 
-def as_auth(auth: Any) -> BasicAuth | BearerToken | None:
+def as_auth(auth: Any) -> Credentials | None:
     """``auth`` as the client keeps it: None, a ``(user, password)`` pair
     made :class:`BasicAuth`, or an object with ``header()``."""
     if auth is None:
@@ -75,4 +85,5 @@ def as_auth(auth: Any) -> BasicAuth | BearerToken | None:
     if not callable(getattr(auth, "header", None)):
         raise TypeError(f"auth must be a (username, password) pair, BasicAuth or "
                         f"BearerToken, got {type(auth).__name__}")
-    return auth
+    credentials: Credentials = auth  # it has header(), checked above
+    return credentials

@@ -15,7 +15,6 @@ stream, is a :class:`~corofw.http.client_errors.DecodingError`.
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 from .client_errors import DecodingError
 
@@ -47,7 +46,7 @@ class _Stage:
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
-        self.obj: Any = None
+        self.obj: zlib._Decompress | None = None
         self.tail = b""  # input the last step left undecoded (bounded by its output)
 
 

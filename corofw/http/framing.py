@@ -12,6 +12,7 @@ body is delimited, whether the connection persists), and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .grammar import (
     CHUNK_LINE,
@@ -30,7 +31,7 @@ _MAX_SIZE_DIGITS = 16
 # servers send the same few heads again and again. Kept per kind of message
 # and Limits (a head within some limits may break others), up to _SEEN_MAX
 # heads of at most SEEN_HEAD_MAX bytes each; a full table starts over.
-_HEADS_SEEN: dict[tuple[str, Limits], dict[bytes, tuple]] = {}
+_HEADS_SEEN: dict[tuple[str, Limits], dict[bytes, tuple[Any, ...]]] = {}
 SEEN_HEAD_MAX = 2048
 _SEEN_MAX = 512
 
@@ -104,7 +105,7 @@ class MessageParser:
         self._chunks: list[bytes] = []
         self._body_size = 0
         self._in_trailer = False
-        self._seen: tuple[Limits, dict[bytes, tuple]] | None = None
+        self._seen: tuple[Limits, dict[bytes, tuple[Any, ...]]] | None = None
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer (ignored once dead)."""
@@ -129,7 +130,7 @@ class MessageParser:
         self._pos = self._scan = 0
         return data
 
-    def _recall(self) -> tuple | None:
+    def _recall(self) -> tuple[Any, ...] | None:
         """What parsing found in the head at the start of the buffer when
         it was seen before, byte for byte, with that head consumed; None
         (and nothing consumed) when the head is incomplete or new."""
@@ -143,7 +144,7 @@ class MessageParser:
             self._pos = self._scan = end + 4
         return entry
 
-    def _seen_heads(self) -> dict[bytes, tuple]:
+    def _seen_heads(self) -> dict[bytes, tuple[Any, ...]]:
         """This parser's part of ``_HEADS_SEEN``: the heads seen in its kind
         of message under its current limits (the client changes them)."""
         seen = self._seen
@@ -152,7 +153,7 @@ class MessageParser:
             seen = self._seen = (limits, _HEADS_SEEN.setdefault((self._kind, limits), {}))
         return seen[1]
 
-    def _remember(self, head: bytes | None, entry: tuple) -> None:
+    def _remember(self, head: bytes | None, entry: tuple[Any, ...]) -> None:
         """Keep what parsing ``head`` found, for :meth:`_recall`."""
         if head is None:
             return

@@ -5,17 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, unquote
 
 from ..kernel.traps import Coro
 from .charsets import content_type_charset, text_codec
 from .cookies import EPOCH, format_set_cookie, parse_cookie_header
-from .forms import FormData, FormError, FormLimits, read_form
+from .forms import FormData, read_form
 from .headers import Headers
 from .jsontext import decode_json, encode_json
 from .multidict import MultiDict
-from .request_id import DEFAULT_IDS
+from .multipart import FormError, FormLimits
+from .request_id import DEFAULT_IDS, RequestIds
 from .status import reason_phrase
 
 # what a URL cannot carry as is: a "%" that starts no %XX escape, and any
@@ -79,7 +80,8 @@ class Request:
         self.route: Any = None
         self._query: QueryParams | None = None
         self._state: dict[str, Any] | None = None
-        self._id: Any = DEFAULT_IDS  # what makes its id on first use (a server sets its own)
+        # what makes its id on first use (a server sets its own), then the id
+        self._id: str | RequestIds = DEFAULT_IDS
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target}>"
@@ -119,7 +121,7 @@ class Request:
         except AttributeError:
             ident = DEFAULT_IDS
         if type(ident) is not str:
-            ident = self._id = ident.assign(self)
+            ident = self._id = cast(RequestIds, ident).assign(self)
         return ident
 
     @property
@@ -184,7 +186,7 @@ class Request:
         parsers are incremental and pull the body piece by piece."""
         state = self._state
         if state is not None:
-            cached = state.get(FORM_STATE_KEY)
+            cached: FormData | None = state.get(FORM_STATE_KEY)
             if cached is not None:
                 return cached
         try:

@@ -24,6 +24,7 @@ by one regular expression per block.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .framing import DEFAULT_LIMITS, SEEN_HEAD_MAX, Limits, MessageParser, framing
@@ -47,7 +48,7 @@ _METHODS = {m.encode(): m for m in
             ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")}
 
 
-def _new_request(parts: tuple, client: object) -> Request:
+def _new_request(parts: tuple[Any, ...], client: object) -> Request:
     """A Request straight from parsed ``parts`` (method, target, path,
     query string, version, wire fields, keep-alive), with no re-parsing of
     the target; its body is None until the parser has it."""

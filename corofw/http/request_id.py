@@ -14,7 +14,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .messages import Request
 
 #: the header an id is taken from and echoed in, unless configured otherwise
 DEFAULT_HEADER = "x-request-id"
@@ -22,7 +25,7 @@ MAX_LENGTH = 128
 
 _VALID = re.compile(rb"[!-~]{1,%d}" % MAX_LENGTH).fullmatch
 _prefix = ""
-_counter: Any = None
+_counter: itertools.count[int]  # set by _reseed(), below
 
 
 def _reseed() -> None:
@@ -61,7 +64,7 @@ class RequestIds:
         self._name = self.header.encode("latin-1") if self.header else None
         self.always = always
 
-    def assign(self, request: Any) -> str:
+    def assign(self, request: Request) -> str:
         """The id of ``request``: its header's value when valid, else a new one."""
         name = self._name
         if name is not None:
@@ -70,7 +73,7 @@ class RequestIds:
                 return value.decode("ascii")
         return new_request_id()
 
-    def echo(self, request: Any) -> bytes:
+    def echo(self, request: Request) -> bytes:
         """The header line that gives the response the request's id, or
         b"" when the request has none (nobody needed one) or echoing is off.
         With ``always``, a request without an id gets one here (this is
@@ -82,7 +85,7 @@ class RequestIds:
         if type(ident) is not str:
             if not self.always:
                 return b""
-            value = request.headers.first_raw(self._name)
+            value = request.headers.first_raw(cast(bytes, self._name))  # set with header
             if value is not None and _VALID(value) is not None:
                 ident = value.decode("ascii")
             else:

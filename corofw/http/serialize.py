@@ -24,7 +24,8 @@ def date_line() -> bytes:
         whole = int(now)
         _date[0] = whole + 1
         _date[1] = f"date: {formatdate(whole, usegmt=True)}\r\n".encode()
-    return _date[1]
+    line: bytes = _date[1]
+    return line
 
 
 def _content_type_line(content_type: str) -> bytes:

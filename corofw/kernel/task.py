@@ -6,9 +6,12 @@ import contextvars
 import itertools
 import logging
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .traps import Coro, Trap, park
+
+if TYPE_CHECKING:
+    from .loop import Kernel
 
 log = logging.getLogger("corofw.kernel")
 
@@ -141,7 +144,7 @@ class Task:
     # read only then (an unset slot costs the collector nothing).
     _unjoined: UnjoinedCrash | None
 
-    def __init__(self, kernel: Any, coro: Coro[Any], name: str | None, parent: Task | None,
+    def __init__(self, kernel: Kernel, coro: Coro[Any], name: str | None, parent: Task | None,
                  created: float) -> None:
         self.id = next(_task_ids)
         self.coro = coro

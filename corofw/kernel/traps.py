@@ -21,7 +21,7 @@ with :func:`park` and is woken by the queue's ``wake_one``/``wake_all``
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -124,14 +124,15 @@ def park(queue: Any) -> Coro[Any]:
     return (yield (PARK, queue))
 
 
-def run_in_thread(fn: Any, *args: Any) -> Coro[Any]:
+def run_in_thread(fn: Callable[..., T], *args: Any) -> Coro[T]:
     """Call ``fn(*args)`` in the kernel's bounded thread pool and return its
     result (or raise its exception) without blocking the loop.
 
     Cancelling the waiting task abandons the result; the thread itself runs
     ``fn`` to the end, since Python threads cannot be interrupted.
     """
-    return (yield (THREAD, fn, args))
+    result: T = yield (THREAD, fn, args)
+    return result
 
 
 def not_a_trap(trap: Any) -> TypeError:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
-from ..kernel.traps import READ, WRITE, Coro
+from ..kernel.traps import READ, WRITE, Coro, T
 from .sockets import Socket
 
 
@@ -20,7 +21,7 @@ class TLSSocket(Socket):
 
     __slots__ = ()
 
-    def _retry(self, call: Any, *args: Any) -> Coro[Any]:
+    def _retry(self, call: Callable[..., T], *args: Any) -> Coro[T]:
         while True:
             try:
                 return call(*args)

@@ -40,7 +40,7 @@ def csrf_token(request: Request) -> str:
     unsafe requests; ``LookupError`` when no CSRF middleware runs around
     the handler."""
     state = request._state
-    token = state.get(CSRF_STATE_KEY) if state is not None else None
+    token: str | None = state.get(CSRF_STATE_KEY) if state is not None else None
     if token is None:
         raise LookupError("no CSRF token: add routes.middleware(csrf_middleware(keys)) to the "
                           "router that serves this route")

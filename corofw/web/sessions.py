@@ -89,7 +89,7 @@ def get_session(request: Request) -> Session:
     """The request's :class:`Session`; ``LookupError`` when no session
     middleware runs around the handler."""
     state = request._state
-    session = state.get(SESSION_STATE_KEY) if state is not None else None
+    session: Session | None = state.get(SESSION_STATE_KEY) if state is not None else None
     if session is None:
         raise LookupError("no session: add routes.middleware(session_middleware(keys)) to "
                           "the router that serves this route")
