@@ -9,7 +9,7 @@ MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
 .PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
-.PHONY: board chromium
+.PHONY: board chromium iproute2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,14 @@ nginx:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null)
+
+# iproute2's `ip` for the network namespaces of tests/test_multihost.py (without it
+# the test puts its three hosts on loopback addresses instead).
+iproute2:
+	command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null)
 
 # redis-server for the Redis tests (skipped without it) and benchmarks/redis_bench.py.
 redis:
