@@ -14,7 +14,18 @@ import socket
 import httpx
 import pytest
 
-from corofw import Client, ClientError, Redis, RedisError, Response, Router, gather, sleep, spawn
+from corofw import (
+    Client,
+    ClientError,
+    Redis,
+    RedisError,
+    Response,
+    Router,
+    gather,
+    run,
+    sleep,
+    spawn,
+)
 from corofw.http.config import ServerConfig
 from corofw.http.tracecontext import parse_traceparent
 from corofw.testing import serve_in_thread
@@ -434,8 +445,51 @@ def test_redis_commands_exported_as_children_of_the_request(exported, redis_url)
     assert all(span.status.status_code == StatusCode.UNSET for span in commands[:-1])
 
 
+def test_postgres_queries_exported_as_children_of_the_request(exported, pg_dsn):
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from corofw.data import pg
+
+    provider, exporter = exported
+    tracing = Tracing(provider)
+    pool = tracing.instrument(pg.Pool(pg_dsn, min_size=0, max_size=4))
+    routes = Router()
+    tracing.install(routes)
+
+    @routes.get("/db")
+    def db(request):
+        one, two = yield from gather(pool.fetchval("SELECT $1::int", 1),
+                                     pool.fetchval("select $1::int + 1", 1))
+        try:
+            yield from pool.execute("DELETE FROM no_such_table WHERE id = $1", 1)
+        except pg.QueryError as exc:
+            failed = type(exc).__name__
+        return {"values": [one, two], "failed": failed}
+
+    try:
+        with serve_in_thread(routes) as server:
+            answer = httpx.get(f"{server.url}/db").json()
+    finally:
+        run(pool.close())
+    assert answer == {"values": [1, 2], "failed": "UndefinedTable"}
+    spans = exporter.get_finished_spans()
+    [request] = [span for span in spans if span.kind == SpanKind.SERVER]
+    queries = sorted((span for span in spans if span.kind == SpanKind.CLIENT),
+                     key=lambda span: span.start_time)
+    assert sorted(span.name for span in queries) == ["DELETE", "SELECT", "SELECT"]
+    for span in queries:
+        assert span.parent.span_id == request.context.span_id
+        assert span.attributes["db.system.name"] == "postgresql"
+        assert span.attributes["db.operation.name"] == span.name
+    assert {span.attributes["db.query.text"] for span in queries} == {
+        "SELECT $1::int", "select $1::int + 1", "DELETE FROM no_such_table WHERE id = $1"}
+    [delete] = [span for span in queries if span.name == "DELETE"]
+    assert delete.status.status_code == StatusCode.ERROR
+    assert delete.attributes["error.type"] == "UndefinedTable"
+
+
 def test_instrument_refuses_what_it_cannot_trace():
-    with pytest.raises(TypeError, match="Client or a Redis"):
+    with pytest.raises(TypeError, match="a Client, a Redis client or a PostgreSQL Pool"):
         Tracing(None).instrument(object())
 
 

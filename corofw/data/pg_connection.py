@@ -84,9 +84,16 @@ class Connection(Session):
     ``timeout`` in seconds (default: the connection's ``query_timeout``);
     when it expires the query is cancelled on the server and
     :class:`QueryTimeout` is raised.
+
+    ``tracer`` (a pooled connection uses its pool's), when set, is called
+    as each query method starts, as ``tracer(sql)`` (a batch: its first
+    query); it returns None or an object whose ``end_query(error)`` is
+    called once when the method ends (``error`` None if it succeeded).
+    See :class:`~corofw.web.tracing.Tracing`.
     """
 
     pool: Any = None  #: the Pool this connection belongs to, if any
+    tracer: Callable[[str], Any] | None = None
     pool_state: str | None = None  # set by the pool: "in use", "idle", "cleaning up"
     idle_since = 0.0
     expires_at = math.inf
@@ -105,13 +112,15 @@ class Connection(Session):
             self.close()
 
     def _timed(self, coro: Coro[T], timeout: float | None, sql: str) -> Coro[T]:
-        """``coro`` itself when no timeout applies (no wrapper to step
-        through on every wait), else ``coro`` under the timeout."""
+        """``coro`` itself when no timeout applies and no tracer is set (no
+        wrapper to step through on every wait), else ``coro`` under the
+        timeout, reported to the tracer."""
         if timeout is None:
             timeout = self.query_timeout
-            if timeout is None:
-                return coro
-        return self._under_timeout(coro, timeout, sql)
+        if timeout is not None:
+            coro = self._under_timeout(coro, timeout, sql)
+        tracer = self.tracer if self.pool is None else self.pool.tracer
+        return coro if tracer is None else _traced(coro, tracer, sql)
 
     def _under_timeout(self, coro: Coro[T], timeout: float, sql: str) -> Coro[T]:
         try:
@@ -312,6 +321,20 @@ class Connection(Session):
                 self._lose(wire.fatal or one_line(wire.pgconn.get_error_message()))
                 raise ConnectionLost(self._closed_reason)
         return wire.notifications.popleft()
+
+
+def _traced(coro: Coro[T], tracer: Callable[[str], Any], sql: str) -> Coro[T]:
+    """``coro`` reported to ``tracer``."""
+    trace = tracer(sql)
+    if trace is None:
+        return (yield from coro)
+    try:
+        result = yield from coro
+    except BaseException as exc:
+        trace.end_query(exc)
+        raise
+    trace.end_query(None)
+    return result
 
 
 def connect(dsn: str = "", *, connect_timeout: float | None = 10.0,

@@ -58,7 +58,12 @@ class Pool:
     :func:`~corofw.data.pg_connection.connect` (``connect_timeout``,
     ``query_timeout``, ``prepare_threshold``...) or into the DSN
     (``application_name``...).
+
+    ``tracer``: see :class:`~corofw.data.pg_connection.Connection`; it
+    applies to every connection of the pool.
     """
+
+    tracer: Callable[[str], Any] | None = None
 
     def __init__(self, dsn: str = "", min_size: int = 1, max_size: int = 10, *,
                  acquire_timeout: float | None = 10.0, max_lifetime: float = 3600.0,

@@ -35,6 +35,7 @@ here runs at all.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import GeneratorType
@@ -176,7 +177,7 @@ class Span:
             _export_end(self, error)
 
 
-C = TypeVar("C", Client, Redis)
+C = TypeVar("C")
 
 
 class Tracing:
@@ -220,15 +221,20 @@ class Tracing:
         """Make a child span for each call ``client`` makes while a traced
         request runs; return ``client``. A :class:`~corofw.http.client.Client`
         sends ``traceparent`` (and ``tracestate``) with each call; a
-        :class:`~corofw.data.redis.Redis` client's commands get spans too."""
+        :class:`~corofw.data.redis.Redis` client's commands get spans too,
+        as do the query methods of a PostgreSQL
+        :class:`~corofw.data.pg_pool.Pool` or
+        :class:`~corofw.data.pg_connection.Connection`."""
         self._resolve()
         if isinstance(client, Client):
             client.tracer = self.start_call
         elif isinstance(client, Redis):
             client.tracer = self._redis_tracer(client)
+        elif isinstance(client, _pg_classes()):
+            client.tracer = self._start_query  # type: ignore[attr-defined]
         else:
-            raise TypeError(f"cannot trace a {type(client).__name__}: a Client or a Redis "
-                            f"client is expected")
+            raise TypeError(f"cannot trace a {type(client).__name__}: a Client, a Redis "
+                            f"client or a PostgreSQL Pool or Connection is expected")
         return client
 
     def _resolve(self) -> None:
@@ -361,6 +367,18 @@ class Tracing:
 
         return start_command
 
+    def _start_query(self, sql: str) -> Span | None:
+        """The span of a PostgreSQL query method's call (the tracer
+        :meth:`instrument` gives a pool or connection)."""
+        parent = _current.get()
+        if parent is None:
+            return None
+        words = sql.split(None, 1)
+        operation = words[0].upper() if words else ""
+        return self._child(parent, operation or "postgresql",
+                           {"db.system.name": "postgresql", "db.operation.name": operation,
+                            "db.query.text": sql})
+
     def _child(self, parent: Span, name: str, attributes: dict[str, Any]) -> Span:
         """A client span under ``parent``."""
         if self._tracer is not None:
@@ -389,6 +407,18 @@ class Tracing:
         made = otel_span.get_span_context()
         return Span(f"{made.trace_id:032x}", f"{made.span_id:016x}", parent_id,
                     int(made.trace_flags), tracestate, kind, name, attributes, otel_span)
+
+
+def _pg_classes() -> tuple[type, ...]:
+    """The PostgreSQL client classes, if their modules are loaded (a pool or
+    connection cannot exist otherwise; psycopg is not imported here)."""
+    found = []
+    for module, name in (("corofw.data.pg_pool", "Pool"),
+                         ("corofw.data.pg_connection", "Connection")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 def _traced(app: Coro[Any], span: Span, request: Request,
