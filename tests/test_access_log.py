@@ -19,7 +19,7 @@ from corofw.http import accesslog
 from corofw.http.accesslog import AccessLog
 from corofw.http.config import ServerConfig
 from corofw.http.messages import Request
-from corofw.http.request_id import new_request_id, valid_request_id
+from corofw.http.request_id import RequestIds, new_request_id, valid_request_id
 from corofw.testing import serve_in_thread
 
 QUICK = dict(graceful_timeout=2.0, keep_alive_timeout=2.0)
@@ -372,3 +372,10 @@ def test_a_websocket_session_line_has_no_byte_count(access_logger):
     text, line = stream.getvalue().splitlines()
     assert '"GET /ws HTTP/1.1" 101 - ' in text
     assert json.loads(line)["bytes"] is None
+
+
+def test_a_made_id_is_echoed_as_request_id_gives_it():
+    request = Request("GET", "/")
+    echoed = RequestIds("X-%id", always=True).echo(request)
+    assert echoed == f"x-%id: {request.id}\r\n".encode()
+    assert RequestIds("x-%id").echo(request) == echoed  # once made, always echoed

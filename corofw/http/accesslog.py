@@ -30,6 +30,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from ..kernel import current_kernel
+from . import request_id
 from .request_id import RequestIds
 from .tracecontext import TRACE_ID_STATE_KEY
 
@@ -86,7 +87,10 @@ class AccessLog:
             self._new_second(now)
         us = int((now - started) * 1e6)  # formatted as ms below, without float formatting
         ident = request._id  # the server gives every request one, or what makes it
-        if type(ident) is not str:
+        number: int | str = ""
+        if type(ident) is int:  # a made id, kept as its number: written out here
+            ident, number = request_id._prefix, ident  # the prefix this process makes ids with
+        elif type(ident) is not str:
             ident = request.id
         target = request.target
         state = request._state  # a traced request keeps its trace id there
@@ -99,14 +103,14 @@ class AccessLog:
                 f'"target":{_json_string(target)},"version":"{request.version}",'
                 f'"status":{status},"bytes":{length if type(length) is int else "null"},'
                 f'"duration_ms":{us // 1000}.{_DIGITS[us % 1000]},'
-                f'"request_id":{_json_string(ident)},'
+                f'"request_id":{_json_string(f"{ident}{number}")},'
                 f'{"" if trace is None else f"{_TRACE_KEY}{_json_string(trace)},"}'
                 f'"error":{_json_string(failure) if failure else "null"}}}')
         else:
             if '"' in target or "\\" in target:
                 target = target.replace("\\", "\\x5C").replace('"', "\\x22")
             line = (f'{client} [{self._stamp}] "{request.method} {target} {request.version}" '
-                    f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}")
+                    f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}{number}")
             if trace is not None:
                 line = f"{line} trace={trace}"
             lines.append(f"{line} ({failure})" if failure else line)
@@ -186,7 +190,7 @@ def deliver(lines: list[str]) -> None:
         handlers.extend(current.handlers)
         if not current.propagate:
             break
-        current = current.parent  # type: ignore[assignment]
+        current = current.parent
     if not handlers:
         if logging.lastResort is None:
             return
@@ -233,8 +237,9 @@ def _write_batch(handler: logging.Handler, lines: list[str]) -> bool:
 
 
 def _record(line: str) -> logging.LogRecord:
-    return ACCESS_LOGGER.makeRecord(ACCESS_LOGGER.name, INFO, __file__, 0, line, None, None,
-                                    "access log")
+    # args None (no arguments), which LogRecord accepts though typeshed says a tuple
+    return ACCESS_LOGGER.makeRecord(ACCESS_LOGGER.name, INFO, __file__, 0, line,
+                                    None, None, "access log")  # type: ignore[arg-type]
 
 
 def flush_all() -> None:

@@ -16,7 +16,7 @@ from .headers import Headers
 from .jsontext import decode_json, encode_json
 from .multidict import MultiDict
 from .multipart import FormError, FormLimits
-from .request_id import DEFAULT_IDS, RequestIds
+from .request_id import DEFAULT_IDS, RequestIds, made_id
 from .status import reason_phrase
 
 # what a URL cannot carry as is: a "%" that starts no %XX escape, and any
@@ -81,7 +81,7 @@ class Request:
         self._query: QueryParams | None = None
         self._state: dict[str, Any] | None = None
         # what makes its id on first use (a server sets its own), then the id
-        self._id: str | RequestIds = DEFAULT_IDS
+        self._id: str | int | RequestIds = DEFAULT_IDS
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target}>"
@@ -121,7 +121,8 @@ class Request:
         except AttributeError:
             ident = DEFAULT_IDS
         if type(ident) is not str:
-            ident = self._id = cast(RequestIds, ident).assign(self)
+            ident = self._id = made_id(ident) if type(ident) is int \
+                else cast(RequestIds, ident).assign(self)
         return ident
 
     @property

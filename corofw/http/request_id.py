@@ -1,9 +1,11 @@
 """Request ids: taken from a header the client (or a proxy) sent, or made.
 
-An id made here is a per-process random prefix followed by a counter, both
-hex (``5f0c9a3e21d7-1a``): unique across the worker processes of a server
-and across restarts (the prefix is 48 random bits, drawn again in a forked
-child), and cheap (no randomness per request). An id taken from a request
+An id made here is a per-process random prefix (hex) followed by a counter
+(``5f0c9a3e21d7-42``): unique across the worker processes of a server and
+across restarts (the prefix is 48 random bits, drawn again in a forked
+child), and cheap (no randomness per request). The server keeps a made id
+as its number and writes the text out only where it goes (the response
+header, the log line, ``request.id``). An id taken from a request
 must be 1 to 128 visible ASCII characters (``!`` to ``~``); any other
 value is ignored and an id is made instead, so an id is always safe to
 write in a log line or a response header.
@@ -41,7 +43,12 @@ os.register_at_fork(after_in_child=_reseed)
 def new_request_id() -> str:
     """A fresh id, unique in this process and, with high probability,
     across processes and restarts."""
-    return f"{_prefix}{next(_counter):x}"
+    return f"{_prefix}{next(_counter)}"
+
+
+def made_id(number: int) -> str:
+    """The text of the id this process made with ``number``."""
+    return f"{_prefix}{number}"
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -57,12 +64,13 @@ class RequestIds:
     and echoes none. ``always``: every request gets an id (the access log
     is on); otherwise only a request whose ``id`` is read has one."""
 
-    __slots__ = ("header", "_name", "always")
+    __slots__ = ("header", "_name", "always", "_made")
 
     def __init__(self, header: str | None = DEFAULT_HEADER, always: bool = False) -> None:
         self.header = header.lower() if header else None
         self._name = self.header.encode("latin-1") if self.header else None
         self.always = always
+        self._made: tuple[str, bytes] = ("", b"")  # (prefix, the echo of a made id's number)
 
     def assign(self, request: Request) -> str:
         """The id of ``request``: its header's value when valid, else a new one."""
@@ -77,21 +85,31 @@ class RequestIds:
         """The header line that gives the response the request's id, or
         b"" when the request has none (nobody needed one) or echoing is off.
         With ``always``, a request without an id gets one here (this is
-        :meth:`assign` inlined: the server calls it for every response)."""
+        :meth:`assign` inlined, a made id kept as its number: the server
+        calls it for every response)."""
         header = self.header
         if header is None:
             return b""
         ident = request._id
-        if type(ident) is not str:
-            if not self.always:
-                return b""
-            value = request.headers.first_raw(cast(bytes, self._name))  # set with header
+        kind = type(ident)
+        if kind is str:
+            return f"{header}: {ident}\r\n".encode("ascii")
+        if kind is int:
+            number = cast(int, ident)
+        elif not self.always:
+            return b""
+        else:
+            name = cast(bytes, self._name)  # set with header
+            value = request.headers.first_raw(name)
             if value is not None and _VALID(value) is not None:
-                ident = value.decode("ascii")
-            else:
-                ident = f"{_prefix}{next(_counter):x}"
-            request._id = ident
-        return f"{header}: {ident}\r\n".encode("ascii")
+                request._id = value.decode("ascii")
+                return b"%s: %s\r\n" % (name, value)
+            number = request._id = next(_counter)
+        made = self._made
+        if made[0] is not _prefix:  # the first made id, or a forked child's own prefix
+            line = f"{header.replace('%', '%%')}: {_prefix}%d\r\n".encode("ascii")
+            made = self._made = (_prefix, line)
+        return made[1] % number
 
 
 #: what ``request.id`` uses for a request that no server gave its own
