@@ -77,7 +77,7 @@ http {{
 
     upstream corofw {{
 {servers}
-        keepalive 16;
+        keepalive 32;
         keepalive_timeout 60s;
         keepalive_requests 1000;
     }}
@@ -93,8 +93,8 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_connect_timeout 2s;
-            proxy_send_timeout 10s;
-            proxy_read_timeout 10s;
+            proxy_send_timeout 30s;
+            proxy_read_timeout 60s;
             proxy_next_upstream error timeout http_502 http_503;
             proxy_next_upstream_tries 3;
             proxy_next_upstream_timeout 10s;
