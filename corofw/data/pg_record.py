@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 
-class Record(tuple):
+class Record(tuple[Any, ...]):
     """One row: a tuple whose items are also reachable by column name."""
 
     __slots__ = ()

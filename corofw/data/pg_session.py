@@ -49,6 +49,10 @@ log = logging.getLogger("corofw.data.pg")
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _IDLE = pq.TransactionStatus.IDLE
+
+#: one libpq call of a pipeline: the send method and its arguments
+_Send = tuple[Callable[..., Any], tuple[Any, ...]]
+
 _PREPARE, _RUN = "prepare", "run"
 
 #: One planned command of a batch: (what, statement, sql); what is None for
@@ -122,7 +126,7 @@ class Session:
                 f"another operation is in progress on this connection ({shorten(self._busy)});"
                 f" a connection runs one at a time: use a pool for concurrent queries")
 
-    def _exchange(self, sql: str, send: Callable[..., Any], args: tuple,
+    def _exchange(self, sql: str, send: Callable[..., Any], args: tuple[Any, ...],
                   pipeline: bool = False) -> Coro[Any]:
         """Send with ``send(*args)``, flush, and return the results (one list
         per command and pipeline mode left behind, for a pipeline)."""
@@ -260,7 +264,7 @@ class Session:
                 sql, pgconn.send_query_prepared, (statement.name, values, formats))
         elif statements.should_prepare(statement):
             steps: list[Step] = []
-            sends: list[tuple[Callable[..., Any], tuple]] = []
+            sends: list[_Send] = []
             self._plan(steps, sends, sql, statement, values, types, formats)
             return (yield from self._run_plan(steps, sends))[0]
         else:
@@ -273,14 +277,14 @@ class Session:
         final result and statement, or raise the first error (nothing after
         it ran, and in an implicit transaction nothing before it stays)."""
         steps: list[Step] = []
-        sends: list[tuple[Callable[..., Any], tuple]] = []
+        sends: list[_Send] = []
         lookup = self._statements.lookup
         for sql, args in queries:
             values, types, formats = self._adapter.dump(sql, args)
             self._plan(steps, sends, sql, lookup(sql, types), values, types, formats)
         return (yield from self._run_plan(steps, sends))
 
-    def _plan(self, steps: list[Step], sends: list[tuple[Callable[..., Any], tuple]], sql: str,
+    def _plan(self, steps: list[Step], sends: list[_Send], sql: str,
               statement: Statement, values: Any, types: tuple[int, ...], formats: Any) -> None:
         pgconn = self._wire.pgconn
         statements = self._statements
@@ -300,7 +304,7 @@ class Session:
             sends.append((pgconn.send_query_params, (statement.sql, values, types, formats)))
         steps.append((_RUN, statement, sql))
 
-    def _run_plan(self, steps: list[Step], sends: list[tuple[Callable[..., Any], tuple]]
+    def _run_plan(self, steps: list[Step], sends: list[_Send]
                   ) -> Coro[list[tuple[Any, Any]]]:
         if not sends:
             return []
@@ -338,7 +342,7 @@ class Session:
             if any(result.status == _FATAL for result in results):
                 log.debug("could not close prepared statement %s", name.decode())
 
-    def _send_pipeline(self, sends: list[tuple[Callable[..., Any], tuple]]) -> None:
+    def _send_pipeline(self, sends: list[_Send]) -> None:
         pgconn = self._wire.pgconn
         pgconn.enter_pipeline_mode()
         for send, args in sends:

@@ -337,7 +337,8 @@ def _transaction_result(replies: list[Any]) -> list[Any]:
         raise result
     if result is None:
         raise RedisError("the transaction was aborted (a watched key changed)")
-    return result
+    results: list[Any] = result  # EXEC's reply: an array
+    return results
 
 
 def _parse_url(url: str) -> dict[str, Any]:

@@ -268,7 +268,8 @@ class ConnectionPool:
                 deadline.close()  # also drops its expiry if it raced with the hand-over
         if handed is _CLOSED:
             raise RedisConnectionError("the Redis client was closed")
-        return handed
+        conn: Connection = handed
+        return conn
 
     def release(self, conn: Connection) -> None:
         """Give back a clean connection (every reply read): to the oldest

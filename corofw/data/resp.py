@@ -48,7 +48,7 @@ from .redis_errors import RedisProtocolError, ResponseError
 try:
     import hiredis
 except ImportError:  # pragma: no cover - exercised where hiredis is missing
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]  # the pure-Python reader is used
 
 
 class _NeedData:

@@ -17,6 +17,7 @@ from ..kernel.deadline import Deadline
 from ..kernel.traps import READ, WRITE, Coro
 from ..net import Socket
 from .config import ServerConfig
+from .parser import RequestParser
 
 RECV_SIZE = 65536
 LINGER_SECONDS = 1.0
@@ -56,7 +57,7 @@ class Connection:
         self.task: Any = None
         self.phase = IDLE
         self.deadline: Deadline = None  # type: ignore[assignment]  # set by its task
-        self.parser: Any = None
+        self.parser: RequestParser = None  # type: ignore[assignment]  # set by its task
         self.filled = False
         self.unyielded = 0
         self.sent_continue = False

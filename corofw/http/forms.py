@@ -55,7 +55,7 @@ class UploadFile:
         self.filename = filename
         self.headers = headers
         self.content_type: str | None = headers.get("content-type")
-        self.file: Any = SpooledTemporaryFile(  # noqa: SIM115 (closed by close())
+        self.file: SpooledTemporaryFile[bytes] = SpooledTemporaryFile(  # noqa: SIM115 (closed by close())
             max_size=spool_threshold, mode="w+b")
         self.size = 0
 

@@ -77,6 +77,7 @@ class RequestParser(MessageParser):
     Trailer fields are validated and dropped."""
 
     _kind = "request"
+    _awaiting: Request | None
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, client: object = None) -> None:
         super().__init__(limits)
@@ -91,7 +92,7 @@ class RequestParser(MessageParser):
     def awaiting_body(self) -> Request | None:
         """The request whose head has been parsed while its body has not all
         arrived yet (its ``body`` is None meanwhile); None otherwise."""
-        return self._awaiting  # type: ignore[return-value]
+        return self._awaiting
 
     def next_request(self) -> Request | None:
         """The next complete request, or None until more bytes arrive."""
@@ -106,15 +107,15 @@ class RequestParser(MessageParser):
                 request = self._parse_head()
                 if request is None:
                     return None
-        if request.body is None:  # type: ignore[attr-defined]
+        if request.body is None:
             body = self._read_body()
             if body is None:
                 self._awaiting = request
                 return None
-            request.body = body  # type: ignore[attr-defined]
+            request.body = body
         self._awaiting = None
         self.expect_continue = False
-        return request  # type: ignore[return-value]
+        return request
 
     def _parse_head(self) -> Request | None:
         buf = self._buf

@@ -162,8 +162,9 @@ class Pool:
             raise
         if handed is _SLOT:
             return None
-        handed.reused = True
-        return handed
+        given: PooledConnection = handed  # what release() hands over
+        given.reused = True
+        return given
 
     def release(self, conn: PooledConnection, now: float) -> None:
         """Return a connection whose response was read to the end: to the

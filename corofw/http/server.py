@@ -20,7 +20,7 @@ import logging
 import signal
 import socket
 from types import GeneratorType
-from typing import Any
+from typing import Any, cast
 
 from ..kernel import (
     Cancelled,
@@ -234,7 +234,7 @@ class Server:
         read_trap = (READ, conn.sock.fd)
         handle = self.app.handle
         send_now = conn.sock.sock.send
-        kernel = current_kernel()
+        kernel = task.kernel
         access = self.access if self.config.access_log else None
         ids = self.access.ids
         echo = ids.echo if ids.header is not None else None
@@ -374,7 +374,7 @@ class Server:
         (its optional ``accepts(request)``). Otherwise return the request
         with an empty body, to be answered at once and the connection
         closed, so that the client sends no body for nothing."""
-        request = conn.parser.awaiting_body
+        request = cast(Request, conn.parser.awaiting_body)  # a head awaits its body
         if self._accepts(request):
             conn.sent_continue = True
             yield from send(conn, CONTINUE)

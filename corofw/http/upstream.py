@@ -370,7 +370,8 @@ class Upstream:
         assert winner is not None
         if good and winner is not first:
             self.stats.hedge_wins += 1
-        return winner.result()
+        response: ClientResponse = winner.result()  # each copy is a call
+        return response
 
     def _hedge(self, first: Endpoint, start: Any) -> Coro[None]:
         picked = self._pick(avoid=first)
@@ -415,7 +416,8 @@ def _next_copy(finished: _Arrivals) -> Coro[Task]:
     while True:
         item = yield from finished.get()
         if item is not _HEDGE_NOW:
-            return item
+            task: Task = item
+            return task
 
 
 def _good(response: ClientResponse) -> bool:

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, quote_plus, unquote, unquote_plus
 try:
     import idna as _idna
 except ImportError:  # optional: without it, IDNA 2008 without code point checks
-    _idna = None
+    _idna = None  # type: ignore[assignment]  # checked before each use
 
 from .client_errors import InvalidURL
 

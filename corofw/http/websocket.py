@@ -34,7 +34,7 @@ from typing import Any
 
 from ..kernel.deadline import Deadline
 from ..kernel.sync import Lock
-from ..kernel.task import Cancelled
+from ..kernel.task import Cancelled, Task
 from ..kernel.traps import CLOCK, CURRENT, Coro
 from ..net import Socket
 from ..ws.deflate import PerMessageDeflate
@@ -119,12 +119,13 @@ class ClientWebSocket:
         """Send a ping and wait for its pong; return the round trip in
         seconds. Messages that arrive meanwhile are kept for
         :meth:`receive`."""
-        started = yield (CLOCK,)
+        started: float = yield (CLOCK,)
         yield from self._send_event(Ping(bytes(payload)))
         while payload not in self._pongs:
             yield from self._next_event(timeout)
         self._pongs.remove(payload)
-        return (yield (CLOCK,)) - started
+        now: float = yield (CLOCK,)
+        return now - started
 
     def _send_event(self, event: Any) -> Coro[None]:
         if self._sock is None or self._conn.state is not ConnectionState.OPEN:
@@ -284,8 +285,8 @@ class ClientWebSocket:
         self.abort()
 
     def _deadline(self, name: str) -> Coro[Deadline]:
-        task = yield (CURRENT,)
-        deadline = getattr(self, name)
+        task: Task = yield (CURRENT,)
+        deadline: Deadline | None = getattr(self, name)
         if deadline is None:
             deadline = Deadline(task)
             setattr(self, name, deadline)

@@ -146,7 +146,8 @@ def _brotli() -> tuple[Callable[[bytes], bytes], Callable[[], bytes], Callable[[
 
 def _compress_whole(coding: str, data: bytes, gzip_level: int, brotli_quality: int) -> bytes:
     if coding == "br":
-        return brotli.compress(data, quality=brotli_quality)
+        compressed: bytes = brotli.compress(data, quality=brotli_quality)  # untyped module
+        return compressed
     compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()
 
