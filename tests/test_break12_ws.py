@@ -556,3 +556,37 @@ def test_the_101_echoes_the_request_id_like_any_response():
         with RawWebSocket(server.port, "/echo", "X-Request-ID: abc-123\r\n") as client:
             head = client.head
     assert b"\r\nx-request-id: abc-123" in head.lower(), head
+
+
+# -- a handler that only sends ---------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket: pings (and the "
+                   "client's close frame) are handled only inside receive(), so a handler "
+                   "that only pushes never answers a ping; a websockets client's keepalive "
+                   "then drops the session with 1011 after ping_timeout (websockets and "
+                   "uvicorn answer pings whatever the handler does)")
+def test_a_handler_that_only_sends_still_answers_pings():
+    app = Router()
+
+    @app.websocket("/ticker")
+    def ticker(ws):
+        count = 0
+        while True:
+            yield from ws.send(f"tick {count}")
+            count += 1
+            yield from sleep(0.02)
+
+    with serve_in_thread(app) as server, RawWebSocket(server.port, "/ticker") as client:
+        assert client.frame()[0] == 0x1
+        client.send(client_frame(0x9, b"alive?"))
+        seen = []
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            opcode, payload = client.frame()
+            seen.append(opcode)
+            if opcode == 0xA:
+                break
+        client.send(client_frame(0x8, struct.pack(">H", 1000)))
+    assert (0xA, payload) == (opcode, b"alive?"), (
+        f"no pong in 0.6 s; {seen.count(0x1)} text frames came meanwhile")
