@@ -4,6 +4,8 @@ when its SDK is there::
     tracing = Tracing()
     tracing.install(routes)            # a span per request
     tracing.instrument(client)         # a child span per outbound call
+    tracing.instrument(redis)          # ... per command (a Redis client)
+    tracing.instrument(pool)           # ... per query (a PostgreSQL pool)
 
 A request that brings a valid ``traceparent`` continues that trace (its
 ``tracestate`` is passed on unchanged); any other starts one, sampled
@@ -14,8 +16,9 @@ status for a 5xx or an exception. While the request runs, the span is the
 *current span* (:func:`current_span`) of its task and of every task it
 spawns (each task runs in a copy of its parent's context variables), so
 each call an instrumented Client makes, gathered or not, gets a child span
-and sends ``traceparent`` naming it, and ``tracestate``. A call made
-outside any traced request is not traced and sends neither.
+and sends ``traceparent`` naming it, and ``tracestate``; so does each
+command or query of an instrumented Redis client or PostgreSQL pool. A
+call made outside any traced request is not traced and sends neither.
 
 The trace id is kept in ``request.state["trace_id"]``
 (:data:`~corofw.http.tracecontext.TRACE_ID_STATE_KEY`) for the code that
