@@ -136,6 +136,32 @@ def test_gathered_calls_each_send_a_child_of_the_request_span():
     assert all(call["tracestate"] == [] for call in answer["calls"])
 
 
+def test_concurrent_requests_keep_their_own_traces():
+    traces = [f"{n + 1:032x}" for n in range(6)]
+    seen: list[Span | None] = []
+    with serve_in_thread(make_upstream()) as upstream:
+        tracing = Tracing(None)
+        client = tracing.instrument(Client(base_url=upstream.url, timeout=5))
+        with serve_in_thread(make_app(client, seen, tracing)) as server:
+            caller = Client(base_url=server.url, timeout=10, max_per_host=10)
+
+            def one(trace_id):   # /fan/2 calls /echo and /slow; they overlap across requests
+                reply = yield from caller.get("/fan/2", headers={
+                    "traceparent": f"00-{trace_id}-{PARENT}-01"})
+                return reply.json()
+
+            def main():
+                return (yield from gather(*[one(trace_id) for trace_id in traces]))
+
+            answers = run(main())
+            caller.close()
+        client.close()
+    for trace_id, answer in zip(traces, answers, strict=True):
+        assert answer["trace_id"] == trace_id
+        assert {parse_traceparent(call["traceparent"][0]).trace_id
+                for call in answer["calls"]} == {trace_id}
+
+
 @pytest.mark.parametrize("flags", ["01", "00"])
 def test_incoming_traceparent_is_continued_with_its_tracestate(flags):
     state = "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"
