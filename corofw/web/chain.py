@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from types import GeneratorType
-from typing import Any
+from typing import Any, Protocol
 
 from ..http.messages import FORM_STATE_KEY, Request, StreamingResponse
 from .coerce import RESPONSE_TYPES, coerce
@@ -35,6 +35,14 @@ from .errors import ErrorScope
 #: ``endpoint(request)``: a response, or a generator that returns one.
 Endpoint = Callable[[Request], Any]
 _Layer = Callable[[Request, Any], Any]
+
+
+class _Call(Protocol):
+    """What :func:`_core` makes: an :data:`Endpoint` that is also a
+    middleware layer (``offered`` lists the exceptions already offered to
+    error handlers)."""
+
+    def __call__(self, request: Request, offered: list[Exception] | None = None) -> Any: ...
 
 
 class Scope:
@@ -100,7 +108,7 @@ def _releasing(outer: Any, request: Request) -> Any:
     return release_form(request, response)
 
 
-def _core(handler: Any, errors: ErrorScope, with_params: bool, outermost: bool) -> Any:
+def _core(handler: Any, errors: ErrorScope, with_params: bool, outermost: bool) -> _Call:
     """The innermost layer: call the handler, coerce, handle its errors.
     Called as ``(request)`` alone, or as ``(request, offered)`` inside
     middleware. When it is ``outermost`` (no middleware), a generator
@@ -163,7 +171,7 @@ def _drive(gen: Any, handler: Any, request: Request, errors: ErrorScope, offered
 
 
 def _middleware_layer(fn: Any, inner: _Layer) -> _Layer:
-    def layer(request: Request, offered: list) -> Any:
+    def layer(request: Request, offered: list[Exception]) -> Any:
         def call_next(request: Request) -> Any:
             response = inner(request, offered)
             if type(response) is GeneratorType:
@@ -179,7 +187,7 @@ def _middleware_layer(fn: Any, inner: _Layer) -> _Layer:
 
 
 def _guard(inner: _Layer, errors: ErrorScope) -> _Layer:
-    def layer(request: Request, offered: list) -> Any:
+    def layer(request: Request, offered: list[Exception]) -> Any:
         try:
             response = inner(request, offered)
             if type(response) is GeneratorType:

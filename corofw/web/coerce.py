@@ -27,6 +27,8 @@ from ..http.messages import Response, StreamingResponse
 from ..http.ws_server import WebSocketUpgrade
 
 RESPONSE_TYPES = (Response, StreamingResponse, FileResponse, WebSocketUpgrade)
+#: what :func:`coerce` gives: one of ``RESPONSE_TYPES``
+Coerced = Response | StreamingResponse | FileResponse | WebSocketUpgrade
 
 
 def describe(fn: Any) -> str:
@@ -36,12 +38,13 @@ def describe(fn: Any) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def coerce(result: Any, source: Any) -> Response | StreamingResponse | FileResponse:
+def coerce(result: Any, source: Any) -> Coerced:
     """``result`` as a response; ``source`` (the handler) names the culprit
     in the ``TypeError`` raised for a value that is not one of the above."""
     kind = type(result)
     if kind is Response or kind is StreamingResponse:
-        return result
+        response: Response | StreamingResponse = result
+        return response
     if kind is str:
         return Response(result)
     if isinstance(result, RESPONSE_TYPES):
@@ -51,7 +54,7 @@ def coerce(result: Any, source: Any) -> Response | StreamingResponse | FileRespo
     return _from_body(result, source)
 
 
-def _from_body(body: Any, source: Any) -> Response | StreamingResponse | FileResponse:
+def _from_body(body: Any, source: Any) -> Coerced:
     if isinstance(body, RESPONSE_TYPES):
         return body
     if isinstance(body, str):
@@ -72,7 +75,7 @@ def _from_body(body: Any, source: Any) -> Response | StreamingResponse | FileRes
     )
 
 
-def _from_tuple(result: tuple, source: Any) -> Response | StreamingResponse | FileResponse:
+def _from_tuple(result: tuple[Any, ...], source: Any) -> Coerced:
     body, status, *rest = result
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
         raise TypeError(f"handler {describe(source)} returned a tuple whose status is "

@@ -12,7 +12,9 @@ suspended); ``GET /_debug/stats`` answers the counters as JSON.
 
 from __future__ import annotations
 
-from ..http.messages import Response
+from typing import Any
+
+from ..http.messages import Request, Response
 from ..kernel.context import current_kernel
 from ..kernel.introspect import format_tasks
 from .router import Router
@@ -23,11 +25,11 @@ def debug_routes() -> Router:
     routes = Router()
 
     @routes.get("/tasks")
-    def tasks(request):
+    def tasks(request: Request) -> Response:
         return Response.text(format_tasks())
 
     @routes.get("/stats")
-    def stats(request):
+    def stats(request: Request) -> dict[str, Any]:
         kernel = current_kernel()
         return {} if kernel is None else kernel.stats()
 

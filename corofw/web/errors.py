@@ -21,12 +21,9 @@ from collections.abc import Sequence
 from types import GeneratorType
 from typing import Any
 
-from ..http.files import FileResponse
 from ..http.headers import Headers
-from ..http.messages import HTTPError, Request, Response, StreamingResponse
-from .coerce import coerce
-
-Handled = Response | StreamingResponse | FileResponse
+from ..http.messages import HTTPError, Request
+from .coerce import Coerced, coerce
 
 
 class ErrorScope:
@@ -63,7 +60,8 @@ class ErrorScope:
                         return handler
         return None
 
-    def handle(self, request: Request, exc: Exception, offered: list | None = None) -> Any:
+    def handle(self, request: Request, exc: Exception,
+               offered: list[Exception] | None = None) -> Any:
         """A response (or a generator returning one) for ``exc``; ``None``
         when nothing handles it and the caller should re-raise.
 
@@ -99,7 +97,7 @@ def _finish(gen: Any, handler: Any, exc: Exception) -> Any:
     return _add_error_headers(coerce(result, handler), exc)
 
 
-def _add_error_headers(response: Handled, exc: Exception) -> Handled:
+def _add_error_headers(response: Coerced, exc: Exception) -> Coerced:
     """Add the headers an HTTPError carries (Allow on a 405, Set-Cookie...)
     whose names the handler's response does not set itself, every value
     of each."""

@@ -37,10 +37,10 @@ def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[fl
     ``upstream_bounds`` are left out."""
     requests: dict[tuple[str, ...], float] = {}
     in_flight: dict[tuple[str, ...], float] = {}
-    latency: dict[tuple[str, ...], list] = {}
+    latency: dict[tuple[str, ...], list[Any]] = {}
     calls: dict[tuple[str, ...], float] = {}
     errors: dict[tuple[str, ...], float] = {}
-    call_latency: dict[tuple[str, ...], list] = {}
+    call_latency: dict[tuple[str, ...], list[Any]] = {}
     kernel: dict[str, list[tuple[tuple[str, ...], float]]] = {}
     for snap in snapshots:
         alive = snap.get("alive", True)
@@ -138,7 +138,7 @@ def _family(out: list[str], name: str, kind: str, text: str, label_names: Sequen
 
 
 def _histogram(out: list[str], name: str, text: str, label_names: Sequence[str],
-               bounds: Sequence[float], series: dict[tuple[str, ...], list]) -> None:
+               bounds: Sequence[float], series: dict[tuple[str, ...], list[Any]]) -> None:
     _head(out, name, "histogram", text)
     les = [format_value(bound) for bound in bounds] + ["+Inf"]
     for values, (buckets, total) in series.items():
@@ -156,7 +156,7 @@ def _add(table: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) ->
     table[key] = table.get(key, 0) + n
 
 
-def _add_histogram(table: dict[tuple[str, ...], list], key: tuple[str, ...],
+def _add_histogram(table: dict[tuple[str, ...], list[Any]], key: tuple[str, ...],
                    buckets: Sequence[int], total: float) -> None:
     entry = table.get(key)
     if entry is None:

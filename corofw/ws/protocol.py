@@ -13,6 +13,7 @@ import codecs
 import os
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 from .deflate import Deflater, PerMessageDeflate
 from .events import (
@@ -96,7 +97,7 @@ class Connection:
         self._key_offset = 0
         self._msg_opcode = 0           # OP_TEXT or OP_BINARY while a message is open
         self._msg_compressed = False
-        self._msg_parts: list = []
+        self._msg_parts: list[Any] = []  # str pieces of a text message, bytes of a binary one
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
 
