@@ -169,7 +169,9 @@ class Connection(Session):
     def _simple_query(self, sql: str) -> Coro[list[Any]]:
         if self.closed:
             raise ConnectionLost(self._closed_reason, sql)
-        return (yield from self._exchange(sql, self._wire.pgconn.send_query, (sql.encode(),)))
+        results: list[Any] = yield from self._exchange(
+            sql, self._wire.pgconn.send_query, (sql.encode(),))
+        return results
 
     def executemany(self, sql: str, args: Iterable[Sequence[Any]],
                     timeout: float | None = None) -> Coro[None]:
@@ -233,7 +235,7 @@ class Connection(Session):
                             f" got {work!r} returning {type(coro).__name__}")
         try:
             yield from self.execute(begin)
-            result = yield from coro
+            result: T = yield from coro
         except Exception:
             coro.close()
             yield from self._rollback_quietly()

@@ -198,7 +198,8 @@ class Pool:
             raise InterfaceError("the pool was closed")
         if token is _SLOT:
             return (yield from self._open_reserved())
-        return token  # a connection handed over by release()
+        handed: Connection = token  # a connection handed over by release()
+        return handed
 
     def _park_until(self, timeout: float) -> Coro[Any]:
         """Wait in the queue for at most ``timeout`` seconds (then the value
