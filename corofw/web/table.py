@@ -15,7 +15,7 @@ is offered the trailing-slash redirect before the 404 (see
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from ..http.messages import HTTPError, Request, Response
@@ -148,14 +148,14 @@ class RouteTable:
         path = request.path
         if method == "OPTIONS" and request.target == "*":
             return self._options_all(request)
-        combined = self._combined.get(method, False)
+        combined: _Combined | None | Literal[False] = self._combined.get(method, False)
         if combined is False:
             combined = self._combine(method)
         if combined is not None:
             found = combined.regex.fullmatch(path)
             if found is not None:
-                base = found.lastindex
-                entry = combined.slots[found.lastindex]
+                base = cast(int, found.lastindex)  # the group of the entry that matched
+                entry = combined.slots[base]
                 try:
                     values = [conv.to_python(found.group(base + group))
                               for group, conv in entry.pattern.converters]
@@ -184,7 +184,7 @@ class RouteTable:
         if candidates:
             allowed.update(candidates)
             scope = next(iter(candidates.values())).scope
-        everything = self._combined.get("", False)
+        everything: _Combined | None | Literal[False] = self._combined.get("", False)
         if everything is False:
             everything = self._combine("")
         if everything is None or everything.regex.fullmatch(path) is None:
