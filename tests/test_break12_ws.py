@@ -154,10 +154,6 @@ def errors_of(caplog, name: str) -> list[str]:
 # -- a client that goes away -----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket._read: a client's "
-                   "reset reaches the handler's receive() as ReadError, not WebSocketClosed "
-                   "(1006), so a handler written as documented fails and run_session logs "
-                   "a traceback for an ordinary disconnect")
 def test_a_client_reset_while_the_handler_receives_is_a_close_not_a_handler_failure(caplog):
     outcome: list[object] = []
     app = Router()
@@ -184,9 +180,6 @@ def test_a_client_reset_while_the_handler_receives_is_a_close_not_a_handler_fail
     assert not errors_of(caplog, WS_LOG), errors_of(caplog, WS_LOG)
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket._write: a send to "
-                   "a client that reset raises WriteError, not WebSocketClosed (1006), and "
-                   "run_session logs it as a failing handler with a traceback")
 def test_a_send_to_a_client_that_reset_is_a_close_not_a_handler_failure(caplog):
     outcome: list[object] = []
     app = Router()
@@ -214,10 +207,6 @@ def test_a_send_to_a_client_that_reset_is_a_close_not_a_handler_failure(caplog):
     assert not errors_of(caplog, WS_LOG), errors_of(caplog, WS_LOG)
 
 
-@pytest.mark.xfail(strict=True, reason="http/ws_server.py run_session: a client that does not "
-                   "read makes send() raise WriteTimeout, which is not a WebSocketError, so "
-                   "the server logs 'WebSocket handler failed' with a traceback for a slow "
-                   "client")
 def test_a_client_that_never_reads_is_dropped_without_a_handler_traceback(caplog):
     ended: list[object] = []
     app = Router()
@@ -239,9 +228,6 @@ def test_a_client_that_never_reads_is_dropped_without_a_handler_traceback(caplog
     assert not errors_of(caplog, WS_LOG), errors_of(caplog, WS_LOG)
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket._read: a task in "
-                   "receive() while another task of the handler closes the WebSocket gets "
-                   "ReadError ('fd was closed'), not WebSocketClosed with the close code")
 def test_receive_in_one_task_while_another_closes_raises_websocket_closed():
     outcome: list[object] = []
     app = Router()
@@ -272,10 +258,6 @@ def test_receive_in_one_task_while_another_closes_raises_websocket_closed():
 # -- sends cut short -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket._write: a send "
-                   "cancelled by the handler's own timeout leaves half a frame on the wire "
-                   "and the WebSocket open, so the next send's frame lands inside the first "
-                   "frame's payload (a corrupt stream instead of an abort)")
 def test_a_send_cancelled_midway_does_not_corrupt_the_frame_stream():
     size = 8 << 20  # more than loopback buffers hold while the client does not read
     app = Router()
@@ -316,10 +298,6 @@ def traced_growth(action) -> int:
         tracemalloc.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket._next_event: every "
-                   "unsolicited pong a client sends is kept in _pongs for ever (nothing waits "
-                   "for it), so a pong flood grows the server's memory without bound; "
-                   "websockets ignores pongs that answer no ping")
 def test_unsolicited_pongs_are_not_kept():
     app = Router()
 
@@ -367,11 +345,6 @@ def test_messages_queued_while_ping_waits_are_bounded():
     assert grown < 1_000_000, f"the server holds {grown} more bytes after 3000 messages"
 
 
-@pytest.mark.xfail(strict=True, reason="ws/protocol.py Connection._parse: max_message_size "
-                   "is not applied to a compressed frame's declared length, so a client "
-                   "may declare a 1 TB permessage-deflate frame and stream into it for ever "
-                   "(an uncompressed one is refused with 1009 at its header; websockets "
-                   "refuses any frame over max_size)")
 def test_a_compressed_frame_declaring_a_huge_length_is_refused_with_1009():
     app = Router()
 
@@ -397,10 +370,6 @@ def test_a_compressed_frame_declaring_a_huge_length_is_refused_with_1009():
 # -- careless middleware and options ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="http/ws_server.py _head: header values middleware "
-                   "adds to the 101 are written unchecked, so CR LF in one splits the "
-                   "response (an injected Set-Cookie); an ordinary response with the same "
-                   "header is refused with a 500")
 def test_middleware_headers_with_cr_lf_cannot_inject_into_the_101():
     app = Router()
 
@@ -421,10 +390,6 @@ def test_middleware_headers_with_cr_lf_cannot_inject_into_the_101():
     assert b"\r\nset-cookie: evil" not in head.lower(), head
 
 
-@pytest.mark.xfail(strict=True, reason="http/ws_server.py _head: a middleware header value "
-                   "that is not Latin-1 raises UnicodeEncodeError from run_session; the "
-                   "connection is dropped without an answer and logged as a failed "
-                   "connection with a traceback (an ordinary response gets a 500)")
 def test_middleware_header_that_is_not_latin_1_gets_an_http_answer(caplog):
     app = Router()
 
@@ -449,10 +414,6 @@ def test_middleware_header_that_is_not_latin_1_gets_an_http_answer(caplog):
                 isinstance(r.exc_info[1], UnicodeEncodeError)]
 
 
-@pytest.mark.xfail(strict=True, reason="web/websocket.py websocket_endpoint: origins given as "
-                   "one string becomes a set of its characters, so the very origin named is "
-                   "refused with 403 (subprotocols takes a string; origins neither takes one "
-                   "nor refuses it)")
 def test_origins_given_as_a_string_allows_that_origin_or_is_refused():
     app = Router()
     try:
@@ -467,9 +428,6 @@ def test_origins_given_as_a_string_allows_that_origin_or_is_refused():
     assert head.startswith(b"HTTP/1.1 101 "), head.split(b"\r\n")[0]
 
 
-@pytest.mark.xfail(strict=True, reason="web/router.py Router.websocket: the route's 405 and "
-                   "OPTIONS answers list HEAD in Allow, yet a HEAD to it is answered 405 "
-                   "(by ws/handshake.py accept_upgrade, with Allow: GET)")
 def test_a_websocket_route_does_not_advertise_head_and_then_refuse_it():
     app = Router()
 
@@ -535,9 +493,6 @@ def test_ping_in_a_heartbeat_task_does_not_hang_receive_in_another():
 # -- the 101 as a response -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="http/ws_server.py _head/run_session: the 101 does not "
-                   "echo the request id (request_id_header, x-request-id) that every other "
-                   "response echoes, though the session's access-log line carries it")
 def test_the_101_echoes_the_request_id_like_any_response():
     app = Router()
 
@@ -561,11 +516,6 @@ def test_the_101_echoes_the_request_id_like_any_response():
 # -- a handler that only sends ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="http/websocket.py ClientWebSocket: pings (and the "
-                   "client's close frame) are handled only inside receive(), so a handler "
-                   "that only pushes never answers a ping; a websockets client's keepalive "
-                   "then drops the session with 1011 after ping_timeout (websockets and "
-                   "uvicorn answer pings whatever the handler does)")
 def test_a_handler_that_only_sends_still_answers_pings():
     app = Router()
 

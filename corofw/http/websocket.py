@@ -29,6 +29,8 @@ one after the other.
 
 from __future__ import annotations
 
+import ssl
+import time
 from collections import deque
 from typing import Any
 
@@ -66,6 +68,8 @@ from .timeouts import Timeout
 RECV_SIZE = 65536
 MAX_HEAD = 65536
 CLOSE_TIMEOUT = 10.0
+_PUMP_EVERY = 0.1  # seconds between looks for pings while a handler only sends
+_monotonic = time.monotonic
 _SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 
@@ -88,6 +92,9 @@ class ClientWebSocket:
         self._close_timeout = close_timeout
         self._messages: deque[str | bytes] = deque()
         self._pongs: deque[bytes] = deque()
+        self._awaited: list[bytes] = []  # payloads of the pings sent, not yet answered
+        self._in_read = False
+        self._pumped = _monotonic()
         self._write_lock = Lock()
         self._reading: Deadline | None = None
         self._writing: Deadline | None = None
@@ -120,16 +127,25 @@ class ClientWebSocket:
         seconds. Messages that arrive meanwhile are kept for
         :meth:`receive`."""
         started: float = yield (CLOCK,)
-        yield from self._send_event(Ping(bytes(payload)))
-        while payload not in self._pongs:
-            yield from self._next_event(timeout)
-        self._pongs.remove(payload)
+        payload = bytes(payload)
+        self._awaited.append(payload)
+        try:
+            yield from self._send_event(Ping(payload))
+            while payload not in self._pongs:
+                yield from self._next_event(timeout)
+            self._pongs.remove(payload)
+        finally:
+            self._awaited.remove(payload)
         now: float = yield (CLOCK,)
         return now - started
 
     def _send_event(self, event: Any) -> Coro[None]:
         if self._sock is None or self._conn.state is not ConnectionState.OPEN:
             raise self._closed_error()
+        if not self._in_read:
+            yield from self._pump()
+            if self._sock is None or self._conn.state is not ConnectionState.OPEN:
+                raise self._closed_error()
         yield from self._write(self._conn.send(event))
 
     def _write(self, data: bytes) -> Coro[None]:
@@ -146,13 +162,13 @@ class ClientWebSocket:
             try:
                 yield from sock.send_all(data)
             except Cancelled as exc:
+                self.abort()  # a frame cut short cannot be followed by another
                 if exc.scope is deadline:
-                    self.abort()
                     raise TIMEOUTS["write"]("write timeout", self.url) from None
                 raise
-            except OSError as exc:
+            except OSError:  # a reset: the WebSocket is closed
                 self.abort()
-                raise WriteError(f"sending on the WebSocket failed: {exc}", self.url) from None
+                raise self._closed_error() from None
             finally:
                 deadline.clear()
         finally:
@@ -184,15 +200,53 @@ class ClientWebSocket:
             if self._sock is None:
                 raise self._closed_error()
             yield from self._read(timeout)
+        yield from self._handle(event)
+
+    def _handle(self, event: Any) -> Coro[None]:
+        """Keep a message (unless closing) or an awaited pong, answer a
+        ping, finish a close."""
+        conn = self._conn
         if isinstance(event, (TextMessage, BytesMessage)):
-            self._messages.append(event.data)
+            if conn.state is ConnectionState.OPEN:
+                self._messages.append(event.data)
         elif isinstance(event, Ping):
             if conn.state is ConnectionState.OPEN:
                 yield from self._write(conn.send(event.response()))
         elif isinstance(event, Pong):
-            self._pongs.append(event.payload)
+            if event.payload in self._awaited:  # one nobody asked for is dropped
+                self._pongs.append(event.payload)
         else:
             yield from self._closed_by_peer(event)
+
+    def _pump(self) -> Coro[None]:
+        """Between sends of a handler that never receives: at most every
+        ``_PUMP_EVERY`` seconds, take what has arrived without waiting, so
+        that pings are answered and a close is seen. Not while another task
+        is reading (it handles them)."""
+        now = _monotonic()
+        if self._in_read or now - self._pumped < _PUMP_EVERY:
+            return
+        self._pumped = now
+        sock = self._sock
+        assert sock is not None
+        try:
+            data = sock.sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            self.abort()
+            raise self._closed_error() from None
+        conn = self._conn
+        conn.receive_data(data)
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                yield from self._fail(exc)
+                return
+            if event is None:
+                return
+            yield from self._handle(event)
 
     def _read(self, timeout: float | None) -> Coro[None]:
         sock = self._sock
@@ -200,18 +254,20 @@ class ClientWebSocket:
         deadline = yield from self._deadline("_reading")
         if timeout is not None:
             deadline.set(timeout, "read")
+        self._in_read = True
+        self._pumped = _monotonic()
         try:
             data = yield from sock.recv(RECV_SIZE)
         except Cancelled as exc:
             if exc.scope is deadline:
                 raise TIMEOUTS["read"]("read timeout", self.url) from None
             raise
-        except OSError as exc:
+        except OSError:  # a reset, or closed by another task: the WebSocket is closed
             self.abort()
-            self.close_code = CloseCode.ABNORMAL
-            raise ReadError(f"reading from the WebSocket failed: {exc}", self.url) from None
+            raise self._closed_error() from None
         finally:
             deadline.clear()
+            self._in_read = False
         self._conn.receive_data(data)
 
     def _closed_by_peer(self, event: CloseConnection) -> Coro[None]:

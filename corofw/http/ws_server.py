@@ -30,6 +30,7 @@ the connection goes on speaking HTTP.
 from __future__ import annotations
 
 import logging
+import re
 from types import GeneratorType
 from typing import Any
 
@@ -39,9 +40,11 @@ from ..kernel.traps import Coro
 from ..ws.events import CloseCode
 from ..ws.handshake import ServerHandshake
 from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
-from .client_errors import WebSocketClosed, WebSocketError
+from .client_errors import ClientError, WebSocketClosed, WebSocketError
+from .connection import send
 from .headers import Headers
 from .messages import Request, _ResponseHeaders
+from .serialize import error_response
 from .timeouts import Timeout
 from .websocket import CLOSE_TIMEOUT, ClientWebSocket
 
@@ -49,6 +52,8 @@ log = logging.getLogger("corofw.websocket")
 
 #: how long a close frame sent on shutdown or after an error may take
 _PARTING_SECONDS = 1.0
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # Latin-1 text, no line breaks
 _NOT_IN_A_101 = frozenset({"content-length", "transfer-encoding", "content-encoding",
                            "content-type", "vary"})
 
@@ -103,7 +108,13 @@ def run_session(conn: Any, request: Request, upgrade: WebSocketUpgrade) -> Coro[
     closes the connection afterwards. Bytes the client sent after the
     handshake (already in ``conn.parser``) are its first frames."""
     try:
-        yield from conn.sock.send_all(_head(upgrade))
+        head = _head(upgrade, b"" if conn.access is None else conn.access.ids.echo(request))
+    except ValueError as exc:
+        log.error("WebSocket handshake for %s: %s", request.target, exc)
+        yield from send(conn, error_response(500, "Internal Server Error"))
+        return
+    try:
+        yield from conn.sock.send_all(head)
     except OSError as exc:
         log.debug("%s: the 101 could not be sent: %s", request.target, exc)
         return
@@ -124,6 +135,12 @@ def run_session(conn: Any, request: Request, upgrade: WebSocketUpgrade) -> Coro[
         raise
     except WebSocketError as exc:
         log.debug("%s: %s", ws.url, exc)
+    except ClientError as exc:
+        if not ws.closed or exc.url != ws.url:  # not this WebSocket's own send timing out
+            log.exception("WebSocket handler for %s failed", request.target)
+            yield from _part(ws, CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            log.debug("%s: %s", ws.url, exc)
     except Exception:
         log.exception("WebSocket handler for %s failed", request.target)
         yield from _part(ws, CloseCode.INTERNAL_ERROR, "internal error")
@@ -134,16 +151,24 @@ def run_session(conn: Any, request: Request, upgrade: WebSocketUpgrade) -> Coro[
         ws.abort()
 
 
-def _head(upgrade: WebSocketUpgrade) -> bytes:
-    """The 101 head: the handshake's fields, then those middleware added
-    (less any that would contradict the upgrade)."""
-    head = upgrade.handshake.response_head()
-    if not upgrade.headers:
-        return head
-    taken = {name.lower() for name, _ in upgrade.handshake.headers} | _NOT_IN_A_101
-    extra = "".join(f"{name}: {value}\r\n" for name, value in upgrade.headers.items()
-                    if name.lower() not in taken)
-    return head[:-2] + extra.encode("latin-1") + b"\r\n"
+def _head(upgrade: WebSocketUpgrade, echo: bytes = b"") -> bytes:
+    """The 101 head: the handshake's fields, the request id's ``echo``,
+    then the fields middleware added (less any that would contradict the
+    upgrade). ValueError for a field that cannot be sent as it is (a line
+    break in it, a name that is not a token, text that is not Latin-1)."""
+    head = upgrade.handshake.response_head()[:-2] + echo
+    if upgrade.headers:
+        taken = {name.lower() for name, _ in upgrade.handshake.headers} | _NOT_IN_A_101
+        if echo:
+            taken.add(echo.partition(b":")[0].decode("ascii"))
+        for name, value in upgrade.headers.items():
+            if name.lower() in taken:
+                continue
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"a header middleware added cannot be sent: {name!r}: "
+                                 f"{value!r}")
+            head += f"{name}: {value}\r\n".encode("latin-1")
+    return head + b"\r\n"
 
 
 def _part(ws: ServerWebSocket, code: int, reason: str) -> Coro[None]:

@@ -28,6 +28,8 @@ from ..ws.deflate import PerMessageDeflate
 from ..ws.handshake import UpgradeRejected, accept_upgrade
 from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
 
+_SPEAKS_ONLY_WEBSOCKET = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+
 
 def websocket_endpoint(handler: Callable[..., Any], *, subprotocols: Sequence[str] = (),
                        origins: Collection[str] | None = None, deflate: bool = True,
@@ -35,7 +37,8 @@ def websocket_endpoint(handler: Callable[..., Any], *, subprotocols: Sequence[st
                        close_timeout: float = CLOSE_TIMEOUT) -> Callable[..., Any]:
     """A route handler ``(request, **params)`` that upgrades to WebSocket
     and runs ``handler(ws, **params)``. ``subprotocols``: the server's, in
-    order of preference; ``origins``: the Origin values allowed (None: any;
+    order of preference; ``origins``: the Origin values allowed (one as a
+    string, or several; None: any;
     give it for a WebSocket that uses cookies, or any page on the web can
     open it with your user's cookies); ``deflate``: grant
     permessage-deflate to a client that offers it; ``max_message_size``:
@@ -51,10 +54,13 @@ def websocket_endpoint(handler: Callable[..., Any], *, subprotocols: Sequence[st
         raise ValueError(f"close_timeout must be a finite number of seconds > 0, "
                          f"not {close_timeout!r}")
     offered = [subprotocols] if isinstance(subprotocols, str) else list(subprotocols)
-    allowed = None if origins is None else frozenset(origins)
+    allowed = None if origins is None else \
+        frozenset([origins] if isinstance(origins, str) else origins)
     grant = PerMessageDeflate() if deflate else None
 
     def endpoint(request: Request, **params: Any) -> Response | WebSocketUpgrade:
+        if request.method == "HEAD":  # the route answers it as a GET that is no handshake
+            return Response(b"", 426, headers=_SPEAKS_ONLY_WEBSOCKET)
         try:
             handshake = accept_upgrade(request.method, request.headers,
                                        http_version=request.version, subprotocols=offered,

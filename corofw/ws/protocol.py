@@ -199,8 +199,10 @@ class Connection:
                 if length < 65536:
                     raise RemoteProtocolError(_PROTOCOL_ERROR, "frame length not minimally encoded")
             compressed = bool(first & RSV1) if opcode else self._msg_compressed
-            if (not opcode & 0x8 and not compressed
-                    and self._msg_size + length > self.max_message_size):
+            # A compressed frame over the limit is refused at its header too,
+            # as websockets refuses any frame over max_size: none is streamed into.
+            if not opcode & 0x8 and (self._msg_size + length if not compressed
+                                     else length) > self.max_message_size:
                 raise RemoteProtocolError(CloseCode.MESSAGE_TOO_BIG,
                                           f"message over {self.max_message_size} bytes")
             masked = second & 0x80
