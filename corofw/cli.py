@@ -9,7 +9,8 @@ import math
 import os
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -33,6 +34,7 @@ _IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen impo
 # the defaults every option shows and falls back to are the library's own
 _CONFIG = ServerConfig()
 _LIMITS = _CONFIG.limits
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def load_app(spec: str) -> Any:
@@ -99,7 +101,15 @@ class _SpecError(click.ClickException):
     exit_code = 2
 
 
-class Seconds(click.ParamType):
+if TYPE_CHECKING:
+    # Recent click makes ParamType generic in its value type; the older
+    # versions that pyproject admits cannot subscript it at run time.
+    _FloatParam = click.ParamType[float]
+else:
+    _FloatParam = click.ParamType
+
+
+class Seconds(_FloatParam):
     """A finite number of seconds, at least ``minimum`` (or above it), and
     below ``below`` when given."""
 
@@ -133,7 +143,7 @@ def main() -> None:
     """corofw: a web framework on generator coroutines and epoll."""
 
 
-def _opt(name: str, env: str, **kwargs: Any) -> Any:
+def _opt(name: str, env: str, **kwargs: Any) -> Callable[[_F], _F]:
     return click.option(name, envvar=f"COROFW_{env}", show_default=True, show_envvar=True,
                         **kwargs)
 
