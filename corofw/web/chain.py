@@ -29,11 +29,14 @@ from types import GeneratorType
 from typing import Any, Protocol
 
 from ..http.messages import FORM_STATE_KEY, Request, StreamingResponse
-from .coerce import RESPONSE_TYPES, coerce
+from ..kernel.traps import Coro
+from .coerce import RESPONSE_TYPES, Coerced, coerce
 from .errors import ErrorScope
 
-#: ``endpoint(request)``: a response, or a generator that returns one.
-Endpoint = Callable[[Request], Any]
+#: What an endpoint gives: a response, or a generator that returns one.
+Handled = Coerced | Coro[Coerced]
+#: ``endpoint(request)``: a :data:`Handled`.
+Endpoint = Callable[[Request], Handled]
 _Layer = Callable[[Request, Any], Any]
 
 
@@ -42,7 +45,7 @@ class _Call(Protocol):
     middleware layer (``offered`` lists the exceptions already offered to
     error handlers)."""
 
-    def __call__(self, request: Request, offered: list[Exception] | None = None) -> Any: ...
+    def __call__(self, request: Request, offered: list[Exception] | None = None) -> Handled: ...
 
 
 class Scope:

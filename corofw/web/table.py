@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from ..http.messages import HTTPError, Request, Response
-from .chain import Endpoint, Scope
+from .chain import Endpoint, Handled, Scope
 from .methods import STANDARD_METHODS, allow_header
 from .patterns import PathPattern
 
@@ -139,7 +139,7 @@ class RouteTable:
         """Every method some route answers, HEAD and OPTIONS included."""
         return frozenset(name.strip() for name in self.allow_all.split(", "))
 
-    def resolve(self, request: Request, candidates: dict[str, Target] | None) -> Any:
+    def resolve(self, request: Request, candidates: dict[str, Target] | None) -> Handled:
         """Dispatch what the static fast path did not: a response, or a
         generator returning one."""
         method = request.method
@@ -174,7 +174,7 @@ class RouteTable:
         combined = self._combined[method] = _Combined(entries) if entries else None
         return combined
 
-    def _fallback(self, request: Request, candidates: dict[str, Target] | None) -> Any:
+    def _fallback(self, request: Request, candidates: dict[str, Target] | None) -> Handled:
         """Try the entries one by one, collecting the methods the path
         allows, and answer 405, OPTIONS or 404 when no route takes it."""
         method = request.method
