@@ -35,8 +35,9 @@ from collections import deque
 from typing import Any
 
 from ..kernel.deadline import Deadline
-from ..kernel.sync import Lock
+from ..kernel.sync import Event, Lock
 from ..kernel.task import Cancelled, Task
+from ..kernel.timeouts import move_on_after
 from ..kernel.traps import CLOCK, CURRENT, Coro
 from ..net import Socket
 from ..ws.deflate import PerMessageDeflate
@@ -69,6 +70,9 @@ RECV_SIZE = 65536
 MAX_HEAD = 65536
 CLOSE_TIMEOUT = 10.0
 _PUMP_EVERY = 0.1  # seconds between looks for pings while a handler only sends
+#: messages kept for receive() while other calls read; past it they stop reading
+MAX_QUEUE = 64
+_TIMED_OUT = object()
 _monotonic = time.monotonic
 _SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
@@ -94,6 +98,8 @@ class ClientWebSocket:
         self._pongs: deque[bytes] = deque()
         self._awaited: list[bytes] = []  # payloads of the pings sent, not yet answered
         self._in_read = False
+        self._waiting = 0  # tasks waiting for the one that reads
+        self._handed = Event()
         self._pumped = _monotonic()
         self._write_lock = Lock()
         self._reading: Deadline | None = None
@@ -181,13 +187,20 @@ class ClientWebSocket:
         one. WebSocketClosed once the connection is closed; a ReadTimeout
         when ``timeout`` seconds pass without a message (the WebSocket stays
         open)."""
-        while not self._messages:
-            yield from self._next_event(timeout)
-        return self._messages.popleft()
+        messages = self._messages
+        while not messages:
+            yield from self._next_event(timeout, receiving=True)
+        message = messages.popleft()
+        if self._waiting and len(messages) == MAX_QUEUE - 1:
+            self._hand_over()  # room again for a task that waits to read
+        return message
 
-    def _next_event(self, timeout: float | None) -> Coro[None]:
+    def _next_event(self, timeout: float | None, receiving: bool = False) -> Coro[None]:
         """Handle the next event (reading when none is complete): keep a
-        message or pong, answer a ping, finish a close."""
+        message or pong, answer a ping, finish a close. One task reads at a
+        time: while another does, or while ``MAX_QUEUE`` messages wait for
+        :meth:`receive` (unless this is it), wait for a hand-over instead,
+        then return for the caller to look again."""
         conn = self._conn
         while True:
             try:
@@ -199,8 +212,30 @@ class ClientWebSocket:
                 break
             if self._sock is None:
                 raise self._closed_error()
+            if self._in_read or (not receiving and len(self._messages) >= MAX_QUEUE):
+                yield from self._wait_for_hand_over(timeout)
+                return
             yield from self._read(timeout)
         yield from self._handle(event)
+
+    def _wait_for_hand_over(self, timeout: float | None) -> Coro[None]:
+        """Wait until the reading task has handed over what it read (or
+        stopped reading), or a message was taken; ReadTimeout after
+        ``timeout`` seconds."""
+        handed = self._handed
+        self._waiting += 1
+        try:
+            if timeout is None:
+                yield from handed.wait()
+            elif (yield from move_on_after(timeout, handed.wait(), _TIMED_OUT)) is _TIMED_OUT:
+                raise TIMEOUTS["read"]("read timeout", self.url)
+        finally:
+            self._waiting -= 1
+
+    def _hand_over(self) -> None:
+        """Wake the tasks waiting for the reader (see :meth:`_next_event`)."""
+        handed, self._handed = self._handed, Event()
+        handed.set()
 
     def _handle(self, event: Any) -> Coro[None]:
         """Keep a message (unless closing) or an awaited pong, answer a
@@ -269,6 +304,8 @@ class ClientWebSocket:
             deadline.clear()
             self._in_read = False
         self._conn.receive_data(data)
+        if self._waiting:
+            self._hand_over()
 
     def _closed_by_peer(self, event: CloseConnection) -> Coro[None]:
         """The server's close frame (or the end of the connection): answer
