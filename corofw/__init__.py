@@ -88,6 +88,7 @@ from .web import (
 )
 from .web.deadline import deadline_middleware
 from .web.metrics import Metrics
+from .web.tracing import Span, Tracing, current_span
 
 __version__ = "0.1.0"
 __all__ = [
@@ -107,5 +108,5 @@ __all__ = [
     "TooManyRedirects", "ClientWebSocket", "WebSocketClosed", "WebSocketError",
     "WebSocketHandshakeError",
     "Breaker", "Budget", "Hedge", "RedisError", "Retry", "Upstream", "UpstreamUnavailable",
-    "deadline_middleware", "Metrics", "ServerWebSocket",
+    "deadline_middleware", "Metrics", "ServerWebSocket", "Span", "Tracing", "current_span",
 ]
