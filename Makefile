@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: typecheck
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -35,6 +35,7 @@ $(MATRIX_STAMP): $(STAMP)
 test-all: $(MATRIX_STAMP)
 	$(BIN)/nox $(NOX_ARGS) -- $(PYTEST_ARGS)
 
+# mypy --strict on corofw/ (pyproject.toml's [tool.mypy]); make test runs it first.
 typecheck: $(STAMP)
 	$(BIN)/mypy corofw
 
