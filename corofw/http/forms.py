@@ -159,17 +159,15 @@ class _MultipartBuilder:
         self._upload: UploadFile | None = None
 
     def handle(self, event: PartStart | PartData | PartEnd) -> None:
-        kind = type(event)
-        if kind is PartData:
+        if type(event) is PartData:
             if self._upload is not None:
-                self._upload.write(event.data)  # type: ignore[union-attr]
+                self._upload.write(event.data)
             else:
-                self._field += event.data  # type: ignore[union-attr]
-        elif kind is PartStart:
-            self._part = event  # type: ignore[assignment]
-            if event.filename is not None:  # type: ignore[union-attr]
-                self._upload = UploadFile(event.filename,  # type: ignore[union-attr]
-                                          Headers(event.headers),  # type: ignore[union-attr]
+                self._field += event.data
+        elif type(event) is PartStart:
+            self._part = event
+            if event.filename is not None:
+                self._upload = UploadFile(event.filename, Headers(event.headers),
                                           self.limits.spool_threshold)
         else:
             part = self._part
