@@ -20,10 +20,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..kernel.context import current_kernel
 from ..kernel.traps import CURRENT, Coro
+from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .auth import as_auth
 from .client_errors import StreamConsumed, TooManyRedirects
 from .client_response import ClientResponse
@@ -46,7 +47,7 @@ from .redirects import (
 )
 from .request_body import NO_BODY, Body, encode_body
 from .timeouts import DEFAULT_TIMEOUT, Timeout
-from .websocket import CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, ClientWebSocket, open_websocket
+from .websocket import CLOSE_TIMEOUT, ClientWebSocket, open_websocket
 
 __all__ = ["Client", "ClientResponse", "Timeout", "default_client", "delete", "get", "patch",
            "post", "put", "request"]
@@ -217,7 +218,7 @@ class Client:
         try:
             if trace is not None:
                 headers = merge_headers(header_pairs(headers), trace.headers())
-            if not follow and auth is self.auth is self.cookies is None:
+            if not follow and auth is None and self.auth is None and self.cookies is None:
                 prepared = None
                 if params is headers is content is data is json is files is None:
                     prepared = builder.prepared.get((method, self.base_url, url))
@@ -310,7 +311,8 @@ class Client:
                 raise TooManyRedirects(f"more than {self.max_redirects} redirects",
                                        response.url, response)
             history.append(response)
-            hop = redirect(method, prepared.raw_url, response.status_code, location)
+            hop = redirect(method, prepared.raw_url, response.status_code,
+                           cast(str, location))  # is_redirect(): a non-empty str
             new_origin = self._builder.origin(hop.url)
             if not hop.keeps_body:
                 body = NO_BODY

@@ -32,11 +32,11 @@ from types import GeneratorType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
-from ..http.messages import HTTPError, Request, Response, StreamingResponse
+from ..http.messages import HTTPError, Request
 from ..http.websocket import CLOSE_TIMEOUT
 from ..kernel.traps import Coro
 from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
-from .chain import Scope
+from .chain import Handled, Scope
 from .coerce import describe
 from .methods import normalize_methods
 from .patterns import PathPattern, parse_pattern
@@ -376,8 +376,7 @@ class Router:
 
     # -- dispatch -------------------------------------------------------------
 
-    def handle(self, request: Request
-               ) -> Response | StreamingResponse | Coro[Response | StreamingResponse]:
+    def handle(self, request: Request) -> Handled:
         """Route ``request``: return a Response or StreamingResponse, or a
         generator the server drives with ``yield from`` that returns one.
 
@@ -436,7 +435,7 @@ class Router:
         if table is None:
             root = Scope((self,))
             table = RouteTable(root)
-            scopes = {(self,): root}
+            scopes: dict[tuple[Router, ...], Scope] = {(self,): root}
             for route, prefix, levels in self._walk("", (self,)):
                 scope = scopes.get(levels)
                 if scope is None:
@@ -450,14 +449,16 @@ class Router:
             self._table = table = table.finish()
         return table
 
-    def _walk(self, prefix: str, levels: tuple) -> Iterator[tuple[Route, str, tuple]]:
+    def _walk(self, prefix: str, levels: tuple[Router, ...]
+              ) -> Iterator[tuple[Route, str, tuple[Router, ...]]]:
         for item in self._items:
             if isinstance(item, Route):
                 yield item, prefix, levels
             else:
                 yield from item.router._walk(prefix + item.prefix, (*levels, item.router))
 
-    def _mounted_prefixes(self, prefix: str, levels: tuple) -> Iterator[tuple[tuple, str]]:
+    def _mounted_prefixes(self, prefix: str, levels: tuple[Router, ...]
+                          ) -> Iterator[tuple[tuple[Router, ...], str]]:
         for item in self._items:
             if isinstance(item, _Mount):
                 inner = (*levels, item.router)
