@@ -43,7 +43,8 @@ FLUSH_LINES = 256
 
 _MARK = "\x00corofw access line\x00"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_DIGITS = [f"{n:03d}" for n in range(1000)]
+_DIGITS = [f"{n:03d}" for n in range(1000)]  # a status is 100-999, so its own text too
+_NUMBERS = [str(n) for n in range(1000)]
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)
 _PLAIN_FORMATTER = logging.Formatter()
 _TRACE_KEY = '"trace_id":'
@@ -109,8 +110,10 @@ class AccessLog:
         else:
             if '"' in target or "\\" in target:
                 target = target.replace("\\", "\\x5C").replace('"', "\\x22")
+            ms = us // 1000  # statuses and most durations from a table: no int formatting
             line = (f'{client} [{self._stamp}] "{request.method} {target} {request.version}" '
-                    f"{status} {length} {us // 1000}.{_DIGITS[us % 1000]}ms {ident}{number}")
+                    f"{_DIGITS[status]} {length} {_NUMBERS[ms] if ms < 1000 else ms}."
+                    f"{_DIGITS[us % 1000]}ms {ident}{number}")
             if trace is not None:
                 line = f"{line} trace={trace}"
             lines.append(f"{line} ({failure})" if failure else line)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .messages import Request
@@ -95,12 +95,20 @@ class RequestIds:
         if kind is str:
             return f"{header}: {ident}\r\n".encode("ascii")
         if kind is int:
-            number = cast(int, ident)
+            number: int = ident  # type: ignore[assignment]  # (no cast() call per response)
         elif not self.always:
             return b""
         else:
-            name = cast(bytes, self._name)  # set with header
-            value = request.headers.first_raw(name)
+            name: bytes = self._name  # type: ignore[assignment]  # set with header
+            headers = request.headers
+            value = None
+            if headers._items is None:  # as received: first_raw inlined, one call less
+                for key, raw in headers._raw or ():
+                    if key == name:
+                        value = raw
+                        break
+            else:
+                value = headers.first_raw(name)
             if value is not None and _VALID(value) is not None:
                 request._id = value.decode("ascii")
                 return b"%s: %s\r\n" % (name, value)
