@@ -7,6 +7,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -35,6 +36,7 @@ _IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen impo
 _CONFIG = ServerConfig()
 _LIMITS = _CONFIG.limits
 _F = TypeVar("_F", bound=Callable[..., Any])
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what a header name is made of
 
 
 def load_app(spec: str) -> Any:
@@ -165,6 +167,11 @@ def _opt(name: str, env: str, **kwargs: Any) -> Callable[[_F], _F]:
       type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @_opt("--access-log/--no-access-log", "ACCESS_LOG", default=_CONFIG.access_log,
       help="One line per request.")
+@_opt("--access-log-format", "ACCESS_LOG_FORMAT", default=_CONFIG.access_log_format,
+      type=click.Choice(["text", "json"]), help="The access log's lines: text or JSON lines.")
+@_opt("--request-id-header", "REQUEST_ID_HEADER", default=_CONFIG.request_id_header or "",
+      callback=lambda ctx, param, value: _header_name(value),
+      help="Header a request's id is taken from and echoed in ('': none).")
 @_opt("--backlog", "BACKLOG", default=DEFAULT_BACKLOG, type=click.IntRange(1, MAX_BACKLOG))
 @_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=_CONFIG.keep_alive_timeout,
       type=Seconds(0, inclusive=False), help="Seconds an idle keep-alive connection is kept.")
@@ -270,6 +277,13 @@ def _inherited_fds(uds: str | None, fd: int | None) -> list[int]:
     return [number for number, _name in systemd]
 
 
+def _header_name(value: str) -> str:
+    """``value`` if it is a header name (or empty), else a BadParameter."""
+    if value and not _TOKEN.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a header name")
+    return value
+
+
 def _check_host(host: str, port: int) -> None:
     """Refuse, in one line, a host name the socket module cannot encode
     (IDNA: a label over 63 characters, an empty label, a surrogate), which
@@ -285,17 +299,20 @@ def _check_host(host: str, port: int) -> None:
 def server_config(*, access_log: bool, keep_alive_timeout: float, header_timeout: float,
                   body_timeout: float, send_timeout: float, graceful_timeout: float,
                   max_connections: int, max_body_size: int, max_header_size: int,
-                  max_headers: int, max_request_line: int, watchdog: float) -> ServerConfig:
+                  max_headers: int, max_request_line: int, watchdog: float,
+                  access_log_format: str = "text",
+                  request_id_header: str = "x-request-id") -> ServerConfig:
     """The :class:`ServerConfig` that ``run``'s options describe (a watchdog
-    of 0 is off). Raises ``ValueError``, naming the setting, for a value
-    the server cannot run with."""
+    of 0 is off, so is an empty request id header). Raises ``ValueError``,
+    naming the setting, for a value the server cannot run with."""
     limits = Limits(max_request_line=max_request_line, max_header_bytes=max_header_size,
                     max_headers=max_headers, max_body_bytes=max_body_size)
     return ServerConfig(limits=limits, keep_alive_timeout=keep_alive_timeout,
                         header_timeout=header_timeout, body_timeout=body_timeout,
                         send_timeout=send_timeout, graceful_timeout=graceful_timeout,
                         max_connections=max_connections, access_log=access_log,
-                        watchdog=watchdog or None)
+                        watchdog=watchdog or None, access_log_format=access_log_format,
+                        request_id_header=request_id_header or None)
 
 
 def _load_in_worker(spec: str) -> Any:

@@ -4,6 +4,7 @@ messages, signals and graceful shutdown."""
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import signal
 import socket
@@ -132,6 +133,30 @@ def test_no_access_log():
         assert status == 0
         assert "serving on" in err
         assert "GET /" not in err
+
+
+def test_json_access_log_with_the_request_id_from_a_chosen_header():
+    with Served("--access-log-format", "json", "--request-id-header", "x-trace") as served:
+        response = httpx.get(served.url + "/", headers={"x-trace": "abc-123"})
+        assert response.headers["x-trace"] == "abc-123"
+        status, err = served.stop()
+    assert status == 0
+    lines = [json.loads(line[line.index("{"):]) for line in err.splitlines() if '"status"' in line]
+    assert [(line["status"], line["request_id"]) for line in lines] == [(200, "abc-123")]
+
+
+def test_no_request_id_header():
+    with Served("--request-id-header", "") as served:
+        response = httpx.get(served.url + "/", headers={"x-request-id": "abc"})
+        assert "x-request-id" not in response.headers
+        assert served.stop()[0] == 0
+
+
+def test_a_bad_request_id_header_is_refused_naming_the_option():
+    result = run_cli("run", "apps.hello:routes", "--request-id-header", "two words")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "'--request-id-header'" in errors[0], result.stderr
 
 
 def test_environment_variables():
