@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-ws bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
 .PHONY: board chromium iproute2
 
 $(STAMP): pyproject.toml
@@ -65,6 +65,9 @@ bench-http: $(BENCH_STAMP)
 
 bench-fanout: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/fanout_bench.py
+
+bench-ws: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/ws_bench.py
 
 bench-hardening: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/hardening_bench.py
