@@ -34,7 +34,7 @@ from psycopg.pq.abc import PGconn, PGresult
 from ..kernel.fdwait import forget_fd
 from ..kernel.task import TaskTimeout
 from ..kernel.timeouts import timeout_after
-from ..kernel.traps import EITHER, READ, WRITE, Coro, run_in_thread
+from ..kernel.traps import Coro, read_wait, readwrite_wait, run_in_thread, write_wait
 from ..net.sockets import is_numeric_host, resolve
 from .pg_errors import ConnectError, InterfaceError, PgError, one_line
 from .pg_record import Notification
@@ -77,7 +77,7 @@ def _poll_until_done(poll: Callable[[], int], socket: Callable[[], int],
             raise ConnectError(failed())
         fd = socket()
         try:
-            yield (READ if status == _POLL_READING else WRITE, fd)
+            yield read_wait(fd) if status == _POLL_READING else write_wait(fd)
         finally:
             forget_fd(fd)
 
@@ -239,12 +239,12 @@ class Wire:
         sending us results can go on reading our commands."""
         pgconn = self.pgconn
         while pgconn.flush():
-            yield (EITHER, self.fd)
+            yield readwrite_wait(self.fd)
             self.consume()
 
     def wait_readable(self) -> Coro[None]:
         """Wait for input and consume it."""
-        yield (READ, self.fd)
+        yield read_wait(self.fd)
         self.consume()
 
     def results(self) -> Coro[list[PGresult]]:
@@ -258,7 +258,7 @@ class Wire:
         while True:
             if pgconn.is_busy():
                 try:
-                    yield (READ, self.fd)
+                    yield read_wait(self.fd)
                     self.consume()
                 except LibpqError:
                     if any(r.status == _FATAL for r in results):
@@ -281,7 +281,7 @@ class Wire:
         group: list[PGresult] = []
         while True:
             if pgconn.is_busy():
-                yield (READ, self.fd)
+                yield read_wait(self.fd)
                 self.consume()
                 continue
             result = pgconn.get_result()

@@ -24,7 +24,7 @@ from typing import Any
 from ..kernel.context import current_kernel
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task, WaitQueue
-from ..kernel.traps import CURRENT, PARK, READ, Coro
+from ..kernel.traps import TASK, Coro, park, read_wait
 from ..net.sockets import Socket
 from .redis_errors import RedisConnectionError, RedisPoolTimeout, RedisProtocolError
 from .resp import NEED_DATA
@@ -39,7 +39,7 @@ def current_task() -> Coro[Task]:
     kernel = current_kernel()
     task = kernel.current if kernel is not None else None
     if task is None:
-        task = yield (CURRENT,)
+        task = yield TASK
     return task
 
 
@@ -111,7 +111,7 @@ class Connection:
     def receive(self) -> Coro[None]:
         """Wait until the socket is readable and feed what arrived to the
         reader. The end of the stream is a :class:`RedisConnectionError`."""
-        yield (READ, self.fd)
+        yield read_wait(self.fd)
         try:
             data = self.raw.recv(RECV_SIZE)
         except BlockingIOError:
@@ -138,7 +138,7 @@ class Connection:
         fd = self.fd
         raw = self.raw
         while True:
-            yield (READ, fd)  # the command has just left: nothing can be here yet
+            yield read_wait(fd)  # the command has just left: nothing can be here yet
             try:
                 data = raw.recv(RECV_SIZE)
             except BlockingIOError:
@@ -257,7 +257,7 @@ class ConnectionPool:
             deadline = Deadline(task)
             deadline.set(self.timeout, "pool")
         try:
-            handed = yield (PARK, self._waiters)
+            handed = yield from park(self._waiters)
         except Cancelled as exc:
             if deadline is not None and exc.scope is deadline:
                 raise RedisPoolTimeout(f"no Redis connection was free within {self.timeout:g} s "

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..kernel.sync import Lock
 from ..kernel.task import ClosedResourceError, WaitQueue
 from ..kernel.timeouts import move_on_after
-from ..kernel.traps import PARK, Coro
+from ..kernel.traps import Coro, park
 from .redis_connection import Connection
 from .redis_errors import RedisConnectionError, RedisProtocolError, ResponseError
 from .resp import NEED_DATA, encode_command
@@ -149,7 +149,7 @@ class PubSub:
             if self._failure is not None:
                 raise RedisConnectionError(self._failure)
             if self._reading:
-                yield (PARK, self._progress)
+                yield from park(self._progress)
                 continue
             self._reading = True
             try:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from ..kernel.context import current_kernel
-from ..kernel.traps import CURRENT, Coro
+from ..kernel.traps import TASK, Coro
 from ..ws.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .auth import as_auth
 from .client_errors import StreamConsumed, TooManyRedirects
@@ -237,7 +237,7 @@ class Client:
         kernel = current_kernel()
         task = kernel.current if kernel is not None else None
         if task is None:
-            task = yield (CURRENT,)
+            task = yield TASK
         if self.pool.kernel is not task.kernel:
             self._adopt(task.kernel)
         total = timeouts.total

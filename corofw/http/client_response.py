@@ -13,7 +13,7 @@ import json as _json
 from collections.abc import Sequence
 from typing import Any
 
-from ..kernel.traps import CURRENT, Coro
+from ..kernel.traps import TASK, Coro
 from .client_errors import DecodingError, HTTPStatusError, RemoteProtocolError
 from .decoders import Decoder, codings_of
 from .exchange import Exchange
@@ -160,7 +160,7 @@ class ClientResponse:
         exchange = self._exchange
         if exchange is None:
             return b""
-        task = yield (CURRENT,)
+        task = yield TASK
         try:
             data, done = yield from exchange.read_body(task)
         except BaseException:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..kernel import Task
 from ..kernel.deadline import Deadline
-from ..kernel.traps import READ, WRITE, Coro
+from ..kernel.traps import Coro, read_wait, write_wait
 from ..net import Socket
 from .config import ServerConfig
 from .parser import RequestParser
@@ -101,7 +101,7 @@ def send_rest(conn: Connection, data: bytes, sent: int, body: bytes | None = Non
 
 def _send_slowly(conn: Connection, data: bytes, sent: int) -> Coro[None]:
     send_now = conn.sock.sock.send
-    write_trap = (WRITE, conn.sock.fd)
+    write_trap = write_wait(conn.sock.fd)
     deadline = conn.deadline
     timeout = conn.config.send_timeout
     total = len(data)
@@ -148,7 +148,7 @@ def watch_client(conn: Connection, task: Task) -> Coro[None]:
     A client that half-closes (``shutdown(SHUT_WR)``) after its request
     is taken as gone too: an end of file cannot tell it from a close."""
     recv = conn.sock.sock.recv
-    read_trap = (READ, conn.sock.fd)
+    read_trap = read_wait(conn.sock.fd)
     parser = conn.parser
     while parser.buffered < RECV_SIZE:
         yield read_trap
@@ -167,7 +167,7 @@ def watch_client(conn: Connection, task: Task) -> Coro[None]:
 
 def readable(sock: Socket) -> Coro[None]:
     """Wait until ``sock`` has something to read (or its end of file)."""
-    yield (READ, sock.fd)
+    yield read_wait(sock.fd)
 
 
 def drain(sock: Socket) -> Coro[None]:
@@ -178,7 +178,7 @@ def drain(sock: Socket) -> Coro[None]:
         try:
             data = recv(RECV_SIZE)
         except BlockingIOError:
-            yield (READ, sock.fd)
+            yield read_wait(sock.fd)
             continue
         if not data:
             return

@@ -42,7 +42,7 @@ from typing import Any
 
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task
-from ..kernel.traps import EITHER, READ, SLEEP, WRITE, Coro
+from ..kernel.traps import RESCHEDULE, Coro, read_wait, readwrite_wait, write_wait
 from .client_errors import (
     TIMEOUTS,
     ClientError,
@@ -63,7 +63,7 @@ RECV_SIZE = 65536
 _TLS_PIECE = 65536
 _peek = socket.socket.recv
 _FAIR_SHARE = 16  # reads in a row (up to 1 MiB) before the other tasks get a turn
-_YIELD = (SLEEP, 0)
+_YIELD = RESCHEDULE
 _RETRIED = (ReadError, WriteError, RemoteProtocolError)
 
 
@@ -173,7 +173,7 @@ class Exchange:
                         # The request has just left: nothing can have come back
                         # yet, so wait first instead of a recv that would fail.
                         self._arm("read", self.timeouts.read)
-                        yield (READ, sock.fd)
+                        yield read_wait(sock.fd)
                         try:
                             self._deliver(raw.recv(RECV_SIZE))
                         except BlockingIOError:
@@ -346,11 +346,11 @@ class Exchange:
                     # An answer arriving while the upload waits wakes it too:
                     # a server that answers early and stops reading is heard
                     # at once, not at the write deadline.
-                    trap = (EITHER, sock.fd)
+                    trap = readwrite_wait(sock.fd)
                 except ssl.SSLWantWriteError:
-                    trap = (EITHER, sock.fd)
+                    trap = readwrite_wait(sock.fd)
                 except ssl.SSLWantReadError:
-                    trap = (READ, sock.fd)
+                    trap = read_wait(sock.fd)
                 except OSError as exc:
                     conn.sent = before + sent
                     return WriteError(f"sending the request failed: {exc}", self.url)
@@ -434,9 +434,9 @@ class Exchange:
                 data = raw.recv(RECV_SIZE)
                 break
             except (BlockingIOError, ssl.SSLWantReadError):
-                trap = (READ, sock.fd)
+                trap = read_wait(sock.fd)
             except ssl.SSLWantWriteError:
-                trap = (WRITE, sock.fd)
+                trap = write_wait(sock.fd)
             except ssl.SSLEOFError:
                 data = b""
                 break

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..kernel.deadline import Deadline
 from ..kernel.task import WaitQueue
-from ..kernel.traps import PARK, Coro
+from ..kernel.traps import Coro, park
 from .parser import ResponseParser
 
 _peek = socket.socket.recv
@@ -155,7 +155,7 @@ class Pool:
         waiter = _Waiter(key, WaitQueue(self))
         self._waiters.append(waiter)
         try:
-            handed = yield (PARK, waiter.queue)
+            handed = yield from park(waiter.queue)
         except BaseException:
             if not waiter.served:
                 self._waiters.remove(waiter)

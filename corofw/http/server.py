@@ -35,7 +35,7 @@ from ..kernel import (
     spawn,
 )
 from ..kernel.deadline import Deadline
-from ..kernel.traps import READ, SLEEP, Coro
+from ..kernel.traps import RESCHEDULE, Coro, read_wait
 from ..net import Socket
 from .accesslog import AccessLog
 from .config import ServerConfig
@@ -72,7 +72,7 @@ from .ws_server import WebSocketUpgrade, run_session
 log = logging.getLogger("corofw.server")
 
 _FAIR_SHARE = 16  # pipelined requests served in a row before letting other tasks run
-_YIELD_TRAP = (SLEEP, 0)
+_YIELD_TRAP = RESCHEDULE
 _MAX_REFUSING = 64  # clients answered 503 at once at max_connections; beyond, accepting pauses
 _RESCAN_DELAY = 0.01
 _WATCH_AFTER = 0.005  # seconds into answering a request before the client is watched
@@ -133,7 +133,7 @@ class Server:
             full = False
             if len(self.connections) >= cap:
                 try:
-                    yield (READ, fd)  # make room only once a new client is waiting
+                    yield read_wait(fd)  # make room only once a new client is waiting
                 except ClosedResourceError:
                     return
                 # connections may have closed while the loop waited
@@ -146,7 +146,7 @@ class Server:
                 conn, client = sock.accept()
             except BlockingIOError:
                 try:
-                    yield (READ, fd)
+                    yield read_wait(fd)
                 except ClosedResourceError:
                     return
                 continue
@@ -231,7 +231,7 @@ class Server:
         task.name = f"connection {who}"
         deadline = conn.deadline = Deadline(task)
         conn.parser = RequestParser(self.config.limits, conn.client)
-        read_trap = (READ, conn.sock.fd)
+        read_trap = read_wait(conn.sock.fd)
         handle = self.app.handle
         send_now = conn.sock.sock.send
         kernel = task.kernel

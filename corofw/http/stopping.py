@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..kernel import Event, SignalCatcher
-from ..kernel.traps import READ, Coro
+from ..kernel.traps import Coro, read_wait
 
 log = logging.getLogger("corofw.server")
 
@@ -41,7 +41,7 @@ def watch_channel(channel: Any, stopped: Event, hurry: Callable[[], None]) -> Co
     fd = channel.fileno()
     asked = 0
     while asked < 2:
-        yield (READ, fd)
+        yield read_wait(fd)
         try:
             data = os.read(fd, 64)
         except BlockingIOError:

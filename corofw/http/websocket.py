@@ -38,7 +38,7 @@ from ..kernel.deadline import Deadline
 from ..kernel.sync import Event, Lock
 from ..kernel.task import Cancelled, Task
 from ..kernel.timeouts import move_on_after
-from ..kernel.traps import CLOCK, CURRENT, Coro
+from ..kernel.traps import NOW, TASK, Coro
 from ..net import Socket
 from ..ws.deflate import PerMessageDeflate
 from ..ws.events import (
@@ -132,7 +132,7 @@ class ClientWebSocket:
         """Send a ping and wait for its pong; return the round trip in
         seconds. Messages that arrive meanwhile are kept for
         :meth:`receive`."""
-        started: float = yield (CLOCK,)
+        started: float = yield NOW
         payload = bytes(payload)
         self._awaited.append(payload)
         try:
@@ -142,7 +142,7 @@ class ClientWebSocket:
             self._pongs.remove(payload)
         finally:
             self._awaited.remove(payload)
-        now: float = yield (CLOCK,)
+        now: float = yield NOW
         return now - started
 
     def _send_event(self, event: Any) -> Coro[None]:
@@ -347,10 +347,10 @@ class ClientWebSocket:
             except (WriteError, WebSocketClosed, TIMEOUTS["write"]):
                 self.abort()
                 return
-        until = (yield (CLOCK,)) + self._close_timeout
+        until = (yield NOW) + self._close_timeout
         try:
             while self._sock is not None:
-                yield from self._next_event(max(until - (yield (CLOCK,)), 0.0))
+                yield from self._next_event(max(until - (yield NOW), 0.0))
         except (WebSocketClosed, ReadError, TIMEOUTS["read"]):
             pass
         finally:
@@ -378,7 +378,7 @@ class ClientWebSocket:
         self.abort()
 
     def _deadline(self, name: str) -> Coro[Deadline]:
-        task: Task = yield (CURRENT,)
+        task: Task = yield TASK
         deadline: Deadline | None = getattr(self, name)
         if deadline is None:
             deadline = Deadline(task)
@@ -412,7 +412,7 @@ def open_websocket(client: Any, url: str, *, subprotocols: Any = (), headers: An
     prepared = client._builder.prepare("GET", url, client.base_url, params, pairs, NO_BODY,
                                        client.cookies, tunnel=True)
     shown = prepared.url.replace("http", "ws", 1)
-    task = yield (CURRENT,)
+    task = yield TASK
     deadline = Deadline(task)
     kernel = deadline.kernel
     total_until = None if timeouts.total is None else kernel.clock() + timeouts.total

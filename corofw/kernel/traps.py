@@ -63,6 +63,15 @@ Trap = tuple[Any, ...]
 PARKED = object()
 
 
+#: Traps without an argument, for a plain ``yield`` where a generator call
+#: per use would cost (the server's and the client's per-request paths):
+#: ``task = yield TASK`` is the running Task, ``now = yield NOW`` the
+#: kernel's clock, ``yield RESCHEDULE`` lets the other ready tasks run first.
+TASK: Trap = (CURRENT,)
+NOW: Trap = (CLOCK,)
+RESCHEDULE: Trap = (SLEEP, 0)
+
+
 def read_wait(fd: Any) -> Trap:
     """Trap to ``yield``: park until ``fd`` (an int or an object with
     ``fileno()``) is readable. At most one task may wait to read an fd."""

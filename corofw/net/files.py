@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from ..kernel.traps import SLEEP, WRITE, Coro
+from ..kernel.traps import RESCHEDULE, Coro, write_wait
 from .sockets import Socket
 
 _MAX_CALL = 1 << 30  # Linux sends at most 0x7ffff000 bytes per call anyway
@@ -54,7 +54,7 @@ def sendfile(sock: Socket, file: int, offset: int, count: int, head: bytes = b""
             raise
         if done < 0:
             unyielded = 0
-            yield (WRITE, out)
+            yield write_wait(out)
             continue
         if done == 0:
             raise OSError(errno.EIO, f"the file ended {count - sent} bytes early")
@@ -64,7 +64,7 @@ def sendfile(sock: Socket, file: int, offset: int, count: int, head: bytes = b""
         unyielded += done
         if unyielded >= _FAIR_SHARE and sent < count:
             unyielded = 0
-            yield (SLEEP, 0)
+            yield RESCHEDULE
     return sent
 
 
@@ -78,7 +78,7 @@ def _send_head(sock: Socket, head: bytes, more: bool,
             try:
                 sent += send(view[sent:], flags)
             except BlockingIOError:
-                yield (WRITE, sock.fd)
+                yield write_wait(sock.fd)
                 continue
             if progress is not None:
                 progress(0)

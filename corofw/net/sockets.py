@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from ..kernel.fdwait import forget_fd
-from ..kernel.traps import READ, WRITE, Coro, run_in_thread
+from ..kernel.traps import Coro, read_wait, run_in_thread, write_wait
 
 
 class Socket:
@@ -52,7 +52,7 @@ class Socket:
                 return self.sock.recv(maxsize)
             except BlockingIOError:
                 pass
-            yield (READ, self.fd)  # outside the except block: no exception kept alive
+            yield read_wait(self.fd)  # outside the except block: no exception kept alive
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
         """Read into ``buffer`` (up to ``nbytes``, or its size when 0) and
@@ -62,7 +62,7 @@ class Socket:
                 return self.sock.recv_into(buffer, nbytes)
             except BlockingIOError:
                 pass
-            yield (READ, self.fd)
+            yield read_wait(self.fd)
 
     def send(self, data: Any) -> Coro[int]:
         """Send some of ``data``, waiting until at least one byte fits."""
@@ -71,7 +71,7 @@ class Socket:
                 return self.sock.send(data)
             except BlockingIOError:
                 pass
-            yield (WRITE, self.fd)
+            yield write_wait(self.fd)
 
     def send_all(self, data: Any) -> Coro[None]:
         """Send all of ``data``; large buffers are sliced with a memoryview,
@@ -93,7 +93,7 @@ class Socket:
                     continue
                 except BlockingIOError:
                     pass
-                yield (WRITE, self.fd)
+                yield write_wait(self.fd)
         finally:
             view.release()
 
@@ -106,14 +106,14 @@ class Socket:
                 return Socket(nodelay(conn)), address
             except BlockingIOError:
                 pass
-            yield (READ, self.fd)
+            yield read_wait(self.fd)
 
     def connect(self, address: Any) -> Coro[None]:
         """Connect without blocking: start the connect, wait until the socket
         is writable, then read the outcome from ``SO_ERROR``."""
         code = self.sock.connect_ex(address)
         if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            yield (WRITE, self.fd)
+            yield write_wait(self.fd)
             code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             raise OSError(code, f"connect to {address!r} failed: {errno.errorcode.get(code, code)}"

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
-from ..kernel.traps import READ, WRITE, Coro, T
+from ..kernel.traps import Coro, T, read_wait, write_wait
 from .sockets import Socket
 
 
@@ -26,9 +26,9 @@ class TLSSocket(Socket):
             try:
                 return call(*args)
             except ssl.SSLWantReadError:
-                trap = (READ, self.fd)
+                trap = read_wait(self.fd)
             except ssl.SSLWantWriteError:
-                trap = (WRITE, self.fd)
+                trap = write_wait(self.fd)
             yield trap
 
     def handshake(self) -> Coro[None]:
