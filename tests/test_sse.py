@@ -5,6 +5,7 @@ when its client goes away."""
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 import pytest
@@ -192,3 +193,37 @@ def test_a_stream_stops_and_runs_its_clean_up_when_the_client_goes_away(beside_s
     left, names = beside_server(app, client)
     assert seen and seen[0][1] - left < 0.5
     assert "event source" not in names and "client watcher" not in names
+
+
+def test_a_graceful_shutdown_ends_an_open_stream_without_waiting_for_it():
+    app = Router()
+    ended = []
+
+    @app.get("/feed")
+    def feed(request):
+        def events():
+            try:
+                yield "first"
+                while True:
+                    yield from sleep(0.05)
+                    yield "more"
+            finally:
+                ended.append(True)
+
+        return event_stream(events(), keep_alive=None)
+
+    serving = serve_in_thread(app, ServerConfig(access_log=False, graceful_timeout=5))
+    server = serving.__enter__()
+    try:
+        with httpx.Client() as client, client.stream("GET", server.url + "/feed") as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "data: first"
+            started = time.monotonic()
+            serving.__exit__(None, None, None)
+            stopped_in = time.monotonic() - started
+            serving = None
+    finally:
+        if serving is not None:
+            serving.__exit__(None, None, None)
+    assert ended == [True]
+    assert stopped_in < 3.0  # not the grace period (5 s)

@@ -26,7 +26,7 @@ _LINGER_BYTES = 1 << 24
 # What a connection is doing; shutting down closes the connections whose
 # phase is in CLOSABLE at once (no request of theirs has reached the app).
 IDLE, HEAD, BODY, BUSY, LINGER = "idle", "head", "body", "busy", "linger"
-UPGRADED = "upgraded"  # a WebSocket session: told "going away" at shutdown, not waited for
+UPGRADED = "upgraded"  # a WebSocket or an endless stream: ended at shutdown, not waited for
 CLOSABLE = frozenset({IDLE, HEAD, LINGER, UPGRADED})
 READING = frozenset({HEAD, BODY})  # a 408 may still be sent: no response has begun
 

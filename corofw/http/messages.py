@@ -339,9 +339,14 @@ class StreamingResponse(_ResponseHeaders):
     chunks from the kernel's traps and forwards the traps. Sent with
     ``Transfer-Encoding: chunked`` to HTTP/1.1 clients and delimited by
     closing the connection for HTTP/1.0 ones.
+
+    ``endless``: the stream has no natural end (server-sent events, a live
+    feed), so a graceful shutdown ends it at once (its generator is
+    cancelled where it waits, its ``finally`` blocks run) instead of
+    waiting for it until the grace period is over.
     """
 
-    __slots__ = ("status", "body", "content_type")
+    __slots__ = ("status", "body", "content_type", "endless")
 
     def __init__(self, body: Any, status: int = 200, headers: Any = None,
                  content_type: str | None = "application/octet-stream") -> None:
@@ -352,6 +357,7 @@ class StreamingResponse(_ResponseHeaders):
         self.headers = headers if isinstance(headers, Headers) or headers is None \
             else Headers(headers)
         self.content_type = content_type
+        self.endless = False
 
     def __repr__(self) -> str:
         return f"<StreamingResponse {self.status}>"

@@ -463,6 +463,8 @@ class Server:
         conn.deadline.clear()
         if type(response) is StreamingResponse:
             self._watch(conn)
+            if response.endless:
+                conn.phase = UPGRADED  # like a WebSocket: a shutdown does not wait for it
         elif type(response) is WebSocketUpgrade:
             yield from self._upgrade(conn, request, response)
             return False

@@ -115,6 +115,7 @@ def event_stream(events: Generator[Any, Any, Any], *, keep_alive: float | None =
                          f"not {keep_alive!r}")
     response = StreamingResponse(_stream(events, keep_alive), status, headers,
                                  "text/event-stream")
+    response.endless = True  # a shutdown ends it; the browser reconnects elsewhere
     for name, value in (("cache-control", "no-store"), ("x-accel-buffering", "no")):
         if response.headers is None or name not in response.headers:
             response.set_header(name, value)
