@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corofw import Request, Response, Router, run
-from corofw.http.multipart import encode_multipart
+from corofw.http.multipart import FormLimits, encode_multipart
 from corofw.http.server import ServerConfig
 from corofw.testing import serve_in_thread
 from corofw.web.csrf import csrf_middleware, csrf_token
@@ -384,3 +384,31 @@ def test_sessions_and_csrf_in_a_browser_like_client(no_leaks):
         assert response.json() == {}
         assert any(line.startswith("session=; Max-Age=0")
                    for line in response.headers.get_list("set-cookie"))
+
+
+def test_a_form_read_for_the_csrf_check_keeps_the_handlers_limits():
+    routes = csrf_app()
+
+    @routes.post("/strict")
+    def strict(request):
+        form = yield from request.form(FormLimits(max_fields=2))
+        return {"fields": len(form.items())}
+
+    token = fresh_token(routes)
+    cookie = f"csrftoken={token}"
+    form = "application/x-www-form-urlencoded"
+    body = f"a=1&b=2&csrf_token={token}".encode()
+    response = csrf_call(routes, "POST", "/strict", body, cookie=cookie, content_type=form)
+    assert response.status == 413 and b"more than 2 form fields" in response.body
+    body = f"csrf_token={token}&a=1".encode()
+    response = csrf_call(routes, "POST", "/strict", body, cookie=cookie, content_type=form)
+    assert response.status == 200 and json.loads(response.body) == {"fields": 2}
+
+
+def test_the_csrf_check_reads_the_form_with_its_own_limits():
+    routes = csrf_app(form_limits=FormLimits(max_field_size=64))
+    token = fresh_token(routes)
+    body = f"csrf_token={token}&text={'x' * 100}".encode()
+    response = csrf_call(routes, "POST", "/submit", body, cookie=f"csrftoken={token}",
+                         content_type="application/x-www-form-urlencoded")
+    assert response.status == 413 and b"larger than 64 bytes" in response.body

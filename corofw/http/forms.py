@@ -103,6 +103,26 @@ class FormData(MultiDict[str | UploadFile]):
             upload.close()
 
 
+def check_limits(form: FormData, limits: FormLimits) -> None:
+    """Raise :class:`FormLimitError` (413) if ``form``, read already (with
+    other limits), holds more than ``limits`` allow."""
+    fields = files = 0
+    for _, value in form.items():
+        if isinstance(value, UploadFile):
+            files += 1
+            if limits.max_file_size is not None and value.size > limits.max_file_size:
+                raise FormLimitError(f"a file is larger than {limits.max_file_size} bytes")
+        else:
+            fields += 1
+            if len(value.encode()) > limits.max_field_size:
+                raise FormLimitError(f"a form field is larger than {limits.max_field_size} "
+                                     f"bytes")
+    if fields > limits.max_fields:
+        raise FormLimitError(f"more than {limits.max_fields} form fields")
+    if files > limits.max_files:
+        raise FormLimitError(f"more than {limits.max_files} files")
+
+
 class UrlencodedParser:
     """An incremental ``application/x-www-form-urlencoded`` parser (the
     HTML standard's rules: ``&`` separates pairs, ``+`` is a space, the

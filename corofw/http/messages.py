@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from ..kernel.traps import Coro
 from .charsets import content_type_charset, text_codec
 from .cookies import EPOCH, format_set_cookie, parse_cookie_header
-from .forms import FormData, read_form
+from .forms import FormData, check_limits, read_form
 from .headers import Headers
 from .jsontext import decode_json, encode_json
 from .multidict import MultiDict
@@ -175,8 +175,10 @@ class Request:
         bodies give a :class:`~corofw.http.forms.FormData` of field name
         to ``str``, or to :class:`~corofw.http.forms.UploadFile` for file
         parts; ``limits`` (a :class:`~corofw.http.multipart.FormLimits`)
-        bounds it. The form is read once and kept: later calls return it.
-        Its uploads are closed once the request has been answered.
+        bounds it. The form is read once and kept: later calls return it,
+        checked against their own ``limits`` (a middleware that read it
+        first with looser limits does not lift the handler's). Its uploads
+        are closed once the request has been answered.
 
         A body that cannot be read raises :class:`MalformedBody`, an
         ``HTTPError`` (and ``ValueError``) answered with a message saying
@@ -189,6 +191,11 @@ class Request:
         if state is not None:
             cached: FormData | None = state.get(FORM_STATE_KEY)
             if cached is not None:
+                if limits is not None:
+                    try:
+                        check_limits(cached, limits)
+                    except FormError as exc:
+                        raise MalformedBody(str(exc), exc.status) from None
                 return cached
         try:
             form = yield from read_form(self.content_type, self._body_reader(), limits)

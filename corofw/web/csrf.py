@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..http.messages import Request, Response
+from ..http.multipart import FormLimits
 from ..kernel.traps import Coro
 from .signing import BadSignature, Signer
 
@@ -62,7 +63,8 @@ def csrf_middleware(secret_keys: Iterable[str | bytes] | str | bytes, *,
                     field_name: str = "csrf_token", trusted_origins: Iterable[str] = (),
                     max_age: int = 365 * 24 * 3600, path: str = "/", domain: str | None = None,
                     secure: bool = False, samesite: str | None = "lax",
-                    salt: str = "corofw.csrf") -> Callable[[Request, Any], Coro[Any]]:
+                    salt: str = "corofw.csrf", form_limits: FormLimits | None = None
+                    ) -> Callable[[Request, Any], Coro[Any]]:
     """A middleware (for :meth:`Router.middleware`) refusing unsafe requests
     that do not carry this client's CSRF token.
 
@@ -71,7 +73,9 @@ def csrf_middleware(secret_keys: Iterable[str | bytes] | str | bytes, *,
     token; ``trusted_origins`` (``"https://app.example"``) may post from
     another origin. The cookie is readable by scripts (not HttpOnly), so
     that they can copy it into the header; its other attributes are the
-    arguments of the same names."""
+    arguments of the same names. A form post's token is read from the
+    form, parsed with ``form_limits`` (the defaults when None); a handler
+    that reads the form with stricter limits still has them applied."""
     signer = Signer(secret_keys, salt)
     trusted = {origin.rstrip("/").lower() for origin in trusted_origins}
 
@@ -109,7 +113,7 @@ def csrf_middleware(secret_keys: Iterable[str | bytes] | str | bytes, *,
             submitted = request.headers.get(header_name)
             if submitted is None and (request.content_type or "").lower().startswith(
                     _FORM_TYPES):
-                form = yield from request.form()
+                form = yield from request.form(form_limits)
                 value = form.get(field_name)
                 submitted = value if isinstance(value, str) else None
             if submitted is None:
