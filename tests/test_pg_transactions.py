@@ -230,6 +230,23 @@ def test_notifications_arriving_during_queries_are_kept_in_order(pg_dsn):
     assert run(main()) == (["job 0", "job 1", "job 2"], 1)
 
 
+def test_received_notifications_are_taken_without_waiting(pg_dsn):
+    def main():
+        listener = yield from pg.connect(pg_dsn)
+        sender = yield from pg.connect(pg_dsn)
+        with listener, sender:
+            yield from listener.listen("jobs")
+            assert listener.received_notifications() == []
+            for i in range(5):
+                yield from sender.execute(f"NOTIFY jobs, 'job {i}'")
+            yield from sleep(0.2)  # in the socket's buffer, read by nobody yet
+            first = listener.received_notifications(limit=2)
+            rest = listener.received_notifications()
+            return [n.payload for n in first], [n.payload for n in rest]
+
+    assert run(main()) == (["job 0", "job 1"], ["job 2", "job 3", "job 4"])
+
+
 def test_next_notification_needs_listen(pg_dsn):
     def main():
         db = yield from pg.connect(pg_dsn)

@@ -36,7 +36,6 @@ from corofw import (
     QueueFull,
     Router,
     ServerSentEvent,
-    TaskTimeout,
     event_stream,
     last_event_id,
     move_on_after,
@@ -168,11 +167,7 @@ def _next_ids(conn: pg.Connection) -> Coro[list[int]]:
     """The post ids of the next notification and of those already received
     behind it (a burst of posts is read in one query and rendered once)."""
     notes = [(yield from conn.next_notification())]
-    while len(notes) < BATCH_LIMIT:
-        try:
-            notes.append((yield from conn.next_notification(timeout=0)))
-        except TaskTimeout:
-            break
+    notes += conn.received_notifications(BATCH_LIMIT - 1)
     return [int(note.payload) for note in notes]
 
 

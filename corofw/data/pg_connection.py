@@ -301,6 +301,23 @@ class Connection(Session):
             return (yield from self._next_notification())
         return (yield from timeout_after(timeout, self._next_notification()))
 
+    def received_notifications(self, limit: int | None = None) -> list[Notification]:
+        """The notifications that have arrived, oldest first, taken without
+        waiting (what the socket holds is read first): ``[]`` when there is
+        none. At most ``limit`` of them (None: all); the rest stay for the
+        next call. Not while the connection is running a command."""
+        wire = self._wire
+        if not wire.listening:
+            raise InterfaceError("this connection listens to no channel: call listen() first")
+        if self._busy is None and self._recovery is None and not self.closed:
+            try:
+                wire.consume()
+            except LibpqError:
+                pass  # a broken connection: the next wait reports it
+        notes = wire.notifications
+        count = len(notes) if limit is None else min(limit, len(notes))
+        return [notes.popleft() for _ in range(count)]
+
     def _next_notification(self) -> Coro[Notification]:
         wire = self._wire
         if not wire.listening:
