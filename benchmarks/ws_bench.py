@@ -160,8 +160,8 @@ def echo_load(socks: list[socket.socket], window: int, warmup: float, seconds: f
         poller.register(fd, select.EPOLLIN)
         if sock.send(burst) != len(burst):
             raise RuntimeError("the first window did not fit the send buffer")
-    replies = 0
-    mark = (0, 0.0, 0.0, 0.0)
+    replies = reads = 0
+    mark = (0, 0.0, 0.0, 0.0, 0)
     start = time.monotonic()
     measure_from, stop_at = start + warmup, start + warmup + seconds
     measuring = False
@@ -170,11 +170,12 @@ def echo_load(socks: list[socket.socket], window: int, warmup: float, seconds: f
             now = time.monotonic()
             if not measuring and now >= measure_from:
                 measuring = True
-                mark = (replies, now, proc_stats(server_pid)[0], time.process_time())
+                mark = (replies, now, proc_stats(server_pid)[0], time.process_time(), reads)
             if now >= stop_at:
                 break
             for fd, _ in poller.poll(0.05):
                 data = by_fd[fd].recv(262144)
+                reads += 1
                 if not data:
                     raise RuntimeError(f"server closed a connection after {replies} replies")
                 if fd in unchecked and len(data) >= len(REPLY):
@@ -194,7 +195,8 @@ def echo_load(socks: list[socket.socket], window: int, warmup: float, seconds: f
         poller.close()
     elapsed = end - mark[1]
     return {"mps": (replies - mark[0]) / elapsed, "server_cpu": server_cpu / elapsed,
-            "load_cpu": load_cpu / elapsed, "unchecked": float(len(unchecked))}
+            "load_cpu": load_cpu / elapsed, "unchecked": float(len(unchecked)),
+            "per_read": (replies - mark[0]) / max(reads - mark[4], 1)}
 
 
 def run_echo(names: list[str], rounds: int, window: int, warmup: float,
@@ -214,7 +216,8 @@ def run_echo(names: list[str], rounds: int, window: int, warmup: float,
                     close_all([s for s, _ in conns])
             results[name].append(result)
             print(f"echo round {round_no + 1}: {name:11} {result['mps']:10,.0f} msg/s  "
-                  f"server CPU {result['server_cpu']:.0%}  load CPU {result['load_cpu']:.0%}",
+                  f"server CPU {result['server_cpu']:.0%}  load CPU {result['load_cpu']:.0%}  "
+                  f"{result['per_read']:.1f} replies/read",
                   flush=True)
     return results
 
@@ -367,14 +370,15 @@ def run_sse(names: list[str], rounds: int, subscribers: int) -> dict[str, list[d
 
 
 def echo_table(results: dict[str, list[dict]]) -> str:
-    lines = ["| server | messages/s | server CPU (of its core) | load generator CPU | corofw ÷ server |",
-             "|---|--:|--:|--:|--:|"]
+    lines = ["| server | messages/s | server CPU (of its core) | load generator CPU "
+             "| replies per read | corofw ÷ server |", "|---|--:|--:|--:|--:|--:|"]
     base = median([r["mps"] for r in results["corofw"]]) if "corofw" in results else None
     for name, runs in results.items():
         mps = median([r["mps"] for r in runs])
         ratio = f"{base / mps:.2f}×" if base and name != "corofw" else "—"
         lines.append(f"| {name} | {mps:,.0f} | {median([r['server_cpu'] for r in runs]):.0%} "
-                     f"| {median([r['load_cpu'] for r in runs]):.0%} | {ratio} |")
+                     f"| {median([r['load_cpu'] for r in runs]):.0%} "
+                     f"| {median([r['per_read'] for r in runs]):.1f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -490,7 +494,7 @@ def main() -> None:
 - Command: `make bench-ws` (`.venv/bin/python benchmarks/ws_bench.py{' ' + options if options else ''}`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}. File limit {limit:,} (raised by the harness; the servers inherit it).
 - Servers, each one process pinned to CPU {SERVER_CPU} (`taskset`): corofw `python -m corofw run benchmarks.peers.corofw_ws:routes --no-access-log` (a `@routes.websocket` echo route; `event_stream` for SSE); the `websockets` package's asyncio server (`benchmarks/peers/websockets_echo.py`, defaults); aiohttp (`benchmarks/peers/aiohttp_ws.py`, `web.run_app`, access log off); uvicorn `--ws websockets --loop uvloop --http httptools` serving a raw ASGI echo app (`benchmarks/peers/asgi_ws.py`).
-- Load: this script, pinned to CPU {LOAD_CPU}: raw non-blocking sockets on one epoll, pre-built masked frames, no compression offered. Echo: {CONNECTIONS:,} connections, {args.window} messages in flight on each, {warmup:g} s warm-up then {seconds:g} s counted, {rounds} rounds with the servers interleaved, medians. "Server CPU" is the server's user + system time over the counted seconds: near 100% means the server's core was saturated and the generator was not the limit. Memory: VmRSS from /proc after 10 warm-up WebSockets were opened and closed, then with 1,000 and 10,000 idle WebSockets open (1 s after the last handshake), then sampled every 0.5 s for {idle:g} s idle; "still open" counts sockets the server had not closed at the end. SSE (corofw and aiohttp): {args.subscribers:,} subscribers held by this process, one `POST /broadcast` per round, latency = a subscriber's receive time minus the time just before the POST was sent (one monotonic clock, this process), {rounds} broadcasts, medians of their percentiles; the generator reads the 10,000 sockets one by one, so the figures include its own reading time (the same for both servers). aiohttp's broadcast writes to every `StreamResponse` from the POST handler; corofw's subscribers wait on one `Event` that the POST sets.
+- Load: this script, pinned to CPU {LOAD_CPU}: raw non-blocking sockets on one epoll, pre-built masked frames, no compression offered. Echo: {CONNECTIONS:,} connections, {args.window} messages in flight on each, {warmup:g} s warm-up then {seconds:g} s counted, {rounds} rounds with the servers interleaved, medians. "Server CPU" is the server's user + system time over the counted seconds: near 100% means the server's core was saturated and the generator was not the limit; "replies per read" is how many echoes the generator found in each `recv()` (the fewer, the more reads, and generator CPU, per message). Memory: VmRSS from /proc after 10 warm-up WebSockets were opened and closed, then with 1,000 and 10,000 idle WebSockets open (1 s after the last handshake), then sampled every 0.5 s for {idle:g} s idle; "still open" counts sockets the server had not closed at the end. SSE (corofw and aiohttp): {args.subscribers:,} subscribers held by this process, one `POST /broadcast` per round, latency = a subscriber's receive time minus the time just before the POST was sent (one monotonic clock, this process), {rounds} broadcasts, medians of their percentiles; the generator reads the 10,000 sockets one by one, so the figures include its own reading time (the same for both servers). aiohttp's broadcast writes to every `StreamResponse` from the POST handler; corofw's subscribers wait on one `Event` that the POST sets.
 
 {report}
 """)
