@@ -75,7 +75,7 @@ def make_routes(board: Board) -> Router:
         return board.page(request, "index.html", posts=posts, older=older, live=first_page,
                           newest=posts[0].id if posts else 0, panel=panel)
 
-    @routes.post("/posts")
+    @routes.post("/posts", stream_body=True)  # an image goes to a temporary file as it comes
     def create(request):
         user = require_user(request)
         form = yield from request.form()

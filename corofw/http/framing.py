@@ -105,6 +105,9 @@ class MessageParser:
         self._chunks: list[bytes] = []
         self._body_size = 0
         self._in_trailer = False
+        self.max_body = limits.max_body_bytes
+        """The body limit of the message being read: ``limits``' at its
+        head; a server may change it for a request it hands over early."""
         self._seen: tuple[Limits, dict[bytes, tuple[Any, ...]]] | None = None
 
     def feed(self, data: bytes) -> None:
@@ -121,6 +124,12 @@ class MessageParser:
     def buffered(self) -> int:
         """Bytes received but not yet consumed."""
         return len(self._buf) - self._pos
+
+    @property
+    def body_so_far(self) -> int:
+        """The size of the body being read, as far as is known: its
+        Content-Length, or the chunks' sizes announced so far."""
+        return self._body_size if self._chunked else self._body_left
 
     def take_buffered(self) -> bytes:
         """Hand over the bytes received but not consumed, and forget them:
@@ -244,6 +253,7 @@ class MessageParser:
         self._chunks = []
         self._body_size = 0
         self._in_trailer = False
+        self.max_body = self.limits.max_body_bytes
         if fields_te:
             if fields_cl:
                 raise self._fail(400, "both Content-Length and Transfer-Encoding")
@@ -269,7 +279,7 @@ class MessageParser:
                 self._body_left = content_length(fields_cl)
             except ProtocolError as exc:
                 raise self._fail(exc.status, exc.message)
-            if self._body_left > self.limits.max_body_bytes:
+            if self._body_left > self.max_body:
                 raise self._fail(413, "body larger than the server accepts")
         else:
             return False
@@ -328,13 +338,24 @@ class MessageParser:
                 raise self._fail(400, "chunk size too large")
             size = int(digits, 16)
             self._body_size += size
-            if self._body_size > self.limits.max_body_bytes:
+            if self._body_size > self.max_body:
                 raise self._fail(413, "body larger than the server accepts")
             self._pos = self._scan = lf + 1
             if size == 0:
                 self._in_trailer = True
             else:
                 self._body_left = size
+
+    def _take_partial_chunk(self) -> None:
+        """Pass on the part of a chunk that has arrived, so a huge or
+        stalled chunk streams instead of being held whole. The chunk's last
+        byte waits for the CRLF after it, which the chunk reader checks."""
+        pos = self._pos
+        take = min(len(self._buf) - pos, self._body_left - 1)
+        if take > 0:
+            self._chunks.append(bytes(self._buf[pos:pos + take]))
+            self._pos = self._scan = pos + take
+            self._body_left -= take
 
     def _read_trailer(self) -> bool:
         buf = self._buf

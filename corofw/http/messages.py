@@ -57,7 +57,7 @@ class Request:
     # at its cookies pays nothing for them
     __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
                  "client", "keep_alive", "path_params", "route", "_query", "_state",
-                 "_cookies", "_id")
+                 "_cookies", "_id", "_stream")
     _cookies: MultiDict[str]
 
     def __init__(self, method: str, target: str, path: str | None = None,
@@ -82,6 +82,7 @@ class Request:
         self._state: dict[str, Any] | None = None
         # what makes its id on first use (a server sets its own), then the id
         self._id: str | int | RequestIds = DEFAULT_IDS
+        self._stream: Any = None  # a streamed body's reader (request_stream.BodyStream)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target}>"
@@ -204,8 +205,46 @@ class Request:
         self.state[FORM_STATE_KEY] = form
         return form
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the body is read as it arrives (a route with
+        ``stream_body=True``): :meth:`read_chunk`, :meth:`read` or
+        :meth:`form` read it; ``body`` is None until :meth:`read` is done."""
+        return self._stream is not None and self._stream is not _READ
+
+    def read_chunk(self) -> Coro[bytes]:
+        """The next piece of the body, ``b""`` at its end:
+        ``chunk = yield from request.read_chunk()``. For a body already
+        read whole, that body at once. :class:`MalformedBody` when the body
+        cannot be read to its end (400 malformed or cut short, 408 too
+        slow, 413 over the route's ``max_body_size``)."""
+        stream = self._stream
+        if stream is None:
+            body, self._stream = self.body or b"", _READ
+            return body
+        if stream is _READ:
+            return b""
+        try:
+            chunk: bytes = yield from stream.read_chunk()
+            return chunk
+        except ValueError as exc:  # a BodyError
+            raise MalformedBody(str(exc), getattr(exc, "status", 400)) from None
+
+    def read(self) -> Coro[bytes]:
+        """The whole body (for a streamed one, read to its end and kept in
+        ``body``): ``data = yield from request.read()``."""
+        if self.body is None:
+            pieces = []
+            while chunk := (yield from self.read_chunk()):
+                pieces.append(chunk)
+            self.body = b"".join(pieces)
+        return self.body
+
     def _body_reader(self) -> Any:
-        """A ``read_chunk`` coroutine function over the buffered body."""
+        """A ``read_chunk`` coroutine function over the body: the buffered
+        one, or a streamed one as it arrives."""
+        if self._stream is not None and self.body is None:
+            return self.read_chunk
         body = self.body or b""
         pieces = iter([body[start:start + _FORM_PIECE]
                        for start in range(0, len(body), _FORM_PIECE)])
@@ -397,6 +436,9 @@ class HTTPError(Exception):
             return Response.json(self.detail, self.status, self.headers)
         text = self.detail if self.detail is not None else reason_phrase(self.status)
         return Response.text(f"{text}\n", self.status, self.headers)
+
+
+_READ = object()  # read_chunk() has handed over the whole buffered body
 
 
 class MalformedBody(HTTPError, ValueError):

@@ -62,6 +62,7 @@ def _new_request(parts: tuple[Any, ...], client: object) -> Request:
     request.route = None
     request._query = None
     request._state = None
+    request._stream = None
     return request
 
 
@@ -116,6 +117,33 @@ class RequestParser(MessageParser):
         self._awaiting = None
         self.expect_continue = False
         return request
+
+    def take_body(self) -> tuple[bytes, bool]:
+        """For the request whose head was handed over before its body (see
+        :attr:`awaiting_body`): the body bytes that have arrived, taken
+        now, and whether the body is complete; once it is, the parser goes
+        on to the next request. ProtocolError for a malformed or oversized
+        body."""
+        if self._dead:
+            self._check_dead()
+        if self._chunked:
+            done = self._read_chunked()
+            if not done and self._body_left > 1:
+                self._take_partial_chunk()
+            data = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buf = self._buf
+            pos = self._pos
+            take = min(self._body_left, len(buf) - pos)
+            data = bytes(buf[pos:pos + take])
+            self._pos = self._scan = pos + take
+            self._body_left -= take
+            done = self._body_left == 0
+        if done:
+            self._awaiting = None
+            self.expect_continue = False
+        return data, done
 
     def _parse_head(self) -> Request | None:
         buf = self._buf
@@ -387,17 +415,6 @@ class ResponseParser(MessageParser):
         if not done and self._eof:
             raise self._fail(502, "the server closed the connection before the body ended")
         return data, done
-
-    def _take_partial_chunk(self) -> None:
-        """Pass on the part of a chunk that has arrived, so a huge or
-        stalled chunk streams instead of being held whole. The chunk's last
-        byte waits for the CRLF after it, which the chunk reader checks."""
-        pos = self._pos
-        take = min(len(self._buf) - pos, self._body_left - 1)
-        if take > 0:
-            self._chunks.append(bytes(self._buf[pos:pos + take]))
-            self._pos = self._scan = pos + take
-            self._body_left -= take
 
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_RESPONSE_LIMITS", "Limits", "ProtocolError",

@@ -19,6 +19,7 @@ import errno
 import logging
 import signal
 import socket
+from dataclasses import replace
 from types import GeneratorType
 from typing import Any, cast
 
@@ -62,8 +63,9 @@ from .connection import (
 )
 from .lifespan import BackgroundTasks, StartupError, drop_background, start_app, stop_app
 from .messages import Request, Response, StreamingResponse
-from .parser import ProtocolError, RequestParser
+from .parser import Limits, ProtocolError, RequestParser
 from .request_id import RequestIds
+from .request_stream import BodyStream
 from .responding import encode_at_once, log_access, write_response
 from .serialize import CONTINUE, error_response
 from .stopping import watch_channel, watch_signals
@@ -82,6 +84,7 @@ _OVERLOADED = error_response(503, "server at its connection limit, try again lat
 _WAIT = "wait for more bytes"
 _CLOSED = "the client closed its side"
 _DECIDE = "a head expects 100 Continue"
+_STREAM = "a head whose route reads the body as it arrives"
 
 
 class Server:
@@ -101,6 +104,8 @@ class Server:
                             f"handle(request) method, as a corofw Router does")
         self.app = app
         self._app_accepts = getattr(app, "accepts", None)
+        self._body_limits: tuple[Limits, bool, int] | None = None  # see _parser_limits
+        self._streaming = False  # whether some route reads its body as it arrives
         self.config = config or ServerConfig()
         self.connections: set[Connection] = set()
         self.closing = False
@@ -230,7 +235,8 @@ class Server:
         who = format_client(conn.client)
         task.name = f"connection {who}"
         deadline = conn.deadline = Deadline(task)
-        conn.parser = RequestParser(self.config.limits, conn.client)
+        limits, streaming, check_above = self._body_limits or self._parser_limits()
+        conn.parser = RequestParser(limits, conn.client)
         read_trap = read_wait(conn.sock.fd)
         handle = self.app.handle
         send_now = conn.sock.sock.send
@@ -255,6 +261,14 @@ class Server:
                     request = yield from self._decide_continue(conn)
                     if request is None:
                         continue
+                elif request is _STREAM:
+                    request = self._stream_body(conn)
+                elif streaming and request.body and len(request.body) > check_above:
+                    try:
+                        self._check_body_size(conn, request, len(request.body))
+                    except ProtocolError as exc:
+                        yield from self._refuse_request(conn, exc)
+                        break
                 if conn.unyielded > _FAIR_SHARE:  # a pipelining client must not starve others
                     conn.unyielded = 0
                     conn.phase = BUSY  # a request is in hand: not to be closed as idle
@@ -270,6 +284,9 @@ class Server:
                 if type(response) is GeneratorType:
                     response = yield from self._wait_for_app(conn, request, response)
                 keep_alive = request.keep_alive and not self.closing
+                if request._stream is not None and not getattr(request._stream, "done", True):
+                    keep_alive = False  # its body was left unread: close, lingering
+                    conn.linger = True
                 # the request's id is echoed when it has one (always, with the access log)
                 wire = encode_at_once(response, request, keep_alive, b"" if echo is None or (
                     access is None and type(request._id) is not str) else echo(request))
@@ -331,6 +348,11 @@ class Server:
         parser = conn.parser
         request = parser.next_request()
         while request is None:
+            if self._streaming:  # some route reads its body as it arrives: is it this one?
+                awaiting = parser.awaiting_body
+                if awaiting is not None and awaiting._stream is None \
+                        and self._check_body_size(conn, awaiting, parser.body_so_far):
+                    return _STREAM
             try:
                 data = conn.sock.sock.recv(RECV_SIZE)
             except BlockingIOError:
@@ -360,6 +382,45 @@ class Server:
             if parser.expect_continue and not conn.sent_continue:
                 return _DECIDE
         return _WAIT
+
+    def _parser_limits(self) -> tuple[Limits, bool, int]:
+        """The limits connections parse with, whether some route streams
+        its body, and the body size above which a request's own route must
+        be asked. When routes stream bodies with limits of their own, the
+        parser takes the largest, and the server holds every request to
+        its route's (see :meth:`_check_body_size`)."""
+        limits = self.config.limits
+        default = limits.max_body_bytes
+        routes = getattr(self.app, "streamed_body_limits", None)
+        sizes = [default if size is None else size for size in (routes() if routes else ())]
+        if sizes and max(sizes) > default:
+            limits = replace(limits, max_body_bytes=max(sizes))
+        self._body_limits = limits, bool(sizes), min([default, *sizes])
+        self._streaming = bool(sizes)
+        return self._body_limits
+
+    def _check_body_size(self, conn: Connection, request: Request, size: int) -> bool:
+        """Hold ``request``, whose body declares (or has) ``size`` bytes, to
+        its route's limit: ProtocolError (413) beyond it. Returns whether
+        the route reads the body as it arrives."""
+        default = self.config.limits.max_body_bytes
+        limit = self.app.streamed_body_limit(request, default)
+        conn.parser.max_body = default if limit is None else limit
+        if size > conn.parser.max_body:
+            raise ProtocolError(413, "body larger than the server accepts")
+        return limit is not None
+
+    def _stream_body(self, conn: Connection) -> Request:
+        """Hand over the request whose route streams its body, before the
+        body: the handler reads it through ``request.read_chunk()``."""
+        request = conn.parser.awaiting_body
+        assert request is not None
+        request._stream = BodyStream(conn, self.config.body_timeout)
+        conn.phase = BUSY
+        conn.deadline.clear()
+        conn.sent_continue = False
+        conn.unyielded += 1
+        return request
 
     def _refuse_request(self, conn: Connection, error: ProtocolError) -> Coro[None]:
         """A malformed request: answer with its 4xx, then close lingering."""
@@ -404,7 +465,8 @@ class Server:
         500."""
         conn.phase = BUSY
         conn.deadline.clear()
-        self._watch(conn)
+        if request._stream is None or getattr(request._stream, "done", True):
+            self._watch(conn)  # (a handler reading its body sees the client leave itself)
         try:
             return (yield from app_coroutine)
         except Exception:

@@ -52,9 +52,13 @@ class Route:
     """One registered route. ``path`` is the pattern as registered (relative
     to ``router``), ``methods`` the upper-case methods it answers (HEAD is
     also answered by a GET route), ``handler`` the function, ``name`` its
-    ``url_for`` name or ``None``, ``router`` the router that owns it."""
+    ``url_for`` name or ``None``, ``router`` the router that owns it.
+    ``stream_body``: the handler reads the body as it arrives (see
+    :meth:`Request.read_chunk <corofw.http.messages.Request.read_chunk>`),
+    up to ``max_body_size`` bytes (None: the server's limit)."""
 
-    __slots__ = ("path", "methods", "handler", "name", "router", "pattern")
+    __slots__ = ("path", "methods", "handler", "name", "router", "pattern", "stream_body",
+                 "max_body_size")
 
     def __init__(self, path: str, methods: frozenset[str], handler: Callable[..., Any],
                  name: str | None, router: Router, pattern: PathPattern) -> None:
@@ -64,6 +68,8 @@ class Route:
         self.name = name
         self.router = router
         self.pattern = pattern
+        self.stream_body = False
+        self.max_body_size: int | None = None
 
     @property
     def full_path(self) -> str:
@@ -118,14 +124,28 @@ class Router:
     # -- registration -------------------------------------------------------
 
     def add_route(self, path: str, handler: Callable[..., Any],
-                  methods: Iterable[str] | str = ("GET",), name: str | None = None) -> Route:
+                  methods: Iterable[str] | str = ("GET",), name: str | None = None, *,
+                  stream_body: bool = False, max_body_size: int | None = None) -> Route:
         """Register ``handler`` for ``methods`` on ``path`` and return the Route.
+
+        With ``stream_body`` the handler is called as soon as a request's
+        head has arrived and reads the body as it comes
+        (``request.read_chunk()``, ``read()``, ``form()``), up to
+        ``max_body_size`` bytes (None: the server's ``--max-body-size``;
+        larger or smaller than it, for this route only).
 
         Raises ``ValueError`` for a malformed pattern, a route that answers a
         method another route already answers on the same pattern (parameter
-        names aside), or a name already in use; ``TypeError`` for a handler
-        that is not callable or is an ``async def``.
+        names aside), a name already in use, or a ``max_body_size`` that is
+        not a whole number >= 0 or comes without ``stream_body``;
+        ``TypeError`` for a handler that is not callable or is an
+        ``async def``.
         """
+        if max_body_size is not None and (type(max_body_size) is not int
+                                          or max_body_size < 0 or not stream_body):
+            raise ValueError(f"max_body_size must be a whole number >= 0, with "
+                             f"stream_body=True (a buffered body has the server's limit), "
+                             f"not {max_body_size!r}")
         _check_function(handler, "route handler")
         method_set = normalize_methods(methods)
         pattern = parse_pattern(path)
@@ -135,16 +155,19 @@ class Router:
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"route name must be a non-empty str, not {name!r}")
         route = Route(path, method_set, handler, name, self, pattern)
+        route.stream_body = bool(stream_body)
+        route.max_body_size = max_body_size
         names = [(name, route, pattern)] if name is not None else []
         self._register([(route, pattern)], names)
         self._items.append(route)
         return route
 
     def route(self, path: str, methods: Iterable[str] | str = ("GET",),
-              name: str | None = None) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_route`; returns the function unchanged."""
+              name: str | None = None, **body: Any) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_route` (``stream_body`` and
+        ``max_body_size`` too); returns the function unchanged."""
         def decorator(handler: F) -> F:
-            self.add_route(path, handler, methods, name)
+            self.add_route(path, handler, methods, name, **body)
             return handler
         return decorator
 
@@ -152,17 +175,18 @@ class Router:
         """``@routes.get(path)``: answer GET (and HEAD) on ``path``."""
         return self.route(path, ("GET",), name)
 
-    def post(self, path: str, name: str | None = None) -> Callable[[F], F]:
-        """``@routes.post(path)``: answer POST on ``path``."""
-        return self.route(path, ("POST",), name)
+    def post(self, path: str, name: str | None = None, **body: Any) -> Callable[[F], F]:
+        """``@routes.post(path)``: answer POST on ``path`` (``stream_body``,
+        ``max_body_size`` as for :meth:`add_route`)."""
+        return self.route(path, ("POST",), name, **body)
 
-    def put(self, path: str, name: str | None = None) -> Callable[[F], F]:
-        """``@routes.put(path)``: answer PUT on ``path``."""
-        return self.route(path, ("PUT",), name)
+    def put(self, path: str, name: str | None = None, **body: Any) -> Callable[[F], F]:
+        """``@routes.put(path)``: answer PUT on ``path`` (options as :meth:`post`)."""
+        return self.route(path, ("PUT",), name, **body)
 
-    def patch(self, path: str, name: str | None = None) -> Callable[[F], F]:
-        """``@routes.patch(path)``: answer PATCH on ``path``."""
-        return self.route(path, ("PATCH",), name)
+    def patch(self, path: str, name: str | None = None, **body: Any) -> Callable[[F], F]:
+        """``@routes.patch(path)``: answer PATCH on ``path`` (options as :meth:`post`)."""
+        return self.route(path, ("PATCH",), name, **body)
 
     def delete(self, path: str, name: str | None = None) -> Callable[[F], F]:
         """``@routes.delete(path)``: answer DELETE on ``path``."""
@@ -414,6 +438,34 @@ class Router:
                for entry in table.dynamic):
             return True
         return self._app_code_answers_misses()
+
+    def streamed_body_limit(self, request: Request, default: int) -> int | None:
+        """For a request whose body has not all arrived: the body limit of
+        its route if that route streams the body (``default``, the
+        server's, when the route sets none), else None (read it whole)."""
+        route = self._route_for(request)
+        if route is None or not route.stream_body:
+            return None
+        return default if route.max_body_size is None else route.max_body_size
+
+    def streamed_body_limits(self) -> list[int | None]:
+        """The ``max_body_size`` of each route that streams its body (None:
+        the server's limit); empty when none does."""
+        return [route.max_body_size for route, _, _ in self._walk("", (self,))
+                if route.stream_body]
+
+    def _route_for(self, request: Request) -> Route | None:
+        table = self._table
+        if table is None:
+            table = self._compiled()
+        method, path = request.method, request.path
+        target = table.static.get(path, {}).get(method)
+        if target is None:
+            target = next((entry.methods[method] for entry in table.dynamic
+                           if method in entry.methods and entry.pattern.match(path) is not None),
+                          None)
+        route: Route | None = None if target is None else target.route
+        return route
 
     # -- internals --------------------------------------------------------------
 
