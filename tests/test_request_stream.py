@@ -190,3 +190,11 @@ def test_stream_options_are_checked_when_the_route_is_made():
     with pytest.raises(ValueError, match="max_body_size"):
         routes.add_route("/b", upload, ["POST"], stream_body=True, max_body_size=-1)
     assert issubclass(MalformedBody, ValueError)
+
+
+def test_a_malformed_chunked_body_gets_one_answer_and_the_connection_closes(server):
+    head = b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    after = b"POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    received = raw_exchange(server, head + b"5\r\nhello\r\nzz\r\n" + after)
+    assert received.count(b"HTTP/1.1 ") == 1  # no answer for what follows the broken body
+    assert received.startswith(b"HTTP/1.1 400 ") and b"connection: close" in received.lower()

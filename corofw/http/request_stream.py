@@ -36,36 +36,43 @@ class BodyError(ValueError):
 
 class BodyStream:
     """The body of one request on connection ``conn``, read through its
-    parser. ``done`` once it has all been read (or reading it failed)."""
+    parser. ``done`` once it has all been read; after a failure it never
+    is (the connection then closes after the answer), and each read
+    raises the failure again."""
 
-    __slots__ = ("conn", "timeout", "done", "size")
+    __slots__ = ("conn", "timeout", "done", "size", "error")
 
     def __init__(self, conn: Any, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
         self.done = False
         self.size = 0  # bytes handed over so far
+        self.error: BodyError | None = None
 
     def read_chunk(self) -> Coro[bytes]:
         """The next piece of the body; ``b""`` once it has all been read.
         :class:`BodyError` if it cannot be read to its end."""
         if self.done:
             return b""
-        conn = self.conn
-        parser = conn.parser
-        while True:
-            data: bytes
-            try:
-                data, complete = parser.take_body()
-            except ProtocolError as exc:
-                self.done = True
-                raise BodyError(exc.message, exc.status) from None
-            if complete:
-                self.done = True
-            if data or complete:
-                self.size += len(data)
-                return data
-            yield from self._receive(parser)
+        if self.error is not None:
+            raise self.error
+        parser = self.conn.parser
+        try:
+            while True:
+                data: bytes
+                try:
+                    data, complete = parser.take_body()
+                except ProtocolError as exc:
+                    raise BodyError(exc.message, exc.status) from None
+                if complete:
+                    self.done = True
+                if data or complete:
+                    self.size += len(data)
+                    return data
+                yield from self._receive(parser)
+        except BodyError as exc:
+            self.error = exc
+            raise
 
     def _receive(self, parser: Any) -> Coro[None]:
         conn = self.conn
@@ -80,16 +87,13 @@ class BodyStream:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                self.done = True
                 raise BodyError(f"the connection broke during the body: {exc}", 400) from None
             try:
                 yield from timeout_after(self.timeout, _readable(conn.sock.fd))
             except TaskTimeout:
-                self.done = True
                 raise BodyError(f"no part of the body came for {self.timeout:g} s", 408) \
                     from None
         if not data:
-            self.done = True
             raise BodyError("the client closed the connection before the body ended", 400)
         parser.feed(data)
 
