@@ -21,7 +21,9 @@ import argparse
 import os
 import resource
 import select
+import signal
 import socket
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -65,6 +67,22 @@ def commands(port: int) -> dict[str, list[str]]:
                     "--ws", "websockets", "--loop", "uvloop", "--http", "httptools",
                     "--no-access-log", "--log-level", "warning", "--backlog", "4096"],
     }
+
+
+def logged(name: str, command: list[str]) -> list[str]:
+    """``command`` with its stderr written to a file (a pipe nobody reads
+    could fill and block the server), which :func:`watchdog_warnings` reads."""
+    return ["sh", "-c", 'exec "$@" 2>"$0"', server_log(name), *command]
+
+
+def server_log(name: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"ws-bench-{name}.log")
+
+
+def watchdog_warnings(name: str) -> int:
+    """How many times corofw's watchdog said a task held the loop over 100 ms."""
+    with open(server_log(name), encoding="utf-8", errors="replace") as file:
+        return sum(1 for line in file if "event loop is blocked" in line)
 
 
 def raise_own_fd_limit(wanted: int = 65536) -> int:
@@ -205,7 +223,7 @@ def run_echo(names: list[str], rounds: int, window: int, warmup: float,
     for round_no in range(rounds):
         for name in names:
             port = free_port()
-            with Service(name, commands(port)[name], port, SERVER_CPU) as service:
+            with Service(name, logged(name, commands(port)[name]), port, SERVER_CPU) as service:
                 conns = open_many(port, HANDSHAKE, CONNECTIONS, b"HTTP/1.1 101")
                 try:
                     if any(rest for _, rest in conns):
@@ -214,10 +232,11 @@ def run_echo(names: list[str], rounds: int, window: int, warmup: float,
                                        service.pid)
                 finally:
                     close_all([s for s, _ in conns])
+            result["stalls"] = float(watchdog_warnings(name))
             results[name].append(result)
             print(f"echo round {round_no + 1}: {name:11} {result['mps']:10,.0f} msg/s  "
                   f"server CPU {result['server_cpu']:.0%}  load CPU {result['load_cpu']:.0%}  "
-                  f"{result['per_read']:.1f} replies/read",
+                  f"{result['per_read']:.1f} replies/read  {result['stalls']:.0f} loop stalls over 100 ms",
                   flush=True)
     return results
 
@@ -245,7 +264,7 @@ def run_memory(names: list[str], rounds: int, idle: float) -> dict[str, list[dic
         for name in names:
             port = free_port()
             result: dict[str, float] = {}
-            with Service(name, commands(port)[name], port, SERVER_CPU) as service:
+            with Service(name, logged(name, commands(port)[name]), port, SERVER_CPU) as service:
                 warm = open_many(port, HANDSHAKE, 10, b"HTTP/1.1 101")
                 for sock, _ in warm:
                     sock.setblocking(True)
@@ -342,7 +361,7 @@ def run_sse(names: list[str], rounds: int, subscribers: int) -> dict[str, list[d
     results: dict[str, list[dict]] = defaultdict(list)
     for name in names:
         port = free_port()
-        with Service(name, commands(port)[name], port, SERVER_CPU):
+        with Service(name, logged(name, commands(port)[name]), port, SERVER_CPU):
             subs = open_many(port, SUBSCRIBE, subscribers, b"HTTP/1.1 200")
             try:
                 for sock, rest in subs:  # wait for each one's first comment
@@ -371,14 +390,17 @@ def run_sse(names: list[str], rounds: int, subscribers: int) -> dict[str, list[d
 
 def echo_table(results: dict[str, list[dict]]) -> str:
     lines = ["| server | messages/s | server CPU (of its core) | load generator CPU "
-             "| replies per read | corofw ÷ server |", "|---|--:|--:|--:|--:|--:|"]
+             "| replies per read | loop stalls over 100 ms | corofw ÷ server |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
     base = median([r["mps"] for r in results["corofw"]]) if "corofw" in results else None
     for name, runs in results.items():
         mps = median([r["mps"] for r in runs])
         ratio = f"{base / mps:.2f}×" if base and name != "corofw" else "—"
+        stalls = ", ".join(f"{r['stalls']:.0f}" for r in runs) if name == "corofw" else "—"
         lines.append(f"| {name} | {mps:,.0f} | {median([r['server_cpu'] for r in runs]):.0%} "
                      f"| {median([r['load_cpu'] for r in runs]):.0%} "
-                     f"| {median([r['per_read'] for r in runs]):.1f} | {ratio} |")
+                     f"| {median([r['per_read'] for r in runs]):.1f} "
+                     f"| {stalls} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -451,6 +473,10 @@ def targets(echo: dict, memory: dict, sse: dict) -> str:
     return "\n".join(lines)
 
 
+def stop_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -461,6 +487,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8, help="messages in flight per connection")
     parser.add_argument("--subscribers", type=int, default=SSE_SUBSCRIBERS)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, stop_on_signal)  # stop the servers too when stopped
     os.sched_setaffinity(0, {LOAD_CPU})
     limit = raise_own_fd_limit()
     names = list(commands(0))
@@ -494,7 +521,7 @@ def main() -> None:
 - Command: `make bench-ws` (`.venv/bin/python benchmarks/ws_bench.py{' ' + options if options else ''}`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}. Open-file limit in force: {limit:,} (the harness asks for 65,536, gets what the hard limit allows; the servers inherit it).
 - Servers, each one process pinned to CPU {SERVER_CPU} (`taskset`): corofw `python -m corofw run benchmarks.peers.corofw_ws:routes --no-access-log` (a `@routes.websocket` echo route; `event_stream` for SSE); the `websockets` package's asyncio server (`benchmarks/peers/websockets_echo.py`, defaults); aiohttp (`benchmarks/peers/aiohttp_ws.py`, `web.run_app`, access log off); uvicorn `--ws websockets --loop uvloop --http httptools` serving a raw ASGI echo app (`benchmarks/peers/asgi_ws.py`).
-- Load: this script, pinned to CPU {LOAD_CPU}: raw non-blocking sockets on one epoll, pre-built masked frames, no compression offered. Echo: {CONNECTIONS:,} connections, {args.window} messages in flight on each, {warmup:g} s warm-up then {seconds:g} s counted, {rounds} rounds with the servers interleaved, medians. "Server CPU" is the server's user + system time over the counted seconds: near 100% means the server's core was saturated and the generator was not the limit; "replies per read" is how many echoes the generator found in each `recv()` (the fewer, the more reads, and generator CPU, per message). Memory: VmRSS from /proc after 10 warm-up WebSockets were opened and closed, then with 1,000 and 10,000 idle WebSockets open (1 s after the last handshake), then sampled every 0.5 s for {idle:g} s idle; "still open" counts sockets the server had not closed at the end. SSE (corofw and aiohttp): {args.subscribers:,} subscribers held by this process, one `POST /broadcast` per round, latency = a subscriber's receive time minus the time just before the POST was sent (one monotonic clock, this process), {rounds} broadcasts, medians of their percentiles; the generator reads the 10,000 sockets one by one, so the figures include its own reading time (the same for both servers). aiohttp's broadcast writes to every `StreamResponse` from the POST handler; corofw's subscribers wait on one `Event` that the POST sets.
+- Load: this script, pinned to CPU {LOAD_CPU}: raw non-blocking sockets on one epoll, pre-built masked frames, no compression offered. Echo: {CONNECTIONS:,} connections, {args.window} messages in flight on each, {warmup:g} s warm-up then {seconds:g} s counted, {rounds} rounds with the servers interleaved, medians. "Server CPU" is the server's user + system time over the counted seconds: near 100% means the server's core was saturated and the generator was not the limit; "replies per read" is how many echoes the generator found in each `recv()` (the fewer, the more reads, and generator CPU, per message); "loop stalls" are the warnings of corofw's watchdog (a task that ran over 100 ms without yielding) in each round's server log. Memory: VmRSS from /proc after 10 warm-up WebSockets were opened and closed, then with 1,000 and 10,000 idle WebSockets open (1 s after the last handshake), then sampled every 0.5 s for {idle:g} s idle; "still open" counts sockets the server had not closed at the end. SSE (corofw and aiohttp): {args.subscribers:,} subscribers held by this process, one `POST /broadcast` per round, latency = a subscriber's receive time minus the time just before the POST was sent (one monotonic clock, this process), {rounds} broadcasts, medians of their percentiles; the generator reads the 10,000 sockets one by one, so the figures include its own reading time (the same for both servers). aiohttp's broadcast writes to every `StreamResponse` from the POST handler; corofw's subscribers wait on one `Event` that the POST sets.
 
 {report}
 """)
