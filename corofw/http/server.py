@@ -19,9 +19,8 @@ import errno
 import logging
 import signal
 import socket
-from dataclasses import replace
 from types import GeneratorType
-from typing import Any, cast
+from typing import Any
 
 from ..kernel import (
     Cancelled,
@@ -39,6 +38,7 @@ from ..kernel.deadline import Deadline
 from ..kernel.traps import RESCHEDULE, Coro, read_wait
 from ..net import Socket
 from .accesslog import AccessLog
+from .bodies import BodyDecisions
 from .config import ServerConfig
 from .connection import (
     BODY,
@@ -65,9 +65,8 @@ from .lifespan import BackgroundTasks, StartupError, drop_background, start_app,
 from .messages import Request, Response, StreamingResponse
 from .parser import Limits, ProtocolError, RequestParser
 from .request_id import RequestIds
-from .request_stream import BodyStream
 from .responding import encode_at_once, log_access, write_response
-from .serialize import CONTINUE, error_response
+from .serialize import error_response
 from .stopping import watch_channel, watch_signals
 from .ws_server import WebSocketUpgrade, run_session
 
@@ -87,7 +86,7 @@ _DECIDE = "a head expects 100 Continue"
 _STREAM = "a head whose route reads the body as it arrives"
 
 
-class Server:
+class Server(BodyDecisions):
     """Serves ``app`` (anything with ``handle(request)``, such as a
     :class:`~corofw.web.Router`) on listening sockets.
 
@@ -383,79 +382,12 @@ class Server:
                 return _DECIDE
         return _WAIT
 
-    def _parser_limits(self) -> tuple[Limits, bool, int]:
-        """The limits connections parse with, whether some route streams
-        its body, and the body size above which a request's own route must
-        be asked. When routes stream bodies with limits of their own, the
-        parser takes the largest, and the server holds every request to
-        its route's (see :meth:`_check_body_size`)."""
-        limits = self.config.limits
-        default = limits.max_body_bytes
-        routes = getattr(self.app, "streamed_body_limits", None)
-        sizes = [default if size is None else size for size in (routes() if routes else ())]
-        if sizes and max(sizes) > default:
-            limits = replace(limits, max_body_bytes=max(sizes))
-        self._body_limits = limits, bool(sizes), min([default, *sizes])
-        self._streaming = bool(sizes)
-        return self._body_limits
-
-    def _check_body_size(self, conn: Connection, request: Request, size: int) -> bool:
-        """Hold ``request``, whose body declares (or has) ``size`` bytes, to
-        its route's limit: ProtocolError (413) beyond it. Returns whether
-        the route reads the body as it arrives."""
-        default = self.config.limits.max_body_bytes
-        limit = self.app.streamed_body_limit(request, default)
-        conn.parser.max_body = default if limit is None else limit
-        if size > conn.parser.max_body:
-            raise ProtocolError(413, "body larger than the server accepts")
-        return limit is not None
-
-    def _stream_body(self, conn: Connection) -> Request:
-        """Hand over the request whose route streams its body, before the
-        body: the handler reads it through ``request.read_chunk()``."""
-        request = conn.parser.awaiting_body
-        assert request is not None
-        request._stream = BodyStream(conn, self.config.body_timeout)
-        conn.phase = BUSY
-        conn.deadline.clear()
-        conn.sent_continue = False
-        conn.unyielded += 1
-        return request
-
     def _refuse_request(self, conn: Connection, error: ProtocolError) -> Coro[None]:
         """A malformed request: answer with its 4xx, then close lingering."""
         log.info("bad request from %s: %s (%d)", format_client(conn.client), error.message,
                  error.status)
         yield from send(conn, error_response(error.status, error.message))
         conn.linger = True
-
-    def _decide_continue(self, conn: Connection) -> Coro[Request | None]:
-        """Deciding on ``100 Continue``, for a head that expects it: invite
-        the body (None: go on reading) when the app would take the request
-        (its optional ``accepts(request)``). Otherwise return the request
-        with an empty body, to be answered at once and the connection
-        closed, so that the client sends no body for nothing."""
-        request = cast(Request, conn.parser.awaiting_body)  # a head awaits its body
-        if self._accepts(request):
-            conn.sent_continue = True
-            yield from send(conn, CONTINUE)
-            return None
-        request.body = b""
-        request.keep_alive = False
-        conn.linger = True
-        conn.unyielded += 1
-        return request
-
-    def _accepts(self, request: Request) -> bool:
-        """Whether the app would take ``request`` (head only)."""
-        accepts = self._app_accepts
-        if accepts is None:
-            return True
-        try:
-            return bool(accepts(request))
-        except Exception:
-            log.exception("error in accepts() for %s %s", request.method, request.target)
-            return True
 
     def _wait_for_app(self, conn: Connection, request: Request, app_coroutine: Any
                       ) -> Coro[Any]:
