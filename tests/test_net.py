@@ -422,3 +422,30 @@ def test_recv_into_and_send_on_plain_and_tls_sockets(tls_server_context, tls_cli
 
     expected = (b"0123456789", 0, 10)
     assert run(main()) == (expected, expected)
+
+
+def test_a_socket_that_is_always_ready_still_lets_other_tasks_run():
+    def main():
+        a, b = socket.socketpair()
+        reader = Socket(a)
+        b.sendall(b"x" * 100_000)  # a hundred reads' worth, there before the first
+        turns = []
+
+        def ticker():
+            while True:
+                turns.append(len(turns))
+                yield from sleep(0)
+
+        task = yield from spawn(ticker())
+        yield from sleep(0)
+        before = len(turns)
+        for _ in range(100):
+            assert len((yield from reader.recv(1000))) == 1000
+            yield from reader.send_all(b"y")
+        during = len(turns) - before
+        task.cancel()
+        reader.close()
+        b.close()
+        return during
+
+    assert run(main()) >= 10  # a turn every 16 calls that did not have to wait

@@ -14,8 +14,11 @@ import socket
 from typing import Any
 
 from ..kernel.fdwait import forget_fd
-from ..kernel.traps import Coro, read_wait, run_in_thread, write_wait
+from ..kernel.traps import RESCHEDULE, Coro, read_wait, run_in_thread, write_wait
 
+#: reads and writes in a row that find the socket ready before the task
+#: lets the other tasks run (a busy peer must not hold the loop)
+FAIR_SHARE = 16
 
 class Socket:
     """A non-blocking socket whose waits are coroutines.
@@ -24,12 +27,13 @@ class Socket:
     and :meth:`connect`; :meth:`close` and :meth:`shutdown` are plain calls.
     """
 
-    __slots__ = ("sock", "fd", "__weakref__")
+    __slots__ = ("sock", "fd", "unyielded", "__weakref__")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
+        self.unyielded = 0  # reads and writes in a row that did not have to wait
 
     def __repr__(self) -> str:
         return f"<corofw Socket fd={self.fd}>"
@@ -46,13 +50,22 @@ class Socket:
         self.close()
 
     def recv(self, maxsize: int) -> Coro[bytes]:
-        """Up to ``maxsize`` bytes; ``b""`` at end of stream."""
+        """Up to ``maxsize`` bytes; ``b""`` at end of stream. A task whose
+        reads and writes on this socket never have to wait still lets the
+        others run, every ``FAIR_SHARE`` calls."""
         while True:
             try:
-                return self.sock.recv(maxsize)
+                data: bytes = self.sock.recv(maxsize)
+                break
             except BlockingIOError:
                 pass
+            self.unyielded = 0
             yield read_wait(self.fd)  # outside the except block: no exception kept alive
+        self.unyielded += 1
+        if self.unyielded > FAIR_SHARE:
+            self.unyielded = 0
+            yield RESCHEDULE
+        return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> Coro[int]:
         """Read into ``buffer`` (up to ``nbytes``, or its size when 0) and
@@ -83,6 +96,10 @@ class Socket:
         except BlockingIOError:
             sent = 0
         if type(data) is bytes and sent == len(data):
+            self.unyielded += 1
+            if self.unyielded > FAIR_SHARE:  # as in recv(): the other tasks get a turn
+                self.unyielded = 0
+                yield RESCHEDULE
             return
         view = memoryview(data).cast("B")
         total = view.nbytes  # len() of an array or a typed memoryview counts items
@@ -93,6 +110,7 @@ class Socket:
                     continue
                 except BlockingIOError:
                     pass
+                self.unyielded = 0
                 yield write_wait(self.fd)
         finally:
             view.release()

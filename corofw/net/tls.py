@@ -88,6 +88,7 @@ def _wrap(sock: Socket, context: ssl.SSLContext, server_side: bool,
     wrapped = TLSSocket.__new__(TLSSocket)
     wrapped.sock = tls_sock
     wrapped.fd = tls_sock.fileno()
+    wrapped.unyielded = 0
     sock.fd = -1
     try:
         yield from wrapped.handshake()
