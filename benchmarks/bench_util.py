@@ -36,10 +36,16 @@ def pinned(cpu: int | None, command: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *command]
 
 
-def raise_fd_limit() -> None:
+def raise_fd_limit(wanted: int = 0) -> int:
+    """Raise this process's open-file limit to its hard limit, or to
+    ``wanted`` above it where that is allowed (root); processes started
+    afterwards inherit it. Returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, hard), max(wanted, hard)))
+    except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Service:

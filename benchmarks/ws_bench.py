@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import select
 import signal
 import socket
@@ -38,6 +37,7 @@ from bench_util import (
     median,
     now_utc,
     proc_stats,
+    raise_fd_limit,
     write_section,
 )
 
@@ -83,17 +83,6 @@ def watchdog_warnings(name: str) -> int:
     """How many times corofw's watchdog said a task held the loop over 100 ms."""
     with open(server_log(name), encoding="utf-8", errors="replace") as file:
         return sum(1 for line in file if "event loop is blocked" in line)
-
-
-def raise_own_fd_limit(wanted: int = 65536) -> int:
-    """Raise this process's file limit (hard too, as root); the servers
-    started afterwards inherit it. Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, soft), max(wanted, hard)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def vm_rss(pid: int) -> int:
@@ -489,7 +478,7 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, stop_on_signal)  # stop the servers too when stopped
     os.sched_setaffinity(0, {LOAD_CPU})
-    limit = raise_own_fd_limit()
+    limit = raise_fd_limit(65536)
     names = list(commands(0))
     if args.only:
         names = [n for n in names if n in args.only.split(",")]

@@ -7,7 +7,6 @@ import importlib
 import logging
 import math
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,7 +35,6 @@ _IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen impo
 _CONFIG = ServerConfig()
 _LIMITS = _CONFIG.limits
 _F = TypeVar("_F", bound=Callable[..., Any])
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what a header name is made of
 
 
 def load_app(spec: str) -> Any:
@@ -278,9 +276,12 @@ def _inherited_fds(uds: str | None, fd: int | None) -> list[int]:
 
 
 def _header_name(value: str) -> str:
-    """``value`` if it is a header name (or empty), else a BadParameter."""
-    if value and not _TOKEN.fullmatch(value):
-        raise click.BadParameter(f"{value!r} is not a header name")
+    """``value`` if ServerConfig takes it as a header name (or it is
+    empty), else a BadParameter saying why."""
+    try:
+        ServerConfig(request_id_header=value or None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 

@@ -472,11 +472,11 @@ def test_ping_in_a_heartbeat_task_does_not_hang_receive_in_another():
     with serve_in_thread(app) as server, RawWebSocket(server.port, "/heartbeat") as client:
         assert client.frame() == (0x9, b"hb")
         client.send(client_frame(0xA, b"hb") + client_frame(0x1, b"hello"))
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 3.0
         while len(outcome) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         finished = list(outcome)  # before the client leaves, which wakes any read
-    assert len(finished) == 2, (f"after 1 s only {finished} came back: receive(timeout=0.3) "
+    assert len(finished) == 2, (f"after 3 s only {finished} came back: receive(timeout=0.3) "
                                 f"is still waiting")
     assert sorted(map(str, finished)) == ["hello", "pong"], finished
 
@@ -522,7 +522,7 @@ def test_a_handler_that_only_sends_still_answers_pings():
         assert client.frame()[0] == 0x1
         client.send(client_frame(0x9, b"alive?"))
         seen = []
-        deadline = time.monotonic() + 0.6
+        deadline = time.monotonic() + 3.0  # pings are looked for every 0.1 s
         while time.monotonic() < deadline:
             opcode, payload = client.frame()
             seen.append(opcode)
@@ -530,4 +530,4 @@ def test_a_handler_that_only_sends_still_answers_pings():
                 break
         client.send(client_frame(0x8, struct.pack(">H", 1000)))
     assert (0xA, payload) == (opcode, b"alive?"), (
-        f"no pong in 0.6 s; {seen.count(0x1)} text frames came meanwhile")
+        f"no pong in 3 s; {seen.count(0x1)} text frames came meanwhile")

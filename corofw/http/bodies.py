@@ -30,22 +30,22 @@ class BodyDecisions:
     app: Any
     config: ServerConfig
     _app_accepts: Any
-    _body_limits: tuple[Limits, bool, int] | None
+    _body_limits: tuple[Limits, int] | None
     _streaming: bool
 
-    def _parser_limits(self) -> tuple[Limits, bool, int]:
-        """The limits connections parse with, whether some route streams
-        its body, and the body size above which a request's own route must
-        be asked. When routes stream bodies with limits of their own, the
-        parser takes the largest, and the server holds every request to
-        its route's (see :meth:`_check_body_size`)."""
+    def _parser_limits(self) -> tuple[Limits, int]:
+        """The limits connections parse with, and the body size above which
+        a request's own route must be asked (when ``_streaming``: some
+        route streams its body). When routes stream bodies with limits of
+        their own, the parser takes the largest, and the server holds every
+        request to its route's (see :meth:`_check_body_size`)."""
         limits = self.config.limits
         default = limits.max_body_bytes
         routes = getattr(self.app, "streamed_body_limits", None)
         sizes = [default if size is None else size for size in (routes() if routes else ())]
         if sizes and max(sizes) > default:
             limits = replace(limits, max_body_bytes=max(sizes))
-        self._body_limits = limits, bool(sizes), min([default, *sizes])
+        self._body_limits = limits, min([default, *sizes])
         self._streaming = bool(sizes)
         return self._body_limits
 

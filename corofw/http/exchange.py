@@ -43,6 +43,7 @@ from typing import Any
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task
 from ..kernel.traps import RESCHEDULE, Coro, read_wait, readwrite_wait, write_wait
+from ..net.sockets import FAIR_SHARE
 from .client_errors import (
     TIMEOUTS,
     ClientError,
@@ -62,8 +63,6 @@ RECV_SIZE = 65536
 # TLS sends go in pieces of this size.
 _TLS_PIECE = 65536
 _peek = socket.socket.recv
-_FAIR_SHARE = 16  # reads in a row (up to 1 MiB) before the other tasks get a turn
-_YIELD = RESCHEDULE
 _RETRIED = (ReadError, WriteError, RemoteProtocolError)
 
 
@@ -74,7 +73,7 @@ class Exchange:
     call's total deadline on the kernel's clock (None: none)."""
 
     __slots__ = ("pool", "connect", "method", "url", "key", "timeouts", "total_until",
-                 "task", "started", "conn", "deadline", "pulled", "unyielded")
+                 "task", "started", "conn", "deadline", "pulled")
 
     def __init__(self, pool: Pool, connect: Any, method: str, url: str,
                  key: tuple[str, str, int], timeouts: Timeout, total_until: float | None,
@@ -91,7 +90,6 @@ class Exchange:
         self.conn: PooledConnection | None = None
         self.deadline: Deadline | None = None  # the one guarding the current wait
         self.pulled = False  # whether a piece of a streamed body has been read
-        self.unyielded = 0  # reads in a row that found bytes waiting
 
     def __repr__(self) -> str:
         return f"<Exchange {self.method} {self.url}>"
@@ -443,13 +441,13 @@ class Exchange:
             except OSError as exc:
                 raise ReadError(f"reading the response failed: {exc}", self.url) from None
             self._arm("read", self.timeouts.read)
-            self.unyielded = 0
+            sock.unyielded = 0
             yield trap
         self._deliver(data)
-        self.unyielded += 1
-        if self.unyielded > _FAIR_SHARE:  # a fast server must not starve the other tasks
-            self.unyielded = 0
-            yield _YIELD
+        sock.unyielded += 1
+        if sock.unyielded > FAIR_SHARE:  # as a Socket's own reads: the others get a turn
+            sock.unyielded = 0
+            yield RESCHEDULE
 
     def _deliver(self, data: bytes) -> None:
         """Hand the parser what a recv returned: bytes, or ``b""`` for the

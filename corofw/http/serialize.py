@@ -31,14 +31,17 @@ def date_line() -> bytes:
 def _content_type_line(content_type: str) -> bytes:
     line = _content_type_lines.get(content_type)
     if line is None:
-        _check_field("content-type", content_type)
+        check_field("content-type", content_type)
         line = f"content-type: {content_type}\r\n".encode("latin-1")
         if len(_content_type_lines) < 256:
             _content_type_lines[content_type] = line
     return line
 
 
-def _check_field(name: str, value: str) -> None:
+def check_field(name: str, value: str) -> None:
+    """ValueError for a response header that cannot be sent as it is: a
+    name that is not a token, a value with a line break or a control
+    character, or text that is not Latin-1."""
     if not _FIELD_NAME.fullmatch(name):
         raise ValueError(f"invalid response header name {name!r}")
     if not _FIELD_VALUE.fullmatch(value):
@@ -60,7 +63,7 @@ def response_head(status: int, content_type: str | None, headers: object,
     if headers:
         lines = []
         for name, value in headers.items():  # type: ignore[attr-defined]
-            _check_field(name, value)
+            check_field(name, value)
             lower = name.lower()
             if lower in _SERVER_FIELDS:
                 continue

@@ -103,7 +103,7 @@ class Server(BodyDecisions):
                             f"handle(request) method, as a corofw Router does")
         self.app = app
         self._app_accepts = getattr(app, "accepts", None)
-        self._body_limits: tuple[Limits, bool, int] | None = None  # see _parser_limits
+        self._body_limits: tuple[Limits, int] | None = None  # see _parser_limits
         self._streaming = False  # whether some route reads its body as it arrives
         self.config = config or ServerConfig()
         self.connections: set[Connection] = set()
@@ -234,7 +234,8 @@ class Server(BodyDecisions):
         who = format_client(conn.client)
         task.name = f"connection {who}"
         deadline = conn.deadline = Deadline(task)
-        limits, streaming, check_above = self._body_limits or self._parser_limits()
+        limits, check_above = self._body_limits or self._parser_limits()
+        streaming = self._streaming
         conn.parser = RequestParser(limits, conn.client)
         read_trap = read_wait(conn.sock.fd)
         handle = self.app.handle

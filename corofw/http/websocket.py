@@ -148,7 +148,7 @@ class ClientWebSocket:
     def _send_event(self, event: Any) -> Coro[None]:
         if self._sock is None or self._conn.state is not ConnectionState.OPEN:
             raise self._closed_error()
-        if not self._in_read:
+        if not self._in_read and _monotonic() - self._pumped >= _PUMP_EVERY:
             yield from self._pump()
             if self._sock is None or self._conn.state is not ConnectionState.OPEN:
                 raise self._closed_error()
@@ -254,14 +254,11 @@ class ClientWebSocket:
             yield from self._closed_by_peer(event)
 
     def _pump(self) -> Coro[None]:
-        """Between sends of a handler that never receives: at most every
-        ``_PUMP_EVERY`` seconds, take what has arrived without waiting, so
-        that pings are answered and a close is seen. Not while another task
-        is reading (it handles them)."""
-        now = _monotonic()
-        if self._in_read or now - self._pumped < _PUMP_EVERY:
-            return
-        self._pumped = now
+        """Between sends of a handler that never receives (called at most
+        every ``_PUMP_EVERY`` seconds, and not while another task reads,
+        which handles them): take what has arrived without waiting, so that
+        pings are answered and a close is seen."""
+        self._pumped = _monotonic()
         sock = self._sock
         assert sock is not None
         try:

@@ -30,7 +30,6 @@ the connection goes on speaking HTTP.
 from __future__ import annotations
 
 import logging
-import re
 from types import GeneratorType
 from typing import Any
 
@@ -44,7 +43,7 @@ from .client_errors import ClientError, WebSocketClosed, WebSocketError
 from .connection import send
 from .headers import Headers
 from .messages import Request, _ResponseHeaders
-from .serialize import error_response
+from .serialize import check_field, error_response
 from .timeouts import Timeout
 from .websocket import CLOSE_TIMEOUT, ClientWebSocket
 
@@ -52,8 +51,6 @@ log = logging.getLogger("corofw.websocket")
 
 #: how long a close frame sent on shutdown or after an error may take
 _PARTING_SECONDS = 1.0
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # Latin-1 text, no line breaks
 _NOT_IN_A_101 = frozenset({"content-length", "transfer-encoding", "content-encoding",
                            "content-type", "vary"})
 
@@ -164,9 +161,7 @@ def _head(upgrade: WebSocketUpgrade, echo: bytes = b"") -> bytes:
         for name, value in upgrade.headers.items():
             if name.lower() in taken:
                 continue
-            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-                raise ValueError(f"a header middleware added cannot be sent: {name!r}: "
-                                 f"{value!r}")
+            check_field(name, value)
             head += f"{name}: {value}\r\n".encode("latin-1")
     return head + b"\r\n"
 
