@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 MATRIX_STAMP := $(VENV)/.installed-matrix
 DIST_STAMP := $(VENV)/.installed-dist
 
-.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-ws bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
+.PHONY: install test test-all typecheck dist lint bench bench-kernel bench-http bench-fanout bench-ws bench-files bench-hardening nginx demo fuzz docs clean redis bench-redis postgres tfb-db bench-db
 .PHONY: board chromium iproute2
 
 $(STAMP): pyproject.toml
@@ -68,6 +68,12 @@ bench-fanout: $(BENCH_STAMP)
 
 bench-ws: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/ws_bench.py
+
+# A 1 MiB static file (corofw, aiohttp, nginx) and a 200 MiB upload (corofw,
+# aiohttp); nginx is installed if it can be, and left out of the run if not.
+bench-files: $(BENCH_STAMP)
+	-$(MAKE) --no-print-directory nginx
+	$(BIN)/python benchmarks/files_bench.py
 
 bench-hardening: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/hardening_bench.py
