@@ -30,6 +30,7 @@ import hashlib
 import http.client
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -53,6 +54,7 @@ from bench_util import (
     now_utc,
     proc_stats,
     raise_fd_limit,
+    run_queue_seconds,
     write_section,
     wrk,
 )
@@ -152,6 +154,12 @@ def check_file(port: int, digest: str) -> None:
         raise RuntimeError("GET answered the wrong bytes")
 
 
+def children_cpu() -> float:
+    """CPU seconds used by this process's children that have ended (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_static(names: list[str], rounds: int, seconds: float, directory: str, digest: str,
                work: str) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = defaultdict(list)
@@ -163,9 +171,12 @@ def run_static(names: list[str], rounds: int, seconds: float, directory: str, di
                 url = f"http://127.0.0.1:{port}/static/{FILE_NAME}"
                 wrk(url, CONNECTIONS, 1, LOAD_CPU)  # warm up
                 load = os.getloadavg()[0]
-                cpu_before = proc_stats(service.pid)[0]
+                cpu_before, wrk_before = proc_stats(service.pid)[0], children_cpu()
+                waited = run_queue_seconds(service.pid)
                 result = wrk(url, CONNECTIONS, seconds, LOAD_CPU)
+                result["waited"] = (run_queue_seconds(service.pid) - waited) / seconds
                 result["server_cpu"] = (proc_stats(service.pid)[0] - cpu_before) / seconds
+                result["wrk_cpu"] = (children_cpu() - wrk_before) / seconds
                 result["load"] = load
                 check_file(port, digest)
             if result["errors"] or result["non2xx"]:
@@ -174,7 +185,9 @@ def run_static(names: list[str], rounds: int, seconds: float, directory: str, di
             results[name].append(result)
             print(f"static round {round_no + 1}: {name:8} {result['rps']:9,.0f} req/s  "
                   f"{result['rps'] * FILE_SIZE / MIB:8,.0f} MiB/s  p99 {result['p99']:6.1f} ms  "
-                  f"server CPU {result['server_cpu']:.0%}  load {load:.2f}", flush=True)
+                  f"server CPU {result['server_cpu']:.0%}  wrk CPU {result['wrk_cpu']:.0%}  "
+                  f"server waited for a CPU {result['waited']:.0%}  "
+                  f"load {load:.2f}", flush=True)
     return results
 
 
@@ -291,7 +304,7 @@ def run_upload(names: list[str], rounds: int, size: int, directory: str,
                 load = os.getloadavg()[0]
                 before = status_kib(pid, "VmRSS")
                 hwm_reset = reset_peak(pid)
-                cpu_before = proc_stats(pid)[0]
+                cpu_before, waited = proc_stats(pid)[0], run_queue_seconds(pid)
                 sampler = RssSampler(pid)
                 sampler.start()
                 try:
@@ -300,6 +313,7 @@ def run_upload(names: list[str], rounds: int, size: int, directory: str,
                     sampler.stopped.set()
                     sampler.join()
                 cpu = proc_stats(pid)[0] - cpu_before
+                waited = run_queue_seconds(pid) - waited
                 peak = status_kib(pid, "VmHWM") if hwm_reset else sampler.peak
                 after = status_kib(pid, "VmRSS")
             if answer.get("file") != size:
@@ -307,12 +321,13 @@ def run_upload(names: list[str], rounds: int, size: int, directory: str,
             result = {"mibps": size / MIB / elapsed, "seconds": elapsed, "before": before,
                       "peak": max(peak, sampler.peak), "sampled": sampler.peak, "after": after,
                       "growth": max(peak, sampler.peak) - before, "server_cpu": cpu / elapsed,
-                      "load": load, "hwm": float(hwm_reset)}
+                      "waited": waited / elapsed, "load": load, "hwm": float(hwm_reset)}
             results[name].append(result)
             print(f"upload round {round_no + 1}: {name:8} {result['mibps']:7,.0f} MiB/s  "
                   f"RSS {before / MIB:.1f} MiB before, peak {result['peak'] / MIB:.1f} MiB "
                   f"(+{result['growth'] / MIB:.1f}; sampled peak {sampler.peak / MIB:.1f}), "
                   f"{after / MIB:.1f} after  server CPU {result['server_cpu']:.0%}  "
+                  f"server waited for a CPU {result['waited']:.0%}  "
                   f"load {load:.2f}", flush=True)
     return results
 
@@ -322,8 +337,9 @@ def run_upload(names: list[str], rounds: int, size: int, directory: str,
 
 def static_table(results: dict[str, list[dict]]) -> str:
     lines = ["| server | req/s | MiB/s | p50 (ms) | p99 (ms) | server CPU (of its core) "
-             "| server CPU per request (µs) | load (1 min) | corofw ÷ server | every round (req/s) |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+             "| server CPU per request (µs) | wrk CPU (of its core) | server waited for a CPU "
+             "| load (1 min) | corofw ÷ server | every round (req/s) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     base = median([r["rps"] for r in results["corofw"]]) if "corofw" in results else None
     for name, runs in results.items():
         rps = median([r["rps"] for r in runs])
@@ -332,6 +348,8 @@ def static_table(results: dict[str, list[dict]]) -> str:
                      f"| {median([r['p50'] for r in runs]):.1f} | {median([r['p99'] for r in runs]):.1f} "
                      f"| {median([r['server_cpu'] for r in runs]):.0%} "
                      f"| {median([r['server_cpu'] / r['rps'] * 1e6 for r in runs]):,.0f} "
+                     f"| {median([r['wrk_cpu'] for r in runs]):.0%} "
+                     f"| {median([r['waited'] for r in runs]):.0%} "
                      f"| {median([r['load'] for r in runs]):.2f} | {ratio} "
                      f"| {', '.join(format(r['rps'], ',.0f') for r in runs)} |")
     return "\n".join(lines)
@@ -339,8 +357,8 @@ def static_table(results: dict[str, list[dict]]) -> str:
 
 def upload_table(results: dict[str, list[dict]]) -> str:
     lines = ["| server | MiB/s | seconds | RSS before | peak RSS | peak growth | server CPU (of its core) "
-             "| load (1 min) | every round (MiB/s; growth MiB) |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+             "| server waited for a CPU | load (1 min) | every round (MiB/s; growth MiB) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for name, runs in results.items():
         lines.append(
             f"| {name} | {median([r['mibps'] for r in runs]):,.0f} "
@@ -349,6 +367,7 @@ def upload_table(results: dict[str, list[dict]]) -> str:
             f"| {median([r['peak'] for r in runs]) / MIB:.1f} MiB "
             f"| {median([r['growth'] for r in runs]) / MIB:.1f} MiB "
             f"| {median([r['server_cpu'] for r in runs]):.0%} "
+            f"| {median([r['waited'] for r in runs]):.0%} "
             f"| {median([r['load'] for r in runs]):.2f} "
             f"| {', '.join(format(r['mibps'], ',.0f') + '; ' + format(r['growth'] / MIB, '.1f') for r in runs)} |")
     return "\n".join(lines)
@@ -439,7 +458,7 @@ def main() -> None:
 - Command: `make bench-files` (`.venv/bin/python benchmarks/files_bench.py{' ' + options if options else ''}`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}; {nginx_version}. Load average (1/5/15 min) before / after: {before} / {load_average()}; the "load" columns are the 1-minute load average just before each measured run (2 cores: above 2 means other work was queued for the CPUs).
 - Servers, each one process pinned to CPU {SERVER_CPU} (`taskset`), started afresh for every round: corofw `python -m corofw run benchmarks.peers.corofw_files:routes --no-access-log` (`routes.static`, sent with `os.sendfile`; the upload route `stream_body=True` reading `request.form()`, whose file part spools to a temporary file past 1 MiB); aiohttp (`benchmarks/peers/aiohttp_files.py`, `web.run_app`, access log off: `web.FileResponse`, which uses `sendfile`; `request.multipart()` with each file part read by `read_chunk(65536)` into a `tempfile.TemporaryFile`); nginx with one worker, `sendfile on`, `tcp_nopush on`, keep-alive with no request cap, `access_log off` (static file only).
-- Static: a 1 MiB file of random bytes in a temporary directory; one GET to each server is checked (status, `Content-Length`, SHA-256) before and after the load; a 1 s wrk warm-up, then `taskset -c {LOAD_CPU} wrk -t1 -c{CONNECTIONS} -d{seconds:g}s` (keep-alive); {rounds} rounds with the servers interleaved; MiB/s is req/s × 1 MiB (bodies only). "Server CPU" is the server's user + system time over the counted seconds (its whole process tree for nginx), and per request that time divided by the requests served (kernel time in `sendfile` included).
+- Static: a 1 MiB file of random bytes in a temporary directory; one GET to each server is checked (status, `Content-Length`, SHA-256) before and after the load; a 1 s wrk warm-up, then `taskset -c {LOAD_CPU} wrk -t1 -c{CONNECTIONS} -d{seconds:g}s` (keep-alive); {rounds} rounds with the servers interleaved; MiB/s is req/s × 1 MiB (bodies only). "Server CPU" is the server's user + system time over the counted seconds (its whole process tree for nginx), and per request that time divided by the requests served (kernel time in `sendfile` included); "wrk CPU" is wrk's user + system time over the same seconds (near 100%: the client, not the server, was the limit); "server waited for a CPU" is the time the server's threads were ready to run but queued (`/proc/PID/task/*/schedstat`) over the same seconds: other work on the shared machine holding it back. The 1-minute load average includes this benchmark's own server and wrk.
 - Upload: this script, pinned to CPU {LOAD_CPU}, sends one `POST /upload` with `Content-Length` and a `multipart/form-data` body holding one {UPLOAD_SIZE >> 20} MiB file part, from a generator over one 1 MiB random block (256 KiB `sendall`s on a raw socket); the answer must give the part's size as sent. Before it, a {WARM_UP_UPLOAD >> 20} MiB warm-up upload on the same server, then 0.5 s idle. RSS before = VmRSS just before the upload; peak = VmHWM after the upload, reset with `/proc/PID/clear_refs` just before (and never below the highest VmRSS sampled every 5 ms); growth = peak − before. Throughput = {UPLOAD_SIZE >> 20} MiB ÷ the time from the first byte sent to the end of the answer. {upload_rounds} rounds, servers interleaved, medians.
 
 {report}
