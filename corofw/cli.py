@@ -170,6 +170,8 @@ def _opt(name: str, env: str, **kwargs: Any) -> Callable[[_F], _F]:
 @_opt("--request-id-header", "REQUEST_ID_HEADER", default=_CONFIG.request_id_header or "",
       callback=lambda ctx, param, value: _header_name(value),
       help="Header a request's id is taken from and echoed in ('': none).")
+@_opt("--request-costs/--no-request-costs", "REQUEST_COSTS", default=_CONFIG.request_costs,
+      help="Meter each request's time on the loop and its waits (access log, metrics).")
 @_opt("--backlog", "BACKLOG", default=DEFAULT_BACKLOG, type=click.IntRange(1, MAX_BACKLOG))
 @_opt("--keep-alive-timeout", "KEEP_ALIVE_TIMEOUT", default=_CONFIG.keep_alive_timeout,
       type=Seconds(0, inclusive=False), help="Seconds an idle keep-alive connection is kept.")
@@ -302,7 +304,8 @@ def server_config(*, access_log: bool, keep_alive_timeout: float, header_timeout
                   max_connections: int, max_body_size: int, max_header_size: int,
                   max_headers: int, max_request_line: int, watchdog: float,
                   access_log_format: str = "text",
-                  request_id_header: str = "x-request-id") -> ServerConfig:
+                  request_id_header: str = "x-request-id",
+                  request_costs: bool = False) -> ServerConfig:
     """The :class:`ServerConfig` that ``run``'s options describe (a watchdog
     of 0 is off, so is an empty request id header). Raises ``ValueError``,
     naming the setting, for a value the server cannot run with."""
@@ -313,7 +316,8 @@ def server_config(*, access_log: bool, keep_alive_timeout: float, header_timeout
                         send_timeout=send_timeout, graceful_timeout=graceful_timeout,
                         max_connections=max_connections, access_log=access_log,
                         watchdog=watchdog or None, access_log_format=access_log_format,
-                        request_id_header=request_id_header or None)
+                        request_id_header=request_id_header or None,
+                        request_costs=request_costs)
 
 
 def _load_in_worker(spec: str) -> Any:

@@ -64,6 +64,7 @@ class Pool:
     """
 
     tracer: Callable[[str], Any] | None = None
+    wait_label = "postgresql pool"  # what waiting here is called in request costs
 
     def __init__(self, dsn: str = "", min_size: int = 1, max_size: int = 10, *,
                  acquire_timeout: float | None = 10.0, max_lifetime: float = 3600.0,

@@ -31,6 +31,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq.abc import PGconn, PGresult
 
+from ..kernel.costs import label_fd
 from ..kernel.fdwait import forget_fd
 from ..kernel.task import TaskTimeout
 from ..kernel.timeouts import timeout_after
@@ -65,10 +66,11 @@ CLOSE_MESSAGE = pq.version() >= 170000 and hasattr(pq.PGconn, "send_close_prepar
 
 
 def _poll_until_done(poll: Callable[[], int], socket: Callable[[], int],
-                     failed: Callable[[], str]) -> Coro[None]:
+                     failed: Callable[[], str],
+                     label: Callable[[], str] | None = None) -> Coro[None]:
     """Drive a libpq ``*_poll`` function to the end: wait for the direction
     it asks for, forget the fd (the next poll may close it and open
-    another), poll again."""
+    another), poll again. ``label`` names the waits in request costs."""
     while True:
         status = poll()
         if status == _POLL_OK:
@@ -76,6 +78,8 @@ def _poll_until_done(poll: Callable[[], int], socket: Callable[[], int],
         if status == _POLL_FAILED:
             raise ConnectError(failed())
         fd = socket()
+        if label is not None:
+            label_fd(fd, label())
         try:
             yield read_wait(fd) if status == _POLL_READING else write_wait(fd)
         finally:
@@ -95,7 +99,8 @@ def open_pgconn(conninfo: str) -> Coro[PGconn]:
     try:
         if pgconn.status == _BAD:
             raise ConnectError(reason())
-        yield from _poll_until_done(pgconn.connect_poll, lambda: pgconn.socket, reason)
+        yield from _poll_until_done(pgconn.connect_poll, lambda: pgconn.socket, reason,
+                                    lambda: f"postgresql {_where(pgconn)}")
         pgconn.nonblocking = 1
     except BaseException:
         pgconn.finish()
@@ -201,6 +206,7 @@ class Wire:
     def __init__(self, pgconn: PGconn) -> None:
         self.pgconn = pgconn
         self.fd = pgconn.socket
+        label_fd(self.fd, f"postgresql {_where(pgconn)}")
         self.notifications: deque[Notification] = deque()
         self.listening = False
         self.fatal: str | None = None  # a FATAL error the server sent while we were idle
@@ -356,3 +362,10 @@ def describe(pgconn: Any) -> str:
         return f"{host}:{pgconn.port.decode()}/{pgconn.db.decode()}"
     except Exception:
         return "?"
+
+
+def _where(pgconn: PGconn) -> str:
+    """``host:port`` of ``pgconn``, for request costs."""
+    host, port = pgconn.host, pgconn.port
+    return (f"{host.decode('utf-8', 'replace') if host else ''}:"
+            f"{port.decode('utf-8', 'replace') if port else ''}")

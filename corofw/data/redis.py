@@ -242,7 +242,8 @@ class Redis(Commands[Coro[Any]]):
     def _open_socket(self) -> Coro[Socket]:
         try:
             if self.unix_socket is None:
-                return (yield from open_connection(self.host, self.port))
+                return (yield from open_connection(self.host, self.port,
+                                                   label=f"redis {self.address}"))
             sock = Socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
             try:
                 yield from sock.connect(self.unix_socket)

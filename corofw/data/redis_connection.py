@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..kernel.context import current_kernel
+from ..kernel.costs import label_fd
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled, Task, WaitQueue
 from ..kernel.traps import TASK, Coro, park, read_wait
@@ -57,6 +58,7 @@ class Connection:
         self.reader = reader
         self.deadline: Deadline | None = None
         self.address = address
+        label_fd(self.fd, f"redis {address}")
 
     def __repr__(self) -> str:
         return f"<redis Connection to {self.address} fd={self.sock.fd}>"
@@ -182,6 +184,8 @@ class ConnectionPool:
     """Up to ``max_size`` connections made by ``connect`` (a coroutine
     function); a caller waits at most ``timeout`` seconds (None: no limit)
     for one to be free, then gets :class:`RedisPoolTimeout`."""
+
+    wait_label = "redis pool"  # what waiting here is called in request costs
 
     def __init__(self, connect: Callable[[], Coro[Connection]], max_size: int = 64,
                  timeout: float | None = 5.0) -> None:

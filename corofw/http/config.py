@@ -38,6 +38,9 @@ class ServerConfig:
     ``request_id_header``: the request header a request's id is taken from
     (when valid) and the response header it is echoed in; None takes no id
     from clients and echoes none (ids are then always made by the server).
+    ``request_costs``: meter what each request costs (the time its tasks
+    run on the loop and what they wait on, see :mod:`corofw.kernel.costs`),
+    for ``request.cost``, the access log and the metrics.
     """
 
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
@@ -51,6 +54,7 @@ class ServerConfig:
     access_log_format: str = "text"  # "text" (nginx-like) or "json" (one object per line)
     request_id_header: str | None = "x-request-id"  # None: take no id from clients, echo none
     watchdog: float | None = 0.1  # blocked-loop warning threshold in seconds; None: off
+    request_costs: bool = False
 
     def __post_init__(self) -> None:
         """Refuse values the server cannot run with (NaN, infinity, negative

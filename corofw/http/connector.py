@@ -21,6 +21,7 @@ import errno
 import socket
 import ssl
 
+from ..kernel.costs import label_fd
 from ..kernel.traps import Coro
 from ..net import Socket, open_connection, wrap_client
 from .client_errors import ConnectError, ConnectionRefused, DNSError, ProxyError, TLSError
@@ -72,9 +73,12 @@ class Connector:
         if (context is not None or tunnel) and self.proxies is not None:
             proxy = self.proxies.route(scheme, host, port)
             if proxy is not None:
-                return (yield from self._through(proxy, host, port, context, url))
+                sock = yield from self._through(proxy, host, port, context, url)
+                label_fd(sock.fd, f"upstream {host}:{port}")
+                return sock
         try:
-            return (yield from open_connection(host, port, ssl=context))
+            return (yield from open_connection(host, port, ssl=context,
+                                               label=f"upstream {host}:{port}"))
         except OSError as exc:  # ssl.SSLError and socket.gaierror included
             error = connect_error(exc, host, port, url)
             proxies = self.proxies
@@ -88,7 +92,8 @@ class Connector:
         TLS over it when there is a ``context``."""
         _, proxy_host, proxy_port = proxy.key
         try:
-            sock = yield from open_connection(proxy_host, proxy_port)
+            sock = yield from open_connection(proxy_host, proxy_port,
+                                              label=f"upstream {host}:{port}")
         except OSError as exc:
             error = connect_error(exc, proxy_host, proxy_port, url)
             raise type(error)(f"proxy {proxy.url}: {error.message}", url) from None

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qsl, quote, unquote
 
+from ..kernel.costs import Cost
 from ..kernel.traps import Coro
 from .charsets import content_type_charset, text_codec
 from .cookies import EPOCH, format_set_cookie, parse_cookie_header
@@ -57,7 +58,7 @@ class Request:
     # at its cookies pays nothing for them
     __slots__ = ("method", "target", "path", "query_string", "version", "headers", "body",
                  "client", "keep_alive", "path_params", "route", "_query", "_state",
-                 "_cookies", "_id", "_stream")
+                 "_cookies", "_id", "_stream", "_cost")
     _cookies: MultiDict[str]
 
     def __init__(self, method: str, target: str, path: str | None = None,
@@ -83,6 +84,7 @@ class Request:
         # what makes its id on first use (a server sets its own), then the id
         self._id: str | int | RequestIds = DEFAULT_IDS
         self._stream: Any = None  # a streamed body's reader (request_stream.BodyStream)
+        self._cost: Cost | None = None  # set by a server with request costs on
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target}>"
@@ -109,6 +111,13 @@ class Request:
         cookies = MultiDict(parse_cookie_header("; ".join(headers)) if headers else ())
         self._cookies = cookies
         return cookies
+
+    @property
+    def cost(self) -> Cost | None:
+        """What answering this request has cost so far (its
+        :class:`~corofw.kernel.costs.Cost`: ``cpu`` and ``waits()``), when
+        the server runs with request costs on; otherwise None."""
+        return self._cost
 
     @property
     def id(self) -> str:

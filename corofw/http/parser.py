@@ -63,6 +63,7 @@ def _new_request(parts: tuple[Any, ...], client: object) -> Request:
     request._query = None
     request._state = None
     request._stream = None
+    request._cost = None
     return request
 
 

@@ -82,6 +82,8 @@ class Pool:
     the total), ``max_idle_per_host`` kept for reuse, each for at most
     ``idle_timeout`` seconds."""
 
+    wait_label = "upstream pool"  # what waiting here is called in request costs
+
     def __init__(self, max_connections: int = 100, max_per_host: int | None = None,
                  max_idle_per_host: int = 100, idle_timeout: float = 30.0) -> None:
         self.max_connections = max_connections

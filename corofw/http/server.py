@@ -34,6 +34,7 @@ from ..kernel import (
     sleep,
     spawn,
 )
+from ..kernel.costs import CURRENT_COST, Cost, start_metering
 from ..kernel.deadline import Deadline
 from ..kernel.traps import RESCHEDULE, Coro, read_wait
 from ..net import Socket
@@ -121,13 +122,16 @@ class Server(BodyDecisions):
         self._started = False
         self.access = AccessLog(self.config.access_log_format,
                                 RequestIds(self.config.request_id_header,
-                                           always=self.config.access_log))
+                                           always=self.config.access_log),
+                                costs=self.config.request_costs)
 
     # -- accepting -----------------------------------------------------------
 
     def accept_loop(self, listener: Socket) -> Coro[None]:
         """Accept connections until :meth:`shutdown` closes ``listener``."""
         self._kernel = current_kernel()
+        if self.config.request_costs:
+            start_metering()
         self._listeners.append(listener)
         sock = listener.sock
         fd = listener.fd
@@ -244,6 +248,8 @@ class Server(BodyDecisions):
         access = self.access if self.config.access_log else None
         ids = self.access.ids
         echo = ids.echo if ids.header is not None else None
+        costs = self.config.request_costs
+        cost = None
         try:
             deadline.set(self.config.keep_alive_timeout, "keep-alive idle")
             while True:
@@ -275,6 +281,9 @@ class Server(BodyDecisions):
                     yield _YIELD_TRAP
                 task.context = request  # what the task dump and watchdog report
                 request._id = ids
+                if costs:
+                    cost = request._cost = Cost(kernel.clock, conn.sock.fd)
+                    CURRENT_COST.set(cost)  # and so in every task spawned for it
                 if access is not None:
                     conn.started = kernel.tick_started
                 try:
@@ -309,6 +318,10 @@ class Server(BodyDecisions):
                     if request._state is not None:  # request.background() may have been used
                         self.background.start_for(request)
                 task.context = None
+                if cost is not None:
+                    cost.end()
+                    cost = None
+                    CURRENT_COST.set(None)
                 if conn.watching:
                     self._unwatch(conn)
                 if not keep_alive:
@@ -432,8 +445,9 @@ class Server(BodyDecisions):
         if not conn.watching:
             conn.watch = None
         elif conn.watching == conn.timed:
-            conn.watch = self._kernel.spawn(watch_client(conn, conn.task), "client watcher",
-                                            conn.task)
+            watcher = conn.watch = self._kernel.spawn(watch_client(conn, conn.task),
+                                                      "client watcher", conn.task)
+            watcher._vars.run(CURRENT_COST.set, None)  # its waits are not the request's
         else:
             conn.timed = conn.watching
             conn.watch = self._kernel.add_timer(_WATCH_AFTER, self._watch_due, conn)

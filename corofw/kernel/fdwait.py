@@ -60,6 +60,7 @@ class FdWaits:
     _fds: dict[int, FdWaiters]
     _wake_fd: int
     _io_waiters: int
+    fd_labels: dict[int, str]
     reschedule_error: Callable[[Task, BaseException], None]
 
     def _waiters_of(self, fd: int, owner: Any) -> FdWaiters:
@@ -229,6 +230,7 @@ class FdWaits:
         return new.poll
 
     def _forget_fd(self, fd: int) -> None:
+        self.fd_labels.pop(fd, None)
         waiters = self._fds.pop(fd, None)
         if waiters is None:
             return

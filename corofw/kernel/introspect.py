@@ -15,6 +15,7 @@ from typing import Any
 
 from . import traps
 from .context import current_kernel
+from .costs import CURRENT_COST
 
 
 def coro_frames(coro: Any) -> list[tuple[str, int, str]]:
@@ -60,8 +61,14 @@ def describe_wait(task: Any, now: float) -> str:
 
 def task_info(task: Any, now: float) -> dict[str, Any]:
     """One task as plain data: id, name, what it serves (context), parent,
-    age, wait, deadlines, pending cancellation and frames."""
+    age, wait, deadlines, pending cancellation, frames, and the cost so far
+    of the work it serves (on the task that began it, with request costs
+    on)."""
     cancellation = task._cancellation
+    cost = task._vars.get(CURRENT_COST)
+    if cost is not None and (cost.ended is not None or task.parent is not None
+                             and task.parent._vars.get(CURRENT_COST) is cost):
+        cost = None
     return {
         "id": task.id,
         "name": task.name,
@@ -74,6 +81,7 @@ def task_info(task: Any, now: float) -> dict[str, Any]:
         "pending_cancel": repr(cancellation.pending) if cancellation and cancellation.pending
         else None,
         "frames": coro_frames(task.coro),
+        "cost": None if cost is None else cost.describe(),
     }
 
 
@@ -158,6 +166,8 @@ def format_tasks(kernel: Any = None) -> str:
             lines.append(f"{pad}    deadline {deadline}")
         if info["pending_cancel"]:
             lines.append(f"{pad}    cancel pending: {info['pending_cancel']}")
+        if info["cost"]:
+            lines.append(f"{pad}    cost so far: {info['cost']}")
         for filename, line, function in info["frames"]:
             source = linecache.getline(filename, line).strip()
             lines.append(f"{pad}    {filename}:{line} in {function}"

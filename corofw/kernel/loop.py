@@ -41,6 +41,7 @@ from typing import Any
 
 from . import context, traps
 from .cancel import Cancellation
+from .costs import CURRENT_COST
 from .fdwait import FdWaiters, FdWaits
 from .interrupts import SignalRouting, abandon
 from .introspect import any_task_alive, format_tasks, kernel_stats, live_tasks
@@ -94,6 +95,8 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         self._cpu_clock: int | None = None
         self._cpu_started = 0.0
         self._io_waiters = 0
+        self.fd_labels: dict[int, str] = {}  # see costs.label_fd
+        self.metering = False  # see costs.start_metering
         self._ready: deque[Task] = deque()
         self._fds: dict[int, FdWaiters] = {}
         self._thread_jobs: set[ThreadJob] = set()
@@ -226,6 +229,7 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         throw: Any = GeneratorType.throw
         while True:
             self.ticks += 1
+            metering = self.metering
             n = len(ready)
             self.steps += n
             while n:
@@ -241,6 +245,10 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                     task._error = None
                 coro = task.coro
                 variables = task._vars  # each step runs in the task's own context
+                if metering:
+                    cost = variables.get(CURRENT_COST)
+                    if cost is not None:
+                        cost.resumed(task, clock())
                 while True:
                     try:
                         if exc is None:
@@ -273,6 +281,10 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                         if cancellation is not None and cancellation.pending is not None:
                             self._deliver_pending(task)  # see cancel.py
                         break
+                if metering:
+                    cost = variables.get(CURRENT_COST)
+                    if cost is not None:
+                        cost.parked(task, clock())
             self.current = None
             if finished():
                 break

@@ -39,6 +39,7 @@ from typing import Any
 from ..http.client import Client
 from ..http.messages import Request, Response
 from ..kernel import Cancelled, Coro, current_kernel, sleep
+from ..kernel.costs import Cost
 from .metrics_files import ENV_DIRECTORY, SnapshotFiles
 from .metrics_text import render
 from .router import Router
@@ -64,9 +65,11 @@ class RouteSeries:
     """What one route and method recorded: their labels ``route`` (the
     pattern, "" for no route) and ``method``, ``in_flight`` requests now,
     answers by ``statuses`` (int status -> count), latency ``buckets``
-    (not cumulative; the last is ``+Inf``) and their ``sum`` in seconds."""
+    (not cumulative; the last is ``+Inf``) and their ``sum`` in seconds;
+    with request costs on, the seconds its requests ran on the loop
+    (``cpu``) and waited, by what they waited on (``waits``)."""
 
-    __slots__ = ("route", "method", "in_flight", "statuses", "buckets", "sum")
+    __slots__ = ("route", "method", "in_flight", "statuses", "buckets", "sum", "cpu", "waits")
 
     def __init__(self, route: str, method: str, size: int) -> None:
         self.route = route
@@ -75,6 +78,15 @@ class RouteSeries:
         self.statuses: dict[int, int] = {}
         self.buckets = [0] * size
         self.sum = 0.0
+        self.cpu = 0.0
+        self.waits: dict[str, float] = {}
+
+    def add_cost(self, cost: Cost) -> None:
+        """Count what one request cost (up to its response)."""
+        self.cpu += cost.cpu
+        waits = self.waits
+        for name, seconds in cost.waits().items():
+            waits[name] = waits.get(name, 0.0) + seconds
 
 
 class UpstreamSeries:
@@ -182,6 +194,8 @@ class Metrics:
             statuses = series.statuses
             status = response.status
             statuses[status] = statuses.get(status, 0) + 1
+            if request._cost is not None:
+                series.add_cost(request._cost)
             if ended > self._write_due:
                 self._write_soon()
             return response
@@ -204,6 +218,8 @@ class Metrics:
         series.buckets[bisect_left(self.bounds, elapsed)] += 1
         series.sum += elapsed
         series.statuses[status] = series.statuses.get(status, 0) + 1
+        if request._cost is not None:
+            series.add_cost(request._cost)
         if ended > self._write_due:
             self._write_soon()
 
@@ -245,15 +261,20 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         """This process's numbers as plain data (what a worker writes to the
-        shared directory): ``routes``, ``upstreams`` and ``kernel``."""
+        shared directory): ``routes``, ``upstreams``, ``costs`` (with request
+        costs on) and ``kernel``."""
         routes = [[s.route, s.method, s.in_flight,
                    {str(status): n for status, n in s.statuses.items()}, list(s.buckets), s.sum]
                   for by_method in self._routes.values() for s in by_method.values()]
         upstreams = [[host, s.calls, dict(s.errors), list(s.buckets), s.sum]
                      for host, s in self._upstreams.items()]
+        costs = [[s.route, s.method, s.cpu, dict(s.waits)]
+                 for by_method in self._routes.values() for s in by_method.values()
+                 if s.cpu or s.waits]
         return {"pid": os.getpid(), "bounds": list(self.bounds),
                 "upstream_bounds": list(self.upstream_bounds),
-                "routes": routes, "upstreams": upstreams, "kernel": self._kernel_numbers()}
+                "routes": routes, "upstreams": upstreams, "costs": costs,
+                "kernel": self._kernel_numbers()}
 
     def write(self) -> None:
         """Write this worker's snapshot to the shared directory now (a

@@ -41,6 +41,8 @@ def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[fl
     calls: dict[tuple[str, ...], float] = {}
     errors: dict[tuple[str, ...], float] = {}
     call_latency: dict[tuple[str, ...], list[Any]] = {}
+    cpu: dict[tuple[str, ...], float] = {}
+    waits: dict[tuple[str, ...], float] = {}
     kernel: dict[str, list[tuple[tuple[str, ...], float]]] = {}
     for snap in snapshots:
         alive = snap.get("alive", True)
@@ -53,6 +55,10 @@ def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[fl
                 _add(in_flight, key, flying)
             if same_routes:
                 _add_histogram(latency, key, buckets, total)
+        for route, method, seconds, by_wait in snap.get("costs", ()):
+            _add(cpu, (route, method), seconds)
+            for name, waited in by_wait.items():
+                _add(waits, (route, method, name), waited)
         same_calls = list(snap["upstream_bounds"]) == list(upstream_bounds)
         for host, n, kinds, buckets, total in snap["upstreams"]:
             _add(calls, (host,), n)
@@ -76,6 +82,13 @@ def render(namespace: str, bounds: Sequence[float], upstream_bounds: Sequence[fl
     _family(out, prefix + "http_requests_in_flight", "gauge",
             "Requests being handled now, by route pattern and method.",
             ("route", "method"), in_flight.items())
+    if cpu:  # only with request costs on
+        _family(out, prefix + "http_request_cpu_seconds_total", "counter",
+                "Time requests ran on the loop, by route pattern and method.",
+                ("route", "method"), cpu.items())
+        _family(out, prefix + "http_request_wait_seconds_total", "counter",
+                "Time requests waited, by route pattern, method and what they waited on.",
+                ("route", "method", "on"), waits.items())
     _family(out, prefix + "upstream_requests_total", "counter",
             "Outbound calls made, by upstream host.", ("host",), calls.items())
     _family(out, prefix + "upstream_errors_total", "counter",
