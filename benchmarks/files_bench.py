@@ -386,6 +386,13 @@ def targets(static: dict, upload: dict) -> str:
                 ratio = mine / median([r["rps"] for r in static[name]])
                 lines.append(f"| 1 MiB static file, 64 connections: ≥ {wanted:g}× {name} "
                              f"| {ratio:.2f}× | {verdict(ratio >= wanted)} |")
+        mine_cost = median([r["server_cpu"] / r["rps"] for r in static["corofw"]])
+        for name in ("aiohttp", "nginx"):
+            if name in static:
+                cost = median([r["server_cpu"] / r["rps"] for r in static[name]])
+                lines.append(f"| (beside it) server CPU per request, {name}'s ÷ corofw's "
+                             f"| {cost * 1e6:,.0f} µs ÷ {mine_cost * 1e6:,.0f} µs = "
+                             f"{cost / mine_cost:.2f}× | reported |")
     if "corofw" in upload:
         growth = median([r["growth"] for r in upload["corofw"]])
         worst = max(r["growth"] for r in upload["corofw"])
@@ -408,7 +415,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="", help="servers, comma-separated")
     parser.add_argument("--parts", default="static,upload")
-    parser.add_argument("--rounds", type=int, default=None, help="static rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=None, help="static rounds (default 7)")
     parser.add_argument("--upload-rounds", type=int, default=None, help="(default 3)")
     parser.add_argument("--seconds", type=float, default=None)
     args = parser.parse_args()
@@ -416,7 +423,7 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})
     raise_fd_limit(4096)
     parts = args.parts.split(",")
-    rounds = args.rounds or (1 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 7)
     upload_rounds = args.upload_rounds or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     work = tempfile.mkdtemp(prefix="files-bench-")
