@@ -320,7 +320,7 @@ def run_upload(names: list[str], rounds: int, size: int, directory: str,
                 raise RuntimeError(f"{name}: the upload answered {answer}, not {size} bytes")
             result = {"mibps": size / MIB / elapsed, "seconds": elapsed, "before": before,
                       "peak": max(peak, sampler.peak), "sampled": sampler.peak, "after": after,
-                      "growth": max(peak, sampler.peak) - before, "server_cpu": cpu / elapsed,
+                      "growth": max(peak, sampler.peak) - before, "server_cpu": cpu / elapsed, "cpu_per_mib": cpu / (size / MIB),
                       "waited": waited / elapsed, "load": load, "hwm": float(hwm_reset)}
             results[name].append(result)
             print(f"upload round {round_no + 1}: {name:8} {result['mibps']:7,.0f} MiB/s  "
@@ -357,8 +357,9 @@ def static_table(results: dict[str, list[dict]]) -> str:
 
 def upload_table(results: dict[str, list[dict]]) -> str:
     lines = ["| server | MiB/s | seconds | RSS before | peak RSS | peak growth | server CPU (of its core) "
-             "| server waited for a CPU | load (1 min) | every round (MiB/s; growth MiB) |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+             "| server CPU per MiB (ms) | server waited for a CPU | load (1 min) "
+             "| every round (MiB/s; growth MiB) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for name, runs in results.items():
         lines.append(
             f"| {name} | {median([r['mibps'] for r in runs]):,.0f} "
@@ -367,6 +368,7 @@ def upload_table(results: dict[str, list[dict]]) -> str:
             f"| {median([r['peak'] for r in runs]) / MIB:.1f} MiB "
             f"| {median([r['growth'] for r in runs]) / MIB:.1f} MiB "
             f"| {median([r['server_cpu'] for r in runs]):.0%} "
+            f"| {median([r['cpu_per_mib'] for r in runs]) * 1e3:.2f} "
             f"| {median([r['waited'] for r in runs]):.0%} "
             f"| {median([r['load'] for r in runs]):.2f} "
             f"| {', '.join(format(r['mibps'], ',.0f') + '; ' + format(r['growth'] / MIB, '.1f') for r in runs)} |")
@@ -403,6 +405,11 @@ def targets(static: dict, upload: dict) -> str:
             theirs = median([r["mibps"] for r in upload["aiohttp"]])
             lines.append(f"| 200 MiB upload: throughput ≥ aiohttp's | {mine:,.0f} vs {theirs:,.0f} "
                          f"MiB/s ({mine / theirs:.2f}×) | {verdict(mine >= theirs)} |")
+            mine_cost = median([r["cpu_per_mib"] for r in upload["corofw"]])
+            cost = median([r["cpu_per_mib"] for r in upload["aiohttp"]])
+            lines.append(f"| (beside it) server CPU per MiB uploaded, aiohttp's ÷ corofw's "
+                         f"| {cost * 1e3:.2f} ms ÷ {mine_cost * 1e3:.2f} ms = {cost / mine_cost:.2f}× "
+                         f"| reported |")
     return "\n".join(lines)
 
 
@@ -416,7 +423,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="servers, comma-separated")
     parser.add_argument("--parts", default="static,upload")
     parser.add_argument("--rounds", type=int, default=None, help="static rounds (default 7)")
-    parser.add_argument("--upload-rounds", type=int, default=None, help="(default 3)")
+    parser.add_argument("--upload-rounds", type=int, default=None, help="(default 5)")
     parser.add_argument("--seconds", type=float, default=None)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, stop_on_signal)  # stop the servers too when stopped
@@ -424,7 +431,7 @@ def main() -> None:
     raise_fd_limit(4096)
     parts = args.parts.split(",")
     rounds = args.rounds or (1 if args.quick else 7)
-    upload_rounds = args.upload_rounds or (1 if args.quick else 3)
+    upload_rounds = args.upload_rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     work = tempfile.mkdtemp(prefix="files-bench-")
     try:
@@ -466,7 +473,7 @@ def main() -> None:
 - Machine: {machine_line()}; {nginx_version}. Load average (1/5/15 min) before / after: {before} / {load_average()}; the "load" columns are the 1-minute load average just before each measured run (2 cores: above 2 means other work was queued for the CPUs).
 - Servers, each one process pinned to CPU {SERVER_CPU} (`taskset`), started afresh for every round: corofw `python -m corofw run benchmarks.peers.corofw_files:routes --no-access-log` (`routes.static`, sent with `os.sendfile`; the upload route `stream_body=True` reading `request.form()`, whose file part spools to a temporary file past 1 MiB); aiohttp (`benchmarks/peers/aiohttp_files.py`, `web.run_app`, access log off: `web.FileResponse`, which uses `sendfile`; `request.multipart()` with each file part read by `read_chunk(65536)` into a `tempfile.TemporaryFile`); nginx with one worker, `sendfile on`, `tcp_nopush on`, keep-alive with no request cap, `access_log off` (static file only).
 - Static: a 1 MiB file of random bytes in a temporary directory; one GET to each server is checked (status, `Content-Length`, SHA-256) before and after the load; a 1 s wrk warm-up, then `taskset -c {LOAD_CPU} wrk -t1 -c{CONNECTIONS} -d{seconds:g}s` (keep-alive); {rounds} rounds with the servers interleaved; MiB/s is req/s × 1 MiB (bodies only). "Server CPU" is the server's user + system time over the counted seconds (its whole process tree for nginx), and per request that time divided by the requests served (kernel time in `sendfile` included); "wrk CPU" is wrk's user + system time over the same seconds (near 100%: the client, not the server, was the limit); "server waited for a CPU" is the time the server's threads were ready to run but queued (`/proc/PID/task/*/schedstat`) over the same seconds: other work on the shared machine holding it back. The 1-minute load average includes this benchmark's own server and wrk.
-- Upload: this script, pinned to CPU {LOAD_CPU}, sends one `POST /upload` with `Content-Length` and a `multipart/form-data` body holding one {UPLOAD_SIZE >> 20} MiB file part, from a generator over one 1 MiB random block (256 KiB `sendall`s on a raw socket); the answer must give the part's size as sent. Before it, a {WARM_UP_UPLOAD >> 20} MiB warm-up upload on the same server, then 0.5 s idle. RSS before = VmRSS just before the upload; peak = VmHWM after the upload, reset with `/proc/PID/clear_refs` just before (and never below the highest VmRSS sampled every 5 ms); growth = peak − before. Throughput = {UPLOAD_SIZE >> 20} MiB ÷ the time from the first byte sent to the end of the answer. {upload_rounds} rounds, servers interleaved, medians.
+- Upload: this script, pinned to CPU {LOAD_CPU}, sends one `POST /upload` with `Content-Length` and a `multipart/form-data` body holding one {UPLOAD_SIZE >> 20} MiB file part, from a generator over one 1 MiB random block (256 KiB `sendall`s on a raw socket); the answer must give the part's size as sent. Before it, a {WARM_UP_UPLOAD >> 20} MiB warm-up upload on the same server, then 0.5 s idle. RSS before = VmRSS just before the upload; peak = VmHWM after the upload, reset with `/proc/PID/clear_refs` just before (and never below the highest VmRSS sampled every 5 ms); growth = peak − before. Throughput = {UPLOAD_SIZE >> 20} MiB ÷ the time from the first byte sent to the end of the answer; server CPU per MiB = the server's user + system time during the upload ÷ {UPLOAD_SIZE >> 20}, which other work on the machine disturbs less than the throughput. {upload_rounds} rounds, servers interleaved, medians.
 
 {report}
 """)
