@@ -188,8 +188,29 @@ class AccessLog:
 
 
 def _text_costs(cost: Cost) -> str:
-    waits = ", ".join(f"{name}={seconds * 1000:.3f}ms" for name, seconds in cost.waits().items())
+    waits = ", ".join(f"{_text_name(name)}={seconds * 1000:.3f}ms"
+                      for name, seconds in cost.waits().items())
     return f'cpu={cost.cpu * 1000:.3f}ms waits="{waits}"'
+
+
+def _text_name(name: str) -> str:
+    """A wait's name as a text line shows it: printable ASCII but for the
+    double quote and the backslash as is, any other character as ``\\xHH``
+    (``\\uHHHH``, ``\\UHHHHHHHH``), as the target's quote and backslash are:
+    a label (a Unix socket's path, a name given to ``label_fd``) can neither
+    end the quoted field, nor the line, nor make it other than ASCII."""
+    if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    return "".join(_text_char(char) for char in name)
+
+
+def _text_char(char: str) -> str:
+    code = ord(char)
+    if " " <= char <= "~" and char not in '"\\':
+        return char
+    if code < 0x100:
+        return f"\\x{code:02X}"
+    return f"\\u{code:04X}" if code < 0x10000 else f"\\U{code:08X}"
 
 
 def _json_costs(cost: Cost) -> str:

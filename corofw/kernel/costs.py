@@ -21,6 +21,10 @@ task runs. What a parked task waits on is named from its trap:
 
 A wait lasts until the task runs again, so time spent in the ready queue
 after the wake-up counts toward what woke it.
+
+A :class:`Cost` made while another is current (say, to measure one part of
+a request) charges that one too while it is current: the outer total still
+counts everything, and the part's waits stay waits.
 """
 
 from __future__ import annotations
@@ -50,11 +54,11 @@ class Cost:
     during which at least one of its tasks waited on it, so ten calls to one
     host that run side by side for 1 s count 1 s, not 10 s. Both include
     what is under way when they are read. After :meth:`end` nothing more is
-    charged.
+    charged. The totals may be read from any task or thread.
     """
 
     __slots__ = ("client_fd", "started", "ended", "_clock", "_cpu", "_since", "_running",
-                 "_waits", "_waiting", "_open")
+                 "_waits", "_waiting", "_open", "_outer")
 
     def __init__(self, clock: Callable[[], float], client_fd: int = -1) -> None:
         self.client_fd = client_fd
@@ -66,6 +70,7 @@ class Cost:
         self._waits: dict[str, float] = {}
         self._waiting: dict[Task, str] = {}
         self._open: dict[str, list[Any]] = {}  # name -> [tasks waiting, since]
+        self._outer = CURRENT_COST.get()  # charged too while this one is current
 
     def __repr__(self) -> str:
         return f"<Cost {self.describe()}>"
@@ -88,7 +93,8 @@ class Cost:
         waits = dict(self._waits)
         if self._open and self.ended is None:
             now = self._clock()
-            for name, (_, since) in self._open.items():
+            # a copy: another thread may read while the loop opens and closes waits
+            for name, (_, since) in list(self._open.items()):
                 waits[name] = waits.get(name, 0.0) + now - since
         return waits
 
@@ -110,6 +116,8 @@ class Cost:
 
     def resumed(self, task: Task, now: float) -> None:
         """``task`` starts a step: its wait, if it had one, is over."""
+        if self._outer is not None:
+            self._outer.resumed(task, now)
         if self.ended is not None:
             return
         self._since = now
@@ -125,6 +133,8 @@ class Cost:
     def parked(self, task: Task, now: float) -> None:
         """``task`` ends a step: charge the step, and start its wait unless
         it has finished."""
+        if self._outer is not None:
+            self._outer.parked(task, now)
         if self.ended is not None:
             return
         if self._running:
