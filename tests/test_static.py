@@ -20,6 +20,7 @@ from corofw.http.server import ServerConfig
 from corofw.net import Socket
 from corofw.net.files import _copy, sendfile
 from corofw.testing import serve_in_thread
+from corofw.web import StaticFiles
 
 CONFIG = ServerConfig(access_log=False, graceful_timeout=5.0, send_timeout=5.0)
 HELLO = b"Hello, static world!\n"
@@ -108,6 +109,24 @@ def test_cache_control_and_subdirectories_and_inner_symlinks(site):
     assert body_of(call(routes, "/static/inner-link.txt")) == HELLO
     assert body_of(call(routes, "/static/%252e%252e/odd.txt")).startswith(b"a file under")
     assert routes.url_for("static", path="sub/page.html") == "/static/sub/page.html"
+
+
+def test_resolve_gives_real_paths_and_follows_only_symlinks_that_stay_inside(site, tmp_path):
+    os.symlink(site / "sub", site / "alias")
+    os.symlink(tmp_path / "outside", site / "sub" / "out")
+    os.symlink(tmp_path, tmp_path / "root-link")
+    files = StaticFiles(tmp_path / "root-link" / "root")  # the directory through a symlink
+    root = os.path.realpath(site)
+    assert files.root == root
+    assert files.resolve("sub/page.html") == os.path.join(root, "sub", "page.html")
+    assert files.resolve("missing/page.html") == os.path.join(root, "missing", "page.html")
+    assert files.resolve("inner-link.txt") == os.path.join(root, "hello.txt")
+    assert files.resolve("alias/page.html") == os.path.join(root, "sub", "page.html")
+    for outside in ("sub/out/x.txt", "out-dir/x.txt", "out-link.txt", "relative-out.txt"):
+        assert files.resolve(outside) is None
+    routes = app(tmp_path / "root-link" / "root")
+    assert body_of(call(routes, "/static/alias/page.html")) == b"<p>hi</p>"
+    assert call(routes, "/static/sub/out/x.txt").status == 404
 
 
 TRAVERSALS = [

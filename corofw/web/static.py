@@ -50,13 +50,18 @@ class StaticFiles:
     def resolve(self, path: str) -> str | None:
         """The real path of the file ``path`` (relative, ``/``-separated,
         decoded) names under the directory, or None when it would leave
-        the directory or is not an ordinary relative path."""
+        the directory or is not an ordinary relative path. The directory's
+        own path is resolved once, when the handler is made; the segments
+        of ``path`` are looked at on every call."""
         if "\x00" in path or "\\" in path:
             return None
         segments = path.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             return None
-        real = os.path.realpath(os.path.join(self.root, *segments))
+        joined = os.path.join(self.root, *segments)
+        if _plain_below(self.root, segments):
+            return joined  # already real: no segment is a symlink
+        real = os.path.realpath(joined)
         if not real.startswith(self.root + os.sep):
             return None
         return real
@@ -67,6 +72,22 @@ class StaticFiles:
             raise HTTPError(404)
         extra = {"cache-control": self.cache_control} if self.cache_control else None
         return serve_file(request, real, headers=extra)
+
+
+def _plain_below(root: str, segments: list[str]) -> bool:
+    """Whether every one of ``segments`` under ``root`` exists and is not a
+    symlink, so that joining them to ``root`` (a real path) gives a real
+    path: one ``lstat`` a segment, where ``os.path.realpath`` would look
+    at every component of the whole path."""
+    current = root
+    for segment in segments:
+        current = current + os.sep + segment
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def serve_file(request: Request, path: str, headers: Any = None,
