@@ -1,4 +1,6 @@
-"""Hello-world throughput: corofw against aiohttp, uvicorn and a trio server.
+"""Hello-world throughput: corofw against aiohttp, uvicorn and a trio server,
+and against the ceiling for one pure-Python process (a bare epoll loop that
+answers every request head with a canned response).
 
 Every server answers ``GET /`` with ``Hello, World!`` (text/plain) from one
 process pinned to CPU 0; wrk runs on CPU 1 with keep-alive connections.
@@ -41,6 +43,10 @@ LOGGED = "corofw + access log"
 ACCESS_LOG_FILE = os.path.join(tempfile.gettempdir(), "corofw-bench-access.log")
 #: the logged run may cost at most this fraction of the unlogged one's throughput
 LOG_COST_TARGET = 0.10
+#: a bare epoll loop answering every head with a canned response: the ceiling
+CEILING = "epoll ceiling"
+#: corofw's share of the ceiling's throughput, at least
+CEILING_TARGET = 0.8
 
 
 def commands(port: int) -> dict[str, list[str]]:
@@ -58,6 +64,7 @@ def commands(port: int) -> dict[str, list[str]]:
         "trio + h11": [PYTHON, "benchmarks/peers/trio_h11.py", "hello", str(port)],
         "trio (hypercorn)": [PYTHON, "-m", "hypercorn", "--worker-class", "trio",
                              "--bind", f"127.0.0.1:{port}", "benchmarks.peers.asgi_hello:app"],
+        CEILING: [PYTHON, "benchmarks/peers/epoll_ceiling.py", str(port)],
     }
 
 
@@ -157,6 +164,11 @@ def targets(results: dict[tuple[str, int], list[dict]]) -> str:
             ratio = base / median([r["rps"] for r in results[(name, conns)]])
             verdict = "**pass**" if ratio >= factor else "**FAIL**"
             lines.append(f"| corofw ≥ {factor:g}× {name} | {conns} | {ratio:.2f}× | {verdict} |")
+        if (CEILING, conns) in results:
+            ratio = base / median([r["rps"] for r in results[(CEILING, conns)]])
+            verdict = "**pass**" if ratio >= CEILING_TARGET else "**FAIL**"
+            lines.append(f"| corofw ≥ {CEILING_TARGET:g}× the {CEILING} | {conns} "
+                         f"| {ratio:.2f}× | {verdict} |")
     return "\n".join(lines)
 
 
@@ -191,7 +203,7 @@ def main() -> None:
     write_section("HTTP hello world", f"""
 - Command: `make bench-http` (`.venv/bin/python benchmarks/http_bench.py`), {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
-- Method: each server is one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; servers interleaved in each of {rounds} rounds; median of the rounds. Peers: aiohttp (`web.run_app`, access log off), uvicorn with uvloop + httptools serving a raw ASGI app, a trio + h11 server (`benchmarks/peers/trio_h11.py`, one task per connection) and hypercorn's trio worker serving the same ASGI app; corofw serves `apps.hello:routes` through its router with `--no-access-log`.
+- Method: each server is one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; servers interleaved in each of {rounds} rounds; median of the rounds. Peers: aiohttp (`web.run_app`, access log off), uvicorn with uvloop + httptools serving a raw ASGI app, a trio + h11 server (`benchmarks/peers/trio_h11.py`, one task per connection) and hypercorn's trio worker serving the same ASGI app; corofw serves `apps.hello:routes` through its router with `--no-access-log`. The {CEILING} (`benchmarks/peers/epoll_ceiling.py`) is the ceiling for one pure-Python process: an epoll loop that answers each request head it sees with a canned response, parsing nothing.
 
 {report}
 
