@@ -341,6 +341,8 @@ class Server(BodyDecisions):
         except Exception:
             log.exception("%s failed", task.name)
         finally:
+            if cost is not None:  # the request was cut short
+                cost.end()
             conn.watching = 0
             if conn.watch is not None:
                 self._unwatch(conn)

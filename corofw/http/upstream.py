@@ -396,6 +396,7 @@ class _Arrivals:
     the one task that races them."""
 
     __slots__ = ("items", "waiter")
+    wait_label = "tasks"  # in request costs: waiting for its copies, tasks of its own
 
     def __init__(self) -> None:
         self.items: deque[Any] = deque()
