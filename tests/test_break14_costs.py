@@ -328,8 +328,6 @@ def test_pipelined_requests_each_have_their_own_cost(access_lines, no_leaks):
 # -- a client that leaves, work hidden from the Cost (server and kernel) -------------
 
 
-@pytest.mark.xfail(strict=True, reason="_serve ends a request's Cost only after a response "
-                   "is written: not when the client left (499) or the write failed")
 def test_the_cost_of_a_request_whose_client_left_is_ended(access_lines, no_leaks):
     routes = Router()
     seen = {}
@@ -360,8 +358,6 @@ def test_the_cost_of_a_request_whose_client_left_is_ended(access_lines, no_leaks
     assert cost.waits()["sleep"] == pytest.approx(logged, abs=0.002)  # nothing charged after
 
 
-@pytest.mark.xfail(strict=True, reason="_serve ends a request's Cost only after a response "
-                   "is written: not when the client left (499) or the write failed")
 def test_the_cost_of_a_stream_cut_short_is_ended(no_leaks):
     routes = Router()
     seen = {}
@@ -387,8 +383,6 @@ def test_the_cost_of_a_stream_cut_short_is_ended(no_leaks):
         wait_until(lambda: seen["cost"].ended is not None, 2.0)
 
 
-@pytest.mark.xfail(strict=True, reason="the kernel parks only the Cost current at a step's "
-                   "end: a Cost left for another (or None) inside a step is never parked")
 def test_work_a_handler_hides_from_its_cost_is_not_counted_as_cpu():
     """A handler that keeps a slow part off its request's bill
     (``CURRENT_COST.set(None)`` around it) had the part's whole duration
@@ -443,8 +437,6 @@ def test_fd_number_reused_after_close_does_not_keep_the_old_label():
 
 
 
-@pytest.mark.xfail(strict=True, reason="a hedged Upstream call waits on the private _Arrivals, "
-                   "whose class name becomes the wait's name")
 def test_a_hedged_call_waits_under_a_documented_name(no_leaks):
     backend = Router()
 

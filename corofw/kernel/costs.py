@@ -151,6 +151,16 @@ class Cost:
         else:
             entry[0] += 1
 
+    def paused(self, now: float) -> None:
+        """The task that ran stopped carrying this Cost during its step:
+        charge the step so far, and open no wait (what it waits on next is
+        not this Cost's)."""
+        if self._outer is not None:
+            self._outer.paused(now)
+        if self.ended is None and self._running:
+            self._cpu += now - self._since
+            self._running = False
+
     def name_wait(self, task: Task) -> str:
         """What the parked ``task`` waits on, named as the module says."""
         trap = task._trap

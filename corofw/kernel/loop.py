@@ -246,9 +246,9 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                 coro = task.coro
                 variables = task._vars  # each step runs in the task's own context
                 if metering:
-                    cost = variables.get(CURRENT_COST)
-                    if cost is not None:
-                        cost.resumed(task, clock())
+                    resumed_cost = variables.get(CURRENT_COST)
+                    if resumed_cost is not None:
+                        resumed_cost.resumed(task, clock())
                 while True:
                     try:
                         if exc is None:
@@ -285,6 +285,8 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                     cost = variables.get(CURRENT_COST)
                     if cost is not None:
                         cost.parked(task, clock())
+                    if resumed_cost is not cost and resumed_cost is not None:
+                        resumed_cost.paused(clock())  # set aside during the step
             self.current = None
             if finished():
                 break
