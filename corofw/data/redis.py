@@ -30,6 +30,7 @@ from types import EllipsisType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..kernel.costs import label_fd
 from ..kernel.deadline import Deadline
 from ..kernel.task import Cancelled
 from ..kernel.traps import Coro
@@ -245,6 +246,7 @@ class Redis(Commands[Coro[Any]]):
                 return (yield from open_connection(self.host, self.port,
                                                    label=f"redis {self.address}"))
             sock = Socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            label_fd(sock.fd, f"redis {self.address}")
             try:
                 yield from sock.connect(self.unix_socket)
             except BaseException:
