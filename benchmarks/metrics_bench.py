@@ -2,8 +2,10 @@
 ``Metrics().install(routes)``, in the same run.
 
 Each server is one process pinned to CPU 0; wrk runs on CPU 1 with
-keep-alive connections. The two servers alternate within each round; the
-table shows the median of the rounds and the overhead (target: at most 5%)::
+keep-alive connections. The servers alternate within each round; the table
+shows the median of the rounds and the overhead (target: at most 5%); a
+third server adds ``--request-costs`` to show what metering each request
+costs (no target)::
 
     python benchmarks/metrics_bench.py             # 5 rounds x 8 s, updates RESULTS.md
     python benchmarks/metrics_bench.py --quick     # 1 round x 3 s, prints only
@@ -59,11 +61,15 @@ def hello_app(with_metrics: bool) -> Router:
 plain = hello_app(False)
 measured = hello_app(True)
 
-SERVERS = {"without metrics": "metrics_bench:plain", "with metrics": "metrics_bench:measured"}
+COSTS = "metrics + request costs"
+SERVERS = {"without metrics": ("metrics_bench:plain",),
+           "with metrics": ("metrics_bench:measured",),
+           # no target: what --request-costs adds on top, for docs/guide.md
+           COSTS: ("metrics_bench:measured", "--request-costs")}
 
 
-def command(app: str, port: int) -> list[str]:
-    return [PYTHON, "-m", "corofw", "run", app, "--port", str(port), "--no-access-log",
+def command(app: tuple[str, ...], port: int) -> list[str]:
+    return [PYTHON, "-m", "corofw", "run", *app, "--port", str(port), "--no-access-log",
             "--log-level", "warning"]
 
 
@@ -99,6 +105,8 @@ def table(results: dict[tuple[str, int], list[dict]]) -> str:
                 continue
             overhead = 1 - rps / base
             verdict = "**pass**" if overhead <= TARGET else "**FAIL**"
+            if name == COSTS:
+                verdict = "(no target)"
             lines.append(f"| {name} | {conns} | {rps:,.0f} | {p99:.2f} | {overhead:.1%} "
                          f"| {verdict} |")
     return "\n".join(lines)
@@ -143,7 +151,7 @@ def main() -> None:
     write_section("Metrics overhead", f"""
 - Command: `.venv/bin/python benchmarks/metrics_bench.py`, {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
-- Method: hello world (`GET /`, plain handler) served by `corofw run` with `--no-access-log`, once as is and once with `Metrics().install(routes)`; each server one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; the two servers alternate in each of {rounds} rounds; median of the rounds. Overhead = 1 − req/s with ÷ req/s without.
+- Method: hello world (`GET /`, plain handler) served by `corofw run` with `--no-access-log`, once as is and once with `Metrics().install(routes)`; each server one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; the servers alternate in each of {rounds} rounds; median of the rounds. Overhead = 1 − req/s with ÷ req/s without. The third server adds `--request-costs` (each request's time on the loop and its waits, counted by the kernel; no target).
 
 {report}
 
