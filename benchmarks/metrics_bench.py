@@ -149,7 +149,7 @@ def main() -> None:
     if args.quick:
         return
     write_section("Metrics overhead", f"""
-- Command: `.venv/bin/python benchmarks/metrics_bench.py`, {now_utc()}, corofw at `{git_revision()}`.
+- Command: `.venv/bin/python benchmarks/metrics_bench.py{f' --rounds {rounds}' if args.rounds else ''}{f' --seconds {seconds:g}' if args.seconds else ''}`, {now_utc()}, corofw at `{git_revision()}`.
 - Machine: {machine_line()}. Load average before / after: {before} / {load_average()}.
 - Method: hello world (`GET /`, plain handler) served by `corofw run` with `--no-access-log`, once as is and once with `Metrics().install(routes)`; each server one process pinned to CPU {SERVER_CPU} (`taskset`); `wrk -t1 -cN -d{seconds:g}s --latency` pinned to CPU {LOAD_CPU}; keep-alive; the servers alternate in each of {rounds} rounds; median of the rounds. Overhead = 1 − req/s with ÷ req/s without. The third server adds `--request-costs` (each request's time on the loop and its waits, counted by the kernel; no target).
 
