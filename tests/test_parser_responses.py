@@ -334,3 +334,22 @@ def test_changing_remembered_response_headers_leaves_the_next_response_alone():
     headers["x-tag"] = "changed"
     again, _, _ = response(raw)
     assert Headers.from_raw(again.fields)["x-tag"] == "one"
+
+
+def test_shrunk_headers_decode_again_and_changed_ones_are_kept():
+    raw = [(b"x-tag", b"one"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    headers = Headers.from_raw(raw)
+    assert headers["X-Tag"] == "one"
+    headers.shrink()
+    assert headers._items is None and headers._index is None
+    assert headers.get_all("set-cookie") == ["a=1", "b=2"] and len(headers) == 3
+    for change in (lambda h: h.add("x-new", "1"), lambda h: h.__setitem__("x-tag", "two"),
+                   lambda h: h.__delitem__("x-tag"), lambda h: h.update({"x-tag": "three"})):
+        changed = Headers.from_raw(list(raw))
+        change(changed)
+        expected = changed.items()
+        changed.shrink()  # keeps the change: the wire pairs are no longer the truth
+        assert changed.items() == expected
+    built = Headers([("A", "1")])
+    built.shrink()
+    assert built.items() == [("A", "1")]

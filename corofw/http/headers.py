@@ -132,6 +132,7 @@ class Headers:
         """Append a value, keeping any existing ones (e.g. Set-Cookie)."""
         self._pairs().append((name, str(value)))
         self._index = None
+        self._raw = None  # the wire pairs no longer tell the truth
 
     def __setitem__(self, name: str, value: str) -> None:
         """Replace every value of ``name`` with ``value``."""
@@ -139,6 +140,7 @@ class Headers:
         self._items = [(k, v) for k, v in self._pairs() if k.lower() != key]
         self._items.append((name, str(value)))
         self._index = None
+        self._raw = None
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
@@ -147,6 +149,7 @@ class Headers:
         if len(self._items) == before:
             raise KeyError(name)
         self._index = None
+        self._raw = None
 
     def setdefault(self, name: str, value: str) -> str:
         """The first value of ``name``; if there is none, add ``value`` and
@@ -167,6 +170,15 @@ class Headers:
         self._items = [(k, v) for k, v in self._pairs() if k.lower() not in replaced]
         self._items.extend(given)
         self._index = None
+        self._raw = None
+
+    def shrink(self) -> None:
+        """Drop the decoded copy and the lookup index of headers still as
+        received (a long-lived request keeps only the wire pairs); the next
+        lookup decodes them again. Changed headers are left as they are."""
+        if self._raw is not None:
+            self._items = None  # type: ignore[assignment]
+            self._index = None
 
     def copy(self) -> Headers:
         """An independent copy."""

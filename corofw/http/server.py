@@ -301,7 +301,11 @@ class Server(BodyDecisions):
                     access is None and type(request._id) is not str) else echo(request))
                 try:
                     if wire is None:
-                        keep_alive = yield from self._write(conn, request, response, keep_alive)
+                        if type(response) is WebSocketUpgrade:  # one frame less in a session
+                            keep_alive = yield from self._upgrade(conn, request, response)
+                        else:
+                            keep_alive = yield from self._write(conn, request, response,
+                                                                keep_alive)
                     else:
                         try:
                             sent = send_now(wire)
@@ -476,19 +480,18 @@ class Server(BodyDecisions):
             self._watch(conn)
             if response.endless:
                 conn.phase = UPGRADED  # like a WebSocket: a shutdown does not wait for it
-        elif type(response) is WebSocketUpgrade:
-            yield from self._upgrade(conn, request, response)
-            return False
         keep_alive, complete = yield from write_response(conn, request, response, keep_alive)
         if complete:
             self.requests_served += 1
         return keep_alive
 
     def _upgrade(self, conn: Connection, request: Request,
-                 upgrade: WebSocketUpgrade) -> Coro[None]:
+                 upgrade: WebSocketUpgrade) -> Coro[bool]:
         """Hand the connection to a WebSocket session for as long as it
-        lasts; the connection is closed after it. A shutdown tells the
-        client it is going away rather than waiting for the session."""
+        lasts; the connection is closed after it (False: not kept alive).
+        A shutdown tells the client it is going away rather than waiting
+        for the session."""
+        conn.deadline.clear()
         if conn.watching:
             self._unwatch(conn)  # the session reads the socket itself
         conn.phase = UPGRADED
@@ -500,6 +503,7 @@ class Server(BodyDecisions):
             self.requests_served += 1
             if self.config.access_log:
                 log_access(conn, request, 101, "-", failure)
+        return False
 
     def _keep_alive(self, conn: Connection) -> bool:
         """Between requests: a pipelined request that has begun gets the

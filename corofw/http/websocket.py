@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections import deque
 from typing import Any
 
 from ..kernel.deadline import Deadline
@@ -94,8 +93,10 @@ class ClientWebSocket:
         self._conn = connection
         self._timeouts = timeouts
         self._close_timeout = close_timeout
-        self._messages: deque[str | bytes] = deque()
-        self._pongs: deque[bytes] = deque()
+        # lists, not deques: at most MAX_QUEUE messages, and a tenth of the
+        # memory while empty (an idle WebSocket keeps both)
+        self._messages: list[str | bytes] = []
+        self._pongs: list[bytes] = []
         self._awaited: list[bytes] = []  # payloads of the pings sent, not yet answered
         self._in_read = False
         self._waiting = 0  # tasks waiting for the one that reads
@@ -190,7 +191,7 @@ class ClientWebSocket:
         messages = self._messages
         while not messages:
             yield from self._next_event(timeout, receiving=True)
-        message = messages.popleft()
+        message = messages.pop(0)
         if self._waiting and len(messages) == MAX_QUEUE - 1:
             self._hand_over()  # room again for a task that waits to read
         return message

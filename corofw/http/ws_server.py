@@ -55,19 +55,27 @@ _NOT_IN_A_101 = frozenset({"content-length", "transfer-encoding", "content-encod
                            "content-type", "vary"})
 
 
+_TIMEOUTS: dict[float | None, Timeout] = {}
+
+
 class ServerWebSocket(ClientWebSocket):
     """An open WebSocket, seen from the server: ``request`` is the upgrade
-    request (its headers, cookies and query), ``subprotocol`` the one
-    agreed (or None), ``url`` the ``ws://`` address it was opened at."""
+    request (its headers, cookies and query), ``headers`` the headers the
+    client sent with it (as on the client's side, the peer's handshake
+    headers), ``subprotocol`` the one agreed (or None), ``url`` the
+    ``ws://`` address it was opened at."""
 
     def __init__(self, sock: Any, connection: Any, request: Request,
                  subprotocol: str | None, send_timeout: float | None,
                  close_timeout: float = CLOSE_TIMEOUT) -> None:
         host = request.headers.get("host") or "localhost"
+        timeouts = _TIMEOUTS.get(send_timeout)
+        if timeouts is None:  # one per setting, shared: a session keeps it for its length
+            timeouts = _TIMEOUTS[send_timeout] = Timeout(connect=None, read=None,
+                                                         write=send_timeout, pool=None)
         super().__init__(sock, connection, f"ws://{host}{request.target}", subprotocol,
-                         Headers(), Timeout(connect=None, read=None, write=send_timeout,
-                                            pool=None),
-                         close_timeout)
+                         request.headers, timeouts, close_timeout)
+        request.headers.shrink()  # kept for the session's length: only as received
         self.request = request
 
     def __repr__(self) -> str:
@@ -119,8 +127,11 @@ def run_session(conn: Any, request: Request, upgrade: WebSocketUpgrade) -> Coro[
     leftover = conn.parser.take_buffered()
     if leftover:
         connection.receive_data(leftover)
+    conn.parser = None  # HTTP is over on this connection: frames from here on
     ws = ServerWebSocket(conn.sock, connection, request, upgrade.handshake.subprotocol,
                          conn.config.send_timeout, upgrade.close_timeout)
+    upgrade.headers = None  # the 101 is sent: what made it is not kept for the session
+    upgrade.handshake = None  # type: ignore[assignment]
     try:
         result = upgrade.handler(ws, **upgrade.params)
         if type(result) is GeneratorType:

@@ -3,7 +3,9 @@
 A waiting task parks itself in a :class:`WaitQueue` with the ``PARK`` trap;
 whoever makes progress possible wakes it. Cancelling a parked task removes
 it from the queue first, so a cancelled waiter never takes a lock, a permit
-or an item.
+or an item. A primitive makes its queue when a task first has to wait (an
+empty deque is most of a kilobyte, and most primitives are never waited
+on: a connection's write lock, a WebSocket's events).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Event:
 
     def __init__(self) -> None:
         self._flag = False
-        self._waiters = WaitQueue(self)
+        self._waiters: WaitQueue | None = None  # made by the first wait
 
     def __repr__(self) -> str:
         return f"<Event {'set' if self._flag else 'unset'}>"
@@ -33,7 +35,8 @@ class Event:
     def set(self) -> None:
         """Set the flag and wake every waiter."""
         self._flag = True
-        self._waiters.wake_all()
+        if self._waiters is not None:
+            self._waiters.wake_all()
 
     def clear(self) -> None:
         """Reset the flag; later :meth:`wait` calls park again."""
@@ -42,7 +45,10 @@ class Event:
     def wait(self) -> Coro[None]:
         """Wait until the flag is set (return at once if it already is)."""
         if not self._flag:
-            yield from park(self._waiters)
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = WaitQueue(self)
+            yield from park(waiters)
 
 
 class Semaphore:
@@ -64,10 +70,10 @@ class Semaphore:
                              f"({max_value})")
         self._value = value
         self._max_value = max_value
-        self._waiters = WaitQueue(self)
+        self._waiters: WaitQueue | None = None  # made by the first wait
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} value={self._value} waiters={len(self._waiters)}>"
+        return f"<{type(self).__name__} value={self._value} waiters={len(self._waiters or ())}>"
 
     @property
     def value(self) -> int:
@@ -84,13 +90,16 @@ class Semaphore:
         if self._value > 0 and not self._waiters:
             self._value -= 1
         else:
-            yield from park(self._waiters)  # woken holding the permit
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = WaitQueue(self)
+            yield from park(waiters)  # woken holding the permit
         return self
 
     def release(self) -> None:
         """Give a permit back: to the oldest waiter if there is one, else to
         the pool. Never waits. Raises ``ValueError`` past ``max_value``."""
-        if self._waiters:
+        if self._waiters:  # (None, or empty: no one to hand the permit to)
             self._waiters.wake_one()
         elif self._max_value is not None and self._value >= self._max_value:
             raise ValueError(f"semaphore released too many times (max_value {self._max_value})")
@@ -113,7 +122,7 @@ class Lock(Semaphore):
 
     def __repr__(self) -> str:
         owner = self._owner.name if self._owner else None
-        return f"<Lock owner={owner!r} waiters={len(self._waiters)}>"
+        return f"<Lock owner={owner!r} waiters={len(self._waiters or ())}>"
 
     def acquire(self) -> Coro[Lock]:
         """Wait until the lock is free and take it; return self, so
@@ -157,8 +166,8 @@ class Queue:
     def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
         self._items: deque[Any] = deque()
-        self._getters = WaitQueue(self)
-        self._putters = WaitQueue(self)
+        self._getters: WaitQueue | None = None  # made by the first wait of each kind
+        self._putters: WaitQueue | None = None
 
     def __repr__(self) -> str:
         return f"<Queue size={len(self._items)} maxsize={self.maxsize}>"
@@ -181,7 +190,10 @@ class Queue:
     def put(self, item: Any) -> Coro[None]:
         """Add ``item``, waiting while the queue is full."""
         while self.full():
-            yield from park(self._putters)
+            putters = self._putters
+            if putters is None:
+                putters = self._putters = WaitQueue(self)
+            yield from park(putters)
         self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
@@ -190,12 +202,16 @@ class Queue:
         if self.full():
             raise QueueFull("the queue is full")
         self._items.append(item)
-        self._getters.wake_one()
+        if self._getters is not None:
+            self._getters.wake_one()
 
     def get(self) -> Coro[Any]:
         """Remove and return the oldest item, waiting while there is none."""
         while not self._items:
-            yield from park(self._getters)
+            getters = self._getters
+            if getters is None:
+                getters = self._getters = WaitQueue(self)
+            yield from park(getters)
         return self.get_nowait()
 
     def get_nowait(self) -> Any:
@@ -204,7 +220,8 @@ class Queue:
         if not self._items:
             raise QueueEmpty("the queue is empty")
         item = self._items.popleft()
-        self._putters.wake_one()
-        if self._items:
+        if self._putters is not None:
+            self._putters.wake_one()
+        if self._items and self._getters is not None:
             self._getters.wake_one()  # pass the turn on if a woken getter lost the race
         return item
