@@ -316,3 +316,24 @@ def test_the_server_side_headers_are_the_upgrade_requests_and_still_read_after_t
             data += chunk
         sock.close()
     assert b"a=1 1 True" in data
+
+
+def test_large_messages_to_a_slow_reader_arrive_whole():
+    """A frame the socket takes only in part goes on under the write lock
+    and the send timeout: the frames that follow are not interleaved."""
+    routes = Router()
+    sizes = (3 << 20, 5, 2 << 20)
+
+    @routes.websocket("/big")
+    def big(ws):
+        for index, size in enumerate(sizes):
+            yield from ws.send(bytes([index]) * size)
+        yield from ws.receive()
+
+    with serve_in_thread(routes) as server, \
+            connect(f"ws://127.0.0.1:{server.port}/big", max_size=None) as ws:
+        time.sleep(0.3)  # the server fills the socket buffers meanwhile
+        received = [ws.recv(timeout=10) for _ in sizes]
+        ws.send("done")
+    assert [len(m) for m in received] == list(sizes)
+    assert [m[0] for m in received] == [0, 1, 2] and all(len(set(m)) == 1 for m in received)
