@@ -4,6 +4,7 @@ app and settings the server tests serve."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 import ssl
@@ -297,3 +298,26 @@ else:
         "fuzz", max_examples=10_000, deadline=None, derandomize=False, print_blob=True)
     if os.environ.get("HYPOTHESIS_PROFILE"):
         _hypothesis_settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_lines():
+    """The access log's lines, as the ``corofw.access`` logger gets them."""
+    handler = _Lines()
+    logger = logging.getLogger("corofw.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

@@ -5,7 +5,6 @@ a handler hides from its Cost, pipelined requests."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import struct
 import sys
@@ -34,28 +33,6 @@ from corofw.kernel.traps import read_wait
 from corofw.net import Socket
 from corofw.testing import run_virtual, serve_in_thread
 from corofw.web.metrics import Metrics
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def access_lines():
-    handler = Lines()
-    logger = logging.getLogger("corofw.access")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
 
 
 def wait_until(check, limit=5.0):

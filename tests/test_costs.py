@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import threading
 import time
@@ -171,28 +170,6 @@ def fan_out_app(upstream_url, seen):
 
     routes.on_shutdown(client.close)
     return routes
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def access_lines():
-    handler = Lines()
-    logger = logging.getLogger("corofw.access")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
 
 
 def test_access_log_text_line_carries_the_costs(upstream, access_lines, no_leaks):
