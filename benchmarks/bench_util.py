@@ -246,3 +246,12 @@ def run_queue_seconds(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue  # it just exited, or the kernel keeps no schedstats
     return waited / 1e9
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit in this process, so that the servers it
+    started are stopped on the way out (their ``with`` blocks run)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)

@@ -33,7 +33,6 @@ import os
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -55,6 +54,7 @@ from bench_util import (
     proc_stats,
     raise_fd_limit,
     run_queue_seconds,
+    stop_on_sigterm,
     write_section,
     wrk,
 )
@@ -413,10 +413,6 @@ def targets(static: dict, upload: dict) -> str:
     return "\n".join(lines)
 
 
-def stop_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(f"stopped by signal {signum}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -426,7 +422,7 @@ def main() -> None:
     parser.add_argument("--upload-rounds", type=int, default=None, help="(default 5)")
     parser.add_argument("--seconds", type=float, default=None)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, stop_on_signal)  # stop the servers too when stopped
+    stop_on_sigterm()
     os.sched_setaffinity(0, {LOAD_CPU})
     raise_fd_limit(4096)
     parts = args.parts.split(",")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import signal
 import socket
 import tempfile
 import time
@@ -38,6 +37,7 @@ from bench_util import (
     now_utc,
     proc_stats,
     raise_fd_limit,
+    stop_on_sigterm,
     write_section,
 )
 
@@ -462,10 +462,6 @@ def targets(echo: dict, memory: dict, sse: dict) -> str:
     return "\n".join(lines)
 
 
-def stop_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(f"stopped by signal {signum}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -476,7 +472,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8, help="messages in flight per connection")
     parser.add_argument("--subscribers", type=int, default=SSE_SUBSCRIBERS)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, stop_on_signal)  # stop the servers too when stopped
+    stop_on_sigterm()
     os.sched_setaffinity(0, {LOAD_CPU})
     limit = raise_fd_limit(65536)
     names = list(commands(0))
