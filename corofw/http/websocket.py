@@ -303,22 +303,24 @@ class ClientWebSocket:
     def _read(self, timeout: float | None) -> Coro[None]:
         sock = self._sock
         assert sock is not None
-        deadline = yield from self._deadline("_reading")
+        deadline = None  # no deadline to make or move for a read without a timeout
         if timeout is not None:
+            deadline = yield from self._deadline("_reading")
             deadline.set(timeout, "read")
         self._in_read = True
         self._pumped = _monotonic()
         try:
             data = yield from sock.recv(RECV_SIZE)
         except Cancelled as exc:
-            if exc.scope is deadline:
+            if deadline is not None and exc.scope is deadline:
                 raise TIMEOUTS["read"]("read timeout", self.url) from None
             raise
         except OSError:  # a reset, or closed by another task: the WebSocket is closed
             self.abort()
             raise self._closed_error() from None
         finally:
-            deadline.clear()
+            if deadline is not None:
+                deadline.clear()
             self._in_read = False
         self._conn.receive_data(data)
         if self._waiting:
