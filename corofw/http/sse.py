@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
-from ..kernel import Queue, move_on_after, spawn
-from ..kernel.traps import Coro
+from ..kernel import Cancelled, Queue, spawn
+from ..kernel.deadline import Deadline
+from ..kernel.traps import TASK, Coro
 from .messages import Request, StreamingResponse
 
 _END = object()
@@ -131,15 +132,26 @@ class _Failed:
 
 def _stream(events: Generator[Any, Any, Any], keep_alive: float | None) -> Coro[None]:
     """The response's body: what :func:`_produce` hands over, and a
-    keep-alive comment whenever nothing came for ``keep_alive`` seconds."""
+    keep-alive comment whenever nothing came for ``keep_alive`` seconds
+    (one :class:`~corofw.kernel.deadline.Deadline`, armed only while the
+    stream waits: a broadcast to many streams moves no timers)."""
     queue: Queue = Queue(1)
     producer = yield from spawn(_produce(events, queue), "event source")
+    quiet = None if keep_alive is None else Deadline((yield TASK))
     try:
         while True:
-            if keep_alive is None:
+            if quiet is None or not queue.empty():
                 item = yield from queue.get()
             else:
-                item = yield from move_on_after(keep_alive, queue.get(), _SILENT)
+                quiet.set(cast(float, keep_alive), "keep-alive")
+                try:
+                    item = yield from queue.get()
+                except Cancelled as exc:
+                    if exc.scope is not quiet:
+                        raise
+                    item = _SILENT
+                finally:
+                    quiet.clear()
             if item is _END:
                 return
             if item is _SILENT:
@@ -150,6 +162,8 @@ def _stream(events: Generator[Any, Any, Any], keep_alive: float | None) -> Coro[
                 yield item
     finally:
         producer.cancel("the event stream ended")
+        if quiet is not None:
+            quiet.close()
 
 
 def _produce(events: Generator[Any, Any, Any], queue: Queue) -> Coro[None]:
