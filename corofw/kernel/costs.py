@@ -4,10 +4,12 @@ time they waited, split by what they waited on.
 The server opens a :class:`Cost` for each request (with request costs on)
 and puts it in the context variable :data:`CURRENT_COST` of the task that
 serves it; tasks spawned from there copy their parent's context, so they
-carry it too. While some :class:`Cost` is open the kernel meters: at the
-start of each step of a task that carries one it calls
-:meth:`Cost.resumed`, at the end :meth:`Cost.parked`, and in between the
-task runs. What a parked task waits on is named from its trap:
+carry it too. Once :func:`start_metering` has been called (a server with
+request costs on calls it), the kernel meters: at the start of each step
+of a task that carries a Cost it calls :meth:`Cost.resumed`, at the end
+:meth:`Cost.parked` (or :meth:`Cost.paused`, for a Cost the task set
+aside during the step), and in between the task runs. What a parked task
+waits on is named from its trap:
 
 - ``client``: the socket of the request's own client;
 - an fd named with :func:`label_fd` (``upstream HOST:PORT`` for the HTTP
