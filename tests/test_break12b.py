@@ -4,6 +4,7 @@ case tried that way, kept as a regression test."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -399,20 +400,21 @@ def test_shutdown_with_many_open_websockets(no_leaks):
             yield from ws.receive()
 
     clients = []
-    with serve_in_thread(routes, QUICK) as server:
-        for _ in range(50):
-            client = websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}/idle")
-            assert client.recv(timeout=5) == "open"
-            clients.append(client)
-        started = time.monotonic()
-    took = time.monotonic() - started
-    codes = []
-    for client in clients:
-        try:
-            client.recv(timeout=5)
-        except websockets.ConnectionClosed as exc:
-            codes.append(exc.rcvd.code if exc.rcvd else None)
-        client.close()
+    with contextlib.ExitStack() as stack:
+        with serve_in_thread(routes, QUICK) as server:
+            for _ in range(50):
+                client = stack.enter_context(
+                    websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}/idle"))
+                assert client.recv(timeout=5) == "open"
+                clients.append(client)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        codes = []
+        for client in clients:
+            try:
+                client.recv(timeout=5)
+            except websockets.ConnectionClosed as exc:
+                codes.append(exc.rcvd.code if exc.rcvd else None)
     assert took < 2.0
     assert codes == [1001] * 50
 
