@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -296,7 +297,8 @@ def test_an_idle_websocket_keeps_little_memory():
         per_websocket = sum(stat.size_diff for stat in after.compare_to(before, "lineno")) / count
         for sock in socks:
             sock.close()
-    assert per_websocket < 8_000, f"{per_websocket:,.0f} bytes per idle WebSocket"
+    limit = 8_000 if sys.version_info >= (3, 11) else 11_000  # 3.10's frames are larger
+    assert per_websocket < limit, f"{per_websocket:,.0f} bytes per idle WebSocket"
 
 
 def test_the_server_side_headers_are_the_upgrade_requests_and_still_read_after_the_handshake():
