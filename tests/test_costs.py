@@ -247,16 +247,22 @@ def test_task_dump_shows_the_cost_so_far(no_leaks):
 
     @routes.get("/dump")
     def dump(request):
-        release.append(True)
-        return format_tasks()
+        text = format_tasks()
+        if "serving <Request GET /wait>" in text:  # dumped while /wait waits: let it go
+            release.append(True)
+        return text
 
     config = ServerConfig(request_costs=True, access_log=False)
     with serve_in_thread(routes, config) as server, httpx.Client(timeout=10) as client, \
             httpx.Client(timeout=10) as other:
         waiting = threading.Thread(target=other.get, args=(server.url + "/wait",))
         waiting.start()
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10  # a busy machine may take a while to send /wait
         text = client.get(server.url + "/dump").text
+        while not release and time.monotonic() < deadline:
+            time.sleep(0.02)
+            text = client.get(server.url + "/dump").text
+        release.append(True)  # never leave /wait waiting, even on a failure
         waiting.join()
     block = text.split("serving <Request GET /wait>", 1)[1]
     assert "cost so far: cpu " in block.split("- task", 1)[0]
