@@ -140,11 +140,14 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, connections: int, seconds: float, cpu: int | None,
-        timeout: float = 10.0) -> dict[str, float]:
+        timeout: float = 10.0, script: list[str] | None = None) -> dict[str, float]:
     """Run wrk (1 thread, keep-alive) and return req/s, latency percentiles
-    in ms, and error counts."""
+    in ms, and error counts. ``script``: a Lua script's path and its
+    arguments; a line ``percentiles p50=1.0 ...`` it prints adds those."""
+    extra = [] if script is None else ["-s", script[0]]
     command = pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
-                           f"--timeout={timeout:g}s", "--latency", url])
+                           f"--timeout={timeout:g}s", "--latency", *extra, url,
+                           *([] if script is None else ["--", *script[1:]])])
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          preexec_fn=raise_fd_limit).stdout
     result: dict[str, float] = {"errors": 0.0, "non2xx": 0.0}
@@ -161,6 +164,10 @@ def wrk(url: str, connections: int, seconds: float, cpu: int | None,
             result["non2xx"] = float(line.split()[-1])
         elif "requests in" in line:
             result["requests"] = float(line.split()[0])
+        elif line.startswith("percentiles "):
+            for pair in line.split()[1:]:
+                name, value = pair.split("=")
+                result[name] = float(value)
     if "rps" not in result:
         raise RuntimeError(f"could not parse wrk output:\n{out}")
     return result

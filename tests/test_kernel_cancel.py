@@ -549,3 +549,56 @@ def test_an_interrupt_outranks_an_undelivered_cancel():
         return (yield from task.join())
 
     assert vrun(main()) == "KeyboardInterrupt"
+
+
+# -- what a cancelled task leaves behind ------------------------------------------
+
+
+def test_a_cancelled_task_that_held_itself_is_freed_without_the_collector():
+    import gc
+    import weakref
+
+    refs = []
+
+    def holds_itself():
+        task = yield from current_task()  # a frame that refers to its own task
+        yield from sleep(10)
+        return task
+
+    def main():
+        for _ in range(3):
+            task = yield from spawn(holds_itself())
+            yield from sleep(0.01)
+            task.cancel("not needed")
+            with pytest.raises(Cancelled):
+                yield from task.join()
+            refs.append(weakref.ref(task))
+            del task
+        yield from sleep(0.01)  # the loop's own last references are gone by now
+        return [ref() for ref in refs]
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert vrun(main()) == [None, None, None]
+    finally:
+        gc.enable()
+
+
+def test_a_cancelled_tasks_error_keeps_its_traceback_lines():
+    import traceback
+
+    def waits():
+        yield from sleep(10)
+
+    def main():
+        task = yield from spawn(waits())
+        yield from sleep(0.01)
+        task.cancel("not needed")
+        try:
+            yield from task.join()
+        except Cancelled as exc:
+            return "".join(traceback.format_exception(exc))
+
+    text = vrun(main())
+    assert "in waits" in text and "not needed" in text

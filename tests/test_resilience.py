@@ -214,6 +214,72 @@ def test_a_cancelled_caller_leaves_no_copy_running():
     assert alive == set() and stats.hedges == 1
 
 
+def test_calls_the_budget_refused_get_the_next_tokens_oldest_first():
+    # Calls 0 and 1 take a second; every other call 10 ms. Each call pays
+    # 0.4 of a token, a copy costs one: the two slow calls ask for copies
+    # at 20 ms and are refused; the calls after them pay for their copies,
+    # the older first.
+    backend = Backend(delay=lambda n: 1.0 if n < 2 else 0.01)
+
+    def body(url):
+        client = Client(url)
+        api = Upstream(client, hedge=Hedge(after=0.02, ratio=0.4, min_per_second=0))
+        done = {}
+
+        def call(name, i):
+            started = yield from now()
+            response = yield from api.get(f"/item/{i}")
+            done[name] = ((yield from now()) - started, response.json()["id"])
+
+        try:
+            tasks = []
+            begun = yield from now()
+            for name, at in [("a", 0.0), ("b", 0.005), ("c", 0.03), ("d", 0.05), ("e", 0.06)]:
+                yield from sleep(begun + at - (yield from now()))
+                tasks.append((yield from spawn(call(name, ord(name)))))
+            for task in tasks:
+                yield from task.join()
+        finally:
+            client.close()
+        return done, api.stats
+
+    done, stats = run_served([backend.routes], body)
+    assert done["a"] == (pytest.approx(0.04, abs=0.003), ord("a"))  # hedged at 30 ms, by c
+    assert done["b"] == (pytest.approx(0.065, abs=0.003), ord("b"))  # hedged at 60 ms, by e
+    assert stats.hedges == 2 and stats.hedge_wins == 2
+    assert stats.hedges_denied == 2  # each refused call counted once, however often it asked
+    assert backend.calls == 7
+
+
+def test_a_hedged_call_leaves_nothing_for_the_garbage_collector():
+    import gc
+
+    backend = Backend(delay=lambda n: 1.0 if n % 2 == 0 else 0.01)
+
+    def body(url):
+        client = Client(url)
+        api = Upstream(client, hedge=Hedge(after=0.05, min_per_second=100))
+        try:
+            yield from api.get("/item/0")  # opens the connections the rest reuse
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            for i in range(1, 20):
+                yield from api.get(f"/item/{i}")  # half of them won by their copy
+            gc.collect()
+            left = [type(o).__name__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+            client.close()
+        return left, api.stats
+
+    left, stats = run_served([backend.routes], body)
+    assert stats.hedge_wins >= 8
+    assert "Task" not in left and "_Arrivals" not in left and "Cancelled" not in left
+
+
 # -- retries -----------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..kernel import Cancelled, Coro, Task, WaitQueue, current_kernel, park, sleep, spawn
+from ..kernel import Cancelled, Coro, Task, current_kernel, park, sleep, spawn
+from ..kernel.task import SmallWaitQueue
 from .breaker import ADMITTED, Breaker, Circuit, UpstreamUnavailable
 from .budget import Budget, kernel_clock
 from .client import Client, ClientResponse
@@ -127,6 +128,9 @@ class Upstream:
         self.retry_budget = Budget(retry.ratio, retry.min_per_second) if retry else None
         self.stats = UpstreamStats()
         self._next = 0
+        # Calls whose copy the hedge budget refused, by when each began: the
+        # next token goes to the oldest, the likeliest straggler.
+        self._hedge_line: dict[_Arrivals, float] = {}
 
     def _endpoint(self, item: Client | str, samples: int) -> Endpoint:
         circuit = self.breaker.circuit() if self.breaker is not None else None
@@ -210,6 +214,8 @@ class Upstream:
         self.stats.calls += 1
         if self.hedge_budget is not None:
             self.hedge_budget.deposit()
+            if self._hedge_line:
+                self._call_next_in_line()
         if self.retry_budget is not None:
             self.retry_budget.deposit()
         retry = self.retry if repeatable else None
@@ -280,8 +286,7 @@ class Upstream:
                                       f"(next probe in {wait:.3g} s)", self.name, wait)
         endpoint, admission = picked
         delay = None
-        if hedge is not None and self.hedge_budget is not None \
-                and self.hedge_budget.balance >= 1.0:  # else no copy could be paid for
+        if hedge is not None:
             delay = hedge.delay(endpoint.latencies)
         if delay is None:
             return (yield from self._send(endpoint, admission, method, path, kwargs, deadline))
@@ -323,8 +328,9 @@ class Upstream:
     def _race(self, endpoint: Endpoint, admission: str, delay: float, method: str, path: str,
               kwargs: dict[str, Any], deadline: float | None) -> Coro[ClientResponse]:
         """The call as a child task and, if it has not answered well after
-        ``delay`` seconds, a copy to another address (budget permitting);
-        the first good answer wins and the other copy is cancelled."""
+        ``delay`` seconds, a copy to another address (budget permitting:
+        else the call waits in the line for a token, oldest first); the
+        first good answer wins and the other copy is cancelled."""
         finished = _Arrivals()  # the copies as they finish, and the alarm
         copies: list[Task] = []
         seen = 0
@@ -338,18 +344,37 @@ class Upstream:
         winner: Task | None = None
         good = False
         started = kernel_clock()
+        line = self._hedge_line
+        refused = False
         # A timer, not a timeout scope: the delay is no deadline of the call's.
         kernel = current_kernel()
         assert kernel is not None
-        alarm = kernel.add_timer(delay, finished.put, _HEDGE_NOW)
+        alarm: Any = kernel.add_timer(delay, finished.put, _HEDGE_NOW)
         try:
             yield from start(endpoint, admission)
-            task = yield from finished.get()
-            if task is _HEDGE_NOW:
-                if not copies[0].done:  # it may have finished as the alarm rang
-                    yield from self._hedge(endpoint, start)
-                task = yield from _next_copy(finished)
             while True:
+                task = yield from finished.get()
+                if task is _HEDGE_NOW or task is _YOUR_TURN:
+                    if task is _HEDGE_NOW:
+                        alarm = None
+                    # the first copy may have finished as the alarm rang
+                    if len(copies) > 1 or copies[0].done:
+                        continue
+                    if task is _HEDGE_NOW and line and finished not in line:
+                        sent = False  # calls refused before this one go first
+                    else:
+                        sent = yield from self._hedge(endpoint, start)
+                    if sent:
+                        line.pop(finished, None)
+                        continue
+                    if not refused:
+                        refused = True
+                        self.stats.hedges_denied += 1
+                    line[finished] = started
+                    if alarm is None:  # for a refill no new call brings (old ones expire)
+                        waited = max(kernel_clock() - started, 0.001)
+                        alarm = kernel.add_timer(waited, finished.put, _HEDGE_NOW)
+                    continue
                 seen += 1
                 error = task.exception()
                 if error is None and _good(task.result()):
@@ -358,9 +383,10 @@ class Upstream:
                 if seen == len(copies):
                     winner = task  # no good answer: the last one stands
                     break
-                task = yield from _next_copy(finished)
         finally:
-            kernel.cancel_timer(alarm)
+            line.pop(finished, None)
+            if alarm is not None:
+                kernel.cancel_timer(alarm)
             yield from _finish_copies(copies, finished, seen, winner)
         first = copies[0]
         if winner is not first and first.cancelled:
@@ -373,22 +399,34 @@ class Upstream:
         response: ClientResponse = winner.result()  # each copy is a call
         return response
 
-    def _hedge(self, first: Endpoint, start: Any) -> Coro[None]:
+    def _call_next_in_line(self) -> None:
+        """A token is free: wake the oldest call the budget refused."""
+        assert self.hedge_budget is not None
+        if self.hedge_budget.balance >= 1.0:
+            line = self._hedge_line
+            oldest = min(line, key=line.__getitem__)
+            del line[oldest]
+            oldest.put(_YOUR_TURN)
+
+    def _hedge(self, first: Endpoint, start: Any) -> Coro[bool]:
+        """Send a copy, if an address takes it and the budget pays for it;
+        False when the budget refused it (the caller may ask again later)."""
         picked = self._pick(avoid=first)
         if picked is None:
-            return
+            return True  # every address is ejected: no later try would differ
         target, admitted = picked
         assert self.hedge_budget is not None
         if not self.hedge_budget.try_withdraw():
-            self.stats.hedges_denied += 1
             if target.circuit is not None:
                 target.circuit.abandoned(admitted)
-            return
+            return False
         self.stats.hedges += 1
         yield from start(target, admitted)
+        return True
 
 
 _HEDGE_NOW = object()  # what the alarm puts among the finished copies
+_YOUR_TURN = object()  # what a token for a call in the line puts there
 
 
 class _Arrivals:
@@ -396,11 +434,12 @@ class _Arrivals:
     the one task that races them."""
 
     __slots__ = ("items", "waiter")
-    wait_label = "tasks"  # in request costs: waiting for its copies, tasks of its own
 
     def __init__(self) -> None:
         self.items: deque[Any] = deque()
-        self.waiter = WaitQueue(self)
+        # Owned by a name, not by self: no cycle for the collector to find.
+        # A task dump shows the name; request costs count the wait as "tasks".
+        self.waiter = SmallWaitQueue("the copies of a hedged call")
 
     def put(self, item: Any) -> None:
         self.items.append(item)

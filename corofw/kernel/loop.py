@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextvars import Context
+from traceback import clear_frames
 from types import GeneratorType
 from typing import Any
 
@@ -259,6 +260,8 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
                     except StopIteration as stop:
                         task.state = DONE  # _finish, for a task that returned
                         task._result = stop.value  # its _error is None: consumed above
+                        if task._cancellation is not None:
+                            task._cancellation = None  # a cancellation it caught: a cycle
                         if task._watchers is not None:
                             self._call_watchers(task)
                         break
@@ -404,13 +407,20 @@ class Kernel(FdWaits, Cancellation, SignalRouting, ThreadOffload):
         task._error = error
         task._trap = None
         task._unjoined = None
-        if error is not None and not isinstance(error, Cancelled):
-            if isinstance(error, Exception) or task is self.main_task:
-                task._unjoined = UnjoinedCrash(task.name, error)
-            else:  # KeyboardInterrupt, SystemExit in a child: hand them to main
-                main = self.main_task
-                if main is not None and main.state is not DONE:
-                    self.cancel(main, error)
+        task._cancellation = None  # a cancellation kept there holds a traceback
+        if error is None:
+            pass
+        elif isinstance(error, Cancelled):
+            # A frame of the task often holds the task: its locals would make
+            # task -> error -> traceback -> frame -> task a cycle, left to the
+            # collector (a pause) for each cancelled task. The lines stay.
+            clear_frames(error.__traceback__)
+        elif isinstance(error, Exception) or task is self.main_task:
+            task._unjoined = UnjoinedCrash(task.name, error)
+        else:  # KeyboardInterrupt, SystemExit in a child: hand them to main
+            main = self.main_task
+            if main is not None and main.state is not DONE:
+                self.cancel(main, error)
         if task._watchers is not None:
             self._call_watchers(task)
 

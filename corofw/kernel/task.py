@@ -204,9 +204,13 @@ class Task:
             joiners = SmallWaitQueue(self)
             self.add_done_callback(joiners.wake_all)
             yield from park(joiners)
+            del joiners
         error = self._error  # as result(), without the call
         if error is not None:
             self._mark_retrieved()
+            # The traceback will hold this frame: without its locals, the
+            # error (which the task keeps) does not hold the task.
+            del self
             raise error
         return self._result
 
@@ -217,6 +221,7 @@ class Task:
         error = self._error
         if error is not None:
             self._mark_retrieved()
+            del self  # as in join(): no cycle through the traceback
             raise error
         return self._result
 
